@@ -1,0 +1,335 @@
+//! Commands and `decide`: what a request asks for, checked against the state, becomes
+//! events or a refusal. Nothing here changes state; `State::apply` does.
+//!
+//! Commands that would change nothing (suspending a suspended license) decide to no
+//! events, so every lifecycle command is idempotent by construction.
+
+use crate::catalog::{Plan, PlanSpec, Product, ProductSpec};
+use crate::event::{Event, EventKind, Meta};
+use crate::ids::{LicenseId, PlanKey, ProductKey};
+use crate::key::LicenseKey;
+use crate::license::{License, Metadata, Status};
+use crate::refusal::Refusal;
+use crate::state::State;
+use crate::timestamp::Timestamp;
+
+const MAX_LICENSEE: usize = 256;
+const MAX_METADATA_BYTES: usize = 16 * 1024;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    CreateProduct(ProductSpec),
+    UpdateProduct(ProductSpec),
+    CreatePlan(PlanSpec),
+    UpdatePlan(PlanSpec),
+    IssueLicense(IssueLicense),
+    Suspend(LicenseId),
+    Reinstate(LicenseId),
+    Revoke(LicenseId),
+    Renew(LicenseId),
+    ChangePlan { license: LicenseId, plan: PlanKey },
+}
+
+/// Issuing a license. The id and key are drawn at random by the caller (core has no
+/// random source); a collision is refused, never silently merged.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IssueLicense {
+    pub id: LicenseId,
+    pub key: LicenseKey,
+    pub product: ProductKey,
+    pub plan: PlanKey,
+    pub licensee: String,
+    /// Overrides the expiry the plan would give.
+    pub expires_at: Option<Timestamp>,
+    pub metadata: Metadata,
+}
+
+fn license<'a>(state: &'a State, id: &LicenseId) -> Result<&'a License, Refusal> {
+    state
+        .license(id.as_str())
+        .map(|l| &**l)
+        .ok_or_else(|| Refusal::not_found("LICENSE_NOT_FOUND", format!("no license with id '{id}'")))
+}
+
+fn plan<'a>(state: &'a State, key: &PlanKey) -> Result<&'a Plan, Refusal> {
+    state
+        .plan(key.as_str())
+        .map(|p| &**p)
+        .ok_or_else(|| Refusal::not_found("PLAN_NOT_FOUND", format!("no plan with key '{key}'")))
+}
+
+fn product<'a>(state: &'a State, key: &ProductKey) -> Result<&'a Product, Refusal> {
+    state
+        .product(key.as_str())
+        .map(|p| &**p)
+        .ok_or_else(|| Refusal::not_found("PRODUCT_NOT_FOUND", format!("no product with key '{key}'")))
+}
+
+fn not_revoked(l: &License, action: &str) -> Result<(), Refusal> {
+    if l.status == Status::Revoked {
+        return Err(Refusal::conflict(
+            "LICENSE_REVOKED",
+            format!("license '{}' is revoked; revocation is final, so it cannot be {action}", l.id),
+        ));
+    }
+    Ok(())
+}
+
+/// Expiry and trial flag of a license starting on `plan` at `now`.
+fn initial_term(plan: &Plan, now: Timestamp) -> (Option<Timestamp>, bool) {
+    match (plan.trial_days, plan.duration_days) {
+        (Some(t), _) => (Some(now.plus_days(t)), true),
+        (None, Some(d)) => (Some(now.plus_days(d)), false),
+        (None, None) => (None, false),
+    }
+}
+
+pub fn decide(state: &State, command: &Command, meta: &Meta, now: Timestamp) -> Result<Vec<Event>, Refusal> {
+    let kinds = decide_kinds(state, command, now)?;
+    Ok(kinds.into_iter().map(|k| Event::new(now, meta.clone(), k)).collect())
+}
+
+fn decide_kinds(state: &State, command: &Command, now: Timestamp) -> Result<Vec<EventKind>, Refusal> {
+    match command {
+        Command::CreateProduct(spec) => {
+            spec.check()?;
+            if let Some(existing) = state.product(spec.key.as_str()) {
+                if existing.name == spec.name && existing.features == spec.features {
+                    return Ok(vec![]);
+                }
+                return Err(Refusal::conflict(
+                    "PRODUCT_EXISTS",
+                    format!(
+                        "product '{}' already exists with other content; update it with PUT /v1/products/{}",
+                        spec.key, spec.key
+                    ),
+                ));
+            }
+            Ok(vec![EventKind::ProductCreated(Product {
+                key: spec.key.clone(),
+                name: spec.name.clone(),
+                features: spec.features.clone(),
+                version: 1,
+                created_at: now,
+                updated_at: now,
+            })])
+        }
+        Command::UpdateProduct(spec) => {
+            spec.check()?;
+            let old = product(state, &spec.key)?;
+            if old.name == spec.name && old.features == spec.features {
+                return Ok(vec![]);
+            }
+            if let Some((plan, feature)) = state.plans().filter(|p| p.product == spec.key).find_map(|p| {
+                p.features
+                    .iter()
+                    .find(|f| !spec.features.iter().any(|sf| &sf.key == *f))
+                    .map(|f| (p.key.clone(), f.clone()))
+            }) {
+                return Err(Refusal::conflict(
+                    "FEATURE_IN_USE",
+                    format!("feature '{feature}' is granted by plan '{plan}'; remove it from the plan first"),
+                ));
+            }
+            Ok(vec![EventKind::ProductUpdated(Product {
+                name: spec.name.clone(),
+                features: spec.features.clone(),
+                version: old.version + 1,
+                updated_at: now,
+                ..old.clone()
+            })])
+        }
+        Command::CreatePlan(spec) => {
+            let p = product(state, &spec.product)?;
+            spec.check(p)?;
+            if let Some(existing) = state.plan(spec.key.as_str()) {
+                if same_plan(existing, spec) {
+                    return Ok(vec![]);
+                }
+                return Err(Refusal::conflict(
+                    "PLAN_EXISTS",
+                    format!(
+                        "plan '{}' already exists with other content; update it with PUT /v1/plans/{}",
+                        spec.key, spec.key
+                    ),
+                ));
+            }
+            Ok(vec![EventKind::PlanCreated(new_plan(spec, 1, now, now))])
+        }
+        Command::UpdatePlan(spec) => {
+            let old = plan(state, &spec.key)?;
+            if old.product != spec.product {
+                return Err(Refusal::invalid(format!(
+                    "plan '{}' belongs to product '{}'; a plan cannot move to another product",
+                    old.key, old.product
+                )));
+            }
+            spec.check(product(state, &spec.product)?)?;
+            if same_plan(old, spec) {
+                return Ok(vec![]);
+            }
+            Ok(vec![EventKind::PlanUpdated(new_plan(spec, old.version + 1, old.created_at, now))])
+        }
+        Command::IssueLicense(c) => {
+            let plan = plan(state, &c.plan)?;
+            if plan.product != c.product {
+                return Err(Refusal::new(
+                    crate::refusal::RefusalKind::Invalid,
+                    "PLAN_PRODUCT_MISMATCH",
+                    format!("plan '{}' belongs to product '{}', not '{}'", plan.key, plan.product, c.product),
+                ));
+            }
+            product(state, &c.product)?;
+            check_licensee(&c.licensee)?;
+            check_metadata(&c.metadata)?;
+            if state.license(c.id.as_str()).is_some() || state.license_by_key(c.key.as_str()).is_some() {
+                return Err(Refusal::conflict(
+                    "LICENSE_EXISTS",
+                    "the drawn license id or key is taken; retry".to_string(),
+                ));
+            }
+            let (mut expires_at, trial) = initial_term(plan, now);
+            if let Some(e) = c.expires_at {
+                if e <= now {
+                    return Err(Refusal::new(
+                        crate::refusal::RefusalKind::Invalid,
+                        "INVALID_EXPIRY",
+                        format!("expires_at {e} is not in the future"),
+                    ));
+                }
+                expires_at = Some(e);
+            }
+            Ok(vec![EventKind::LicenseIssued(License {
+                id: c.id.clone(),
+                key: c.key.clone(),
+                product: c.product.clone(),
+                plan: c.plan.clone(),
+                licensee: c.licensee.clone(),
+                status: Status::Active,
+                trial,
+                issued_at: now,
+                expires_at,
+                updated_at: now,
+                metadata: c.metadata.clone(),
+                version: 1,
+            })])
+        }
+        Command::Suspend(id) => {
+            let l = license(state, id)?;
+            not_revoked(l, "suspended")?;
+            Ok(if l.status == Status::Suspended {
+                vec![]
+            } else {
+                vec![EventKind::LicenseSuspended { license: id.clone() }]
+            })
+        }
+        Command::Reinstate(id) => {
+            let l = license(state, id)?;
+            not_revoked(l, "reinstated")?;
+            Ok(if l.status == Status::Active {
+                vec![]
+            } else {
+                vec![EventKind::LicenseReinstated { license: id.clone() }]
+            })
+        }
+        Command::Revoke(id) => {
+            let l = license(state, id)?;
+            Ok(if l.status == Status::Revoked {
+                vec![]
+            } else {
+                vec![EventKind::LicenseRevoked { license: id.clone() }]
+            })
+        }
+        Command::Renew(id) => {
+            let l = license(state, id)?;
+            not_revoked(l, "renewed")?;
+            let p = plan(state, &l.plan)?;
+            let period = if l.trial { p.trial_days.or(p.duration_days) } else { p.duration_days };
+            let (Some(expires), Some(days)) = (l.expires_at, period) else {
+                return Err(Refusal::conflict(
+                    "NOT_RENEWABLE",
+                    format!("license '{}' does not expire on plan '{}', so there is nothing to renew", l.id, p.key),
+                ));
+            };
+            // Renewal continues the current term while it is running or in grace, so a
+            // late payer neither loses days nor gains the grace days; once expired, a
+            // renewal starts a fresh term from now.
+            let in_term = l.grace_ends_at(p).is_some_and(|g| now < g);
+            let base = if in_term { expires } else { now };
+            Ok(vec![EventKind::LicenseRenewed { license: id.clone(), expires_at: Some(base.plus_days(days)) }])
+        }
+        Command::ChangePlan { license: id, plan: new } => {
+            let l = license(state, id)?;
+            not_revoked(l, "changed")?;
+            let p = plan(state, new)?;
+            if p.product != l.product {
+                return Err(Refusal::new(
+                    crate::refusal::RefusalKind::Invalid,
+                    "PLAN_PRODUCT_MISMATCH",
+                    format!(
+                        "plan '{}' belongs to product '{}', but the license is for '{}'",
+                        p.key, p.product, l.product
+                    ),
+                ));
+            }
+            if &l.plan == new {
+                return Ok(vec![]);
+            }
+            // Leaving a trial converts it: the new plan's term starts now, same key.
+            // Otherwise the paid term already bought is kept; a perpetual plan drops expiry.
+            let (expires_at, trial) = if l.trial {
+                initial_term(p, now)
+            } else if p.duration_days.is_none() && p.trial_days.is_none() {
+                (None, false)
+            } else {
+                (l.expires_at.or_else(|| initial_term(p, now).0), false)
+            };
+            Ok(vec![EventKind::LicensePlanChanged { license: id.clone(), plan: new.clone(), expires_at, trial }])
+        }
+    }
+}
+
+fn same_plan(p: &Plan, s: &PlanSpec) -> bool {
+    p.product == s.product
+        && p.name == s.name
+        && p.features == s.features
+        && p.duration_days == s.duration_days
+        && p.trial_days == s.trial_days
+        && p.grace_days == s.grace_days
+        && p.max_machines == s.max_machines
+        && p.max_users == s.max_users
+}
+
+fn new_plan(s: &PlanSpec, version: u64, created_at: Timestamp, now: Timestamp) -> Plan {
+    Plan {
+        key: s.key.clone(),
+        product: s.product.clone(),
+        name: s.name.clone(),
+        features: s.features.clone(),
+        duration_days: s.duration_days,
+        trial_days: s.trial_days,
+        grace_days: s.grace_days,
+        max_machines: s.max_machines,
+        max_users: s.max_users,
+        version,
+        created_at,
+        updated_at: now,
+    }
+}
+
+fn check_licensee(licensee: &str) -> Result<(), Refusal> {
+    if licensee.trim().is_empty() || licensee.len() > MAX_LICENSEE || licensee.chars().any(char::is_control) {
+        return Err(Refusal::invalid(format!("licensee must be 1 to {MAX_LICENSEE} bytes of printable text")));
+    }
+    Ok(())
+}
+
+fn check_metadata(m: &Metadata) -> Result<(), Refusal> {
+    let size = serde_json::to_vec(m).map(|v| v.len()).unwrap_or(usize::MAX);
+    if size > MAX_METADATA_BYTES {
+        return Err(Refusal::invalid(format!(
+            "metadata is {size} bytes; at most {MAX_METADATA_BYTES} are kept per license"
+        )));
+    }
+    Ok(())
+}

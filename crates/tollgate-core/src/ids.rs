@@ -1,0 +1,190 @@
+//! Identifiers of the catalog and of licenses: parsed once at the edge, valid forever after.
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid {what} '{value}': {rule}")]
+pub struct IdError {
+    pub what: &'static str,
+    pub value: String,
+    pub rule: &'static str,
+}
+
+const SLUG_RULE: &str =
+    "use 1 to 64 characters: lowercase letters, digits, '-', '_' or '.', starting with a letter or digit";
+
+fn is_slug(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && b[0].is_ascii_alphanumeric()
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+/// A catalog key: cheap to clone (shared), ordered, and valid by construction.
+macro_rules! slug {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(Arc<str>);
+
+        impl $name {
+            pub fn parse(s: &str) -> Result<Self, IdError> {
+                if is_slug(s) {
+                    Ok(Self(Arc::from(s)))
+                } else {
+                    Err(IdError { what: $what, value: s.into(), rule: SLUG_RULE })
+                }
+            }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{:?}", &*self.0)
+            }
+        }
+
+        impl Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                Self::parse(&s).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+slug!(
+    /// A product's key, e.g. `acme-cad`.
+    ProductKey,
+    "product key"
+);
+slug!(
+    /// A feature's key within a product, e.g. `export.pdf`.
+    FeatureKey,
+    "feature key"
+);
+slug!(
+    /// A plan's (tier's, SKU's) key, e.g. `cad-pro-annual`.
+    PlanKey,
+    "plan key"
+);
+
+/// A license's stable identifier, `lic_` followed by 26 lowercase base-32 characters.
+/// The server draws it at random; core only checks its shape.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct LicenseId(Arc<str>);
+
+impl LicenseId {
+    pub const PREFIX: &'static str = "lic_";
+    const BODY_LEN: usize = 26;
+    const ALPHABET: &'static [u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
+
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        let ok = s
+            .strip_prefix(Self::PREFIX)
+            .is_some_and(|body| body.len() == Self::BODY_LEN && body.bytes().all(|c| Self::ALPHABET.contains(&c)));
+        if ok {
+            Ok(Self(Arc::from(s)))
+        } else {
+            Err(IdError {
+                what: "license id",
+                value: s.chars().take(80).collect(),
+                rule: "expected 'lic_' followed by 26 characters of 0-9 and a-z (no i, l, o, u)",
+            })
+        }
+    }
+
+    /// Builds an id from 16 random bytes drawn by the caller (128 bits; the top bits of
+    /// the 130 that 26 characters hold are zero).
+    pub fn from_random(bytes: [u8; 16]) -> Self {
+        let mut n = u128::from_be_bytes(bytes);
+        let mut body = [0u8; Self::BODY_LEN];
+        for slot in body.iter_mut().rev() {
+            *slot = Self::ALPHABET[(n & 31) as usize];
+            n >>= 5;
+        }
+        let mut s = String::with_capacity(Self::PREFIX.len() + Self::BODY_LEN);
+        s.push_str(Self::PREFIX);
+        s.extend(body.iter().map(|&c| c as char));
+        Self(Arc::from(s))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for LicenseId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for LicenseId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", &*self.0)
+    }
+}
+
+impl Borrow<str> for LicenseId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for LicenseId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Self::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs() {
+        for ok in ["a", "acme-cad", "export.pdf", "x_1", &"a".repeat(64)] {
+            assert!(FeatureKey::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", "A", "a b", "é", &"a".repeat(65), "a/b"] {
+            let e = ProductKey::parse(bad).unwrap_err();
+            assert_eq!(e.what, "product key");
+        }
+    }
+
+    #[test]
+    fn license_ids_round_trip() {
+        let id = LicenseId::from_random([0xff; 16]);
+        assert_eq!(id.as_str().len(), 30);
+        assert_eq!(LicenseId::parse(id.as_str()).unwrap(), id);
+        assert_ne!(LicenseId::from_random([0; 16]), LicenseId::from_random([1; 16]));
+        for bad in
+            ["lic_", "lic_ABCDEFGHJKMNPQRSTVWXYZ0123", "key_0123456789abcdefghjkmnpq", "lic_0123456789abcdefghjkmnpi"]
+        {
+            assert!(LicenseId::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

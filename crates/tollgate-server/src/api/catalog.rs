@@ -1,0 +1,165 @@
+//! Products and plans.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Serialize;
+use tollgate_core::Command;
+use tollgate_core::catalog::{PlanSpec, ProductSpec};
+use tollgate_core::ids::{PlanKey, ProductKey};
+
+use super::{WriteCtx, execute, json};
+use crate::AppState;
+use crate::auth::{Permission, Principal};
+use crate::extract::{ApiJson, IdempotencyKey, RequestId};
+use crate::problem::ApiError;
+
+#[derive(Serialize)]
+struct List<T> {
+    items: Vec<T>,
+}
+
+fn product_view(s: &tollgate_core::State, key: &ProductKey) -> serde_json::Value {
+    serde_json::to_value(s.product(key.as_str())).unwrap_or_default()
+}
+
+fn plan_view(s: &tollgate_core::State, key: &PlanKey) -> serde_json::Value {
+    serde_json::to_value(s.plan(key.as_str())).unwrap_or_default()
+}
+
+#[utoipa::path(post, path = "/v1/products", tag = "catalog", request_body(content = Object, description = "{key, name, features:[{key,name}]}"), responses((status = 201, description = "created (or already identical)"), (status = 409, description = "exists with other content", body = crate::problem::Problem)), security(("bearer" = [])))]
+pub async fn create_product(
+    State(app): State<Arc<AppState>>,
+    principal: Principal,
+    request_id: RequestId,
+    idempotency: IdempotencyKey,
+    body: ApiJson<ProductSpec>,
+) -> Result<Response, ApiError> {
+    principal.require(Permission::CatalogWrite)?;
+    let key = body.value.key.clone();
+    let ctx = WriteCtx { principal, request_id, idempotency, request_hash: body.request_hash };
+    execute(
+        &app,
+        ctx,
+        None,
+        Command::CreateProduct(body.value),
+        StatusCode::CREATED,
+        Box::new(move |s, _| product_view(s, &key)),
+    )
+    .await
+}
+
+#[utoipa::path(put, path = "/v1/products/{key}", tag = "catalog", request_body(content = Object), responses((status = 200, description = "updated: a new version")), security(("bearer" = [])))]
+pub async fn update_product(
+    State(app): State<Arc<AppState>>,
+    Path(key): Path<String>,
+    principal: Principal,
+    request_id: RequestId,
+    idempotency: IdempotencyKey,
+    body: ApiJson<ProductSpec>,
+) -> Result<Response, ApiError> {
+    principal.require(Permission::CatalogWrite)?;
+    if body.value.key.as_str() != key {
+        return Err(ApiError::unprocessable(
+            "KEY_MISMATCH",
+            format!("the body's key '{}' differs from the path's '{key}'", body.value.key),
+        ));
+    }
+    let key = body.value.key.clone();
+    let ctx = WriteCtx { principal, request_id, idempotency, request_hash: body.request_hash };
+    execute(
+        &app,
+        ctx,
+        None,
+        Command::UpdateProduct(body.value),
+        StatusCode::OK,
+        Box::new(move |s, _| product_view(s, &key)),
+    )
+    .await
+}
+
+#[utoipa::path(get, path = "/v1/products", tag = "catalog", responses((status = 200, description = "all products")), security(("bearer" = [])))]
+pub async fn list_products(State(app): State<Arc<AppState>>, principal: Principal) -> Result<Response, ApiError> {
+    principal.require(Permission::CatalogRead)?;
+    let s = app.engine.state();
+    json(&List { items: s.products().collect() }, s.seq())
+}
+
+#[utoipa::path(get, path = "/v1/products/{key}", tag = "catalog", responses((status = 200, description = "the product"), (status = 404, body = crate::problem::Problem)), security(("bearer" = [])))]
+pub async fn get_product(
+    State(app): State<Arc<AppState>>,
+    Path(key): Path<String>,
+    principal: Principal,
+) -> Result<Response, ApiError> {
+    principal.require(Permission::CatalogRead)?;
+    let s = app.engine.state();
+    let p = s
+        .product(&key)
+        .ok_or_else(|| ApiError::not_found("PRODUCT_NOT_FOUND", format!("no product with key '{key}'")))?;
+    json(p, s.seq())
+}
+
+#[utoipa::path(post, path = "/v1/plans", tag = "catalog", request_body(content = Object, description = "{key, product, name, features, duration_days?, trial_days?, grace_days?, max_machines?, max_users?}"), responses((status = 201, description = "created")), security(("bearer" = [])))]
+pub async fn create_plan(
+    State(app): State<Arc<AppState>>,
+    principal: Principal,
+    request_id: RequestId,
+    idempotency: IdempotencyKey,
+    body: ApiJson<PlanSpec>,
+) -> Result<Response, ApiError> {
+    principal.require(Permission::CatalogWrite)?;
+    let key = body.value.key.clone();
+    let ctx = WriteCtx { principal, request_id, idempotency, request_hash: body.request_hash };
+    execute(
+        &app,
+        ctx,
+        None,
+        Command::CreatePlan(body.value),
+        StatusCode::CREATED,
+        Box::new(move |s, _| plan_view(s, &key)),
+    )
+    .await
+}
+
+#[utoipa::path(put, path = "/v1/plans/{key}", tag = "catalog", request_body(content = Object), responses((status = 200, description = "updated: a new version")), security(("bearer" = [])))]
+pub async fn update_plan(
+    State(app): State<Arc<AppState>>,
+    Path(key): Path<String>,
+    principal: Principal,
+    request_id: RequestId,
+    idempotency: IdempotencyKey,
+    body: ApiJson<PlanSpec>,
+) -> Result<Response, ApiError> {
+    principal.require(Permission::CatalogWrite)?;
+    if body.value.key.as_str() != key {
+        return Err(ApiError::unprocessable(
+            "KEY_MISMATCH",
+            format!("the body's key '{}' differs from the path's '{key}'", body.value.key),
+        ));
+    }
+    let key = body.value.key.clone();
+    let ctx = WriteCtx { principal, request_id, idempotency, request_hash: body.request_hash };
+    execute(&app, ctx, None, Command::UpdatePlan(body.value), StatusCode::OK, Box::new(move |s, _| plan_view(s, &key)))
+        .await
+}
+
+#[utoipa::path(get, path = "/v1/plans", tag = "catalog", responses((status = 200, description = "all plans")), security(("bearer" = [])))]
+pub async fn list_plans(State(app): State<Arc<AppState>>, principal: Principal) -> Result<Response, ApiError> {
+    principal.require(Permission::CatalogRead)?;
+    let s = app.engine.state();
+    json(&List { items: s.plans().collect() }, s.seq())
+}
+
+#[utoipa::path(get, path = "/v1/plans/{key}", tag = "catalog", responses((status = 200, description = "the plan"), (status = 404, body = crate::problem::Problem)), security(("bearer" = [])))]
+pub async fn get_plan(
+    State(app): State<Arc<AppState>>,
+    Path(key): Path<String>,
+    principal: Principal,
+) -> Result<Response, ApiError> {
+    principal.require(Permission::CatalogRead)?;
+    let s = app.engine.state();
+    let p = s.plan(&key).ok_or_else(|| ApiError::not_found("PLAN_NOT_FOUND", format!("no plan with key '{key}'")))?;
+    json(p, s.seq())
+}

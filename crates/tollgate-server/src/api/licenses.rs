@@ -1,0 +1,300 @@
+//! Licenses: issue, read, list, and the lifecycle actions.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use tollgate_core::command::IssueLicense;
+use tollgate_core::ids::{LicenseId, PlanKey, ProductKey};
+use tollgate_core::key::LicenseKey;
+use tollgate_core::license::{License, Metadata, Standing};
+use tollgate_core::{Command, Timestamp};
+
+use super::{WriteCtx, execute, json};
+use crate::AppState;
+use crate::auth::{Permission, Principal};
+use crate::extract::{ApiJson, ApiQuery, IdempotencyKey, RequestId};
+use crate::problem::ApiError;
+
+/// A license as the API shows it: the stored record plus what follows from it at the
+/// instant of the answer (effective status, features, grace end).
+#[derive(Serialize)]
+pub struct LicenseView<'a> {
+    pub id: &'a str,
+    pub key: &'a str,
+    pub status: &'static str,
+    pub product: &'a str,
+    pub plan: &'a str,
+    pub licensee: &'a str,
+    pub trial: bool,
+    pub issued_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grace_ends_at: Option<Timestamp>,
+    pub in_grace: bool,
+    pub updated_at: Timestamp,
+    pub features: Vec<&'a str>,
+    pub max_machines: Option<u32>,
+    pub max_users: Option<u32>,
+    pub metadata: &'a Metadata,
+    pub version: u64,
+}
+
+pub fn license_view<'a>(s: &'a tollgate_core::State, l: &'a License, now: Timestamp) -> LicenseView<'a> {
+    let plan = s.plan(l.plan.as_str());
+    let standing = plan.map(|p| l.standing(p, now));
+    LicenseView {
+        id: l.id.as_str(),
+        key: l.key.as_str(),
+        status: standing.map(Standing::as_str).unwrap_or("active"),
+        product: l.product.as_str(),
+        plan: l.plan.as_str(),
+        licensee: &l.licensee,
+        trial: l.trial,
+        issued_at: l.issued_at,
+        expires_at: l.expires_at,
+        grace_ends_at: plan.and_then(|p| l.grace_ends_at(p)).filter(|g| Some(*g) != l.expires_at),
+        in_grace: matches!(standing, Some(Standing::Grace { .. })),
+        updated_at: l.updated_at,
+        features: plan.map(|p| p.features.iter().map(|f| f.as_str()).collect()).unwrap_or_default(),
+        max_machines: plan.and_then(|p| p.max_machines),
+        max_users: plan.and_then(|p| p.max_users),
+        metadata: &l.metadata,
+        version: l.version,
+    }
+}
+
+fn render_license(id: LicenseId) -> crate::engine::Render {
+    Box::new(move |s, now| match s.license(id.as_str()) {
+        Some(l) => serde_json::to_value(license_view(s, l, now)).unwrap_or_default(),
+        None => serde_json::Value::Null,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssueBody {
+    product: ProductKey,
+    plan: PlanKey,
+    licensee: String,
+    #[serde(default)]
+    expires_at: Option<Timestamp>,
+    #[serde(default)]
+    metadata: Metadata,
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).expect("the OS random source is available");
+    b
+}
+
+#[utoipa::path(post, path = "/v1/licenses", tag = "licenses", request_body(content = Object, description = "{product, plan, licensee, expires_at?, metadata?}"), responses((status = 201, description = "the new license with its key"), (status = 404, body = crate::problem::Problem), (status = 422, body = crate::problem::Problem)), security(("bearer" = [])))]
+pub async fn issue(
+    State(app): State<Arc<AppState>>,
+    principal: Principal,
+    request_id: RequestId,
+    idempotency: IdempotencyKey,
+    body: ApiJson<IssueBody>,
+) -> Result<Response, ApiError> {
+    principal.require(Permission::LicenseWrite)?;
+    let b = body.value;
+    let id = LicenseId::from_random(random());
+    let command = Command::IssueLicense(IssueLicense {
+        id: id.clone(),
+        key: LicenseKey::from_random(random()),
+        product: b.product,
+        plan: b.plan,
+        licensee: b.licensee,
+        expires_at: b.expires_at,
+        metadata: b.metadata,
+    });
+    let ctx = WriteCtx { principal, request_id, idempotency, request_hash: body.request_hash };
+    execute(&app, ctx, None, command, StatusCode::CREATED, render_license(id)).await
+}
+
+fn parse_id(id: &str) -> Result<LicenseId, ApiError> {
+    LicenseId::parse(id).map_err(|e| ApiError::not_found("LICENSE_NOT_FOUND", e.to_string()))
+}
+
+#[utoipa::path(get, path = "/v1/licenses/{id}", tag = "licenses", responses((status = 200, description = "the license"), (status = 404, body = crate::problem::Problem)), security(("bearer" = [])))]
+pub async fn get(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    principal: Principal,
+) -> Result<Response, ApiError> {
+    principal.require(Permission::LicenseRead)?;
+    let id = parse_id(&id)?;
+    let s = app.engine.state();
+    let l = s
+        .license(id.as_str())
+        .ok_or_else(|| ApiError::not_found("LICENSE_NOT_FOUND", format!("no license with id '{id}'")))?;
+    json(&license_view(&s, l, crate::engine::now()), s.seq())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    licensee: Option<String>,
+    status: Option<String>,
+    product: Option<String>,
+    plan: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Page<'a> {
+    items: Vec<LicenseView<'a>>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<&'a str>,
+}
+
+const STATUSES: [&str; 4] = ["active", "suspended", "revoked", "expired"];
+
+#[utoipa::path(get, path = "/v1/licenses", tag = "licenses", params(("licensee" = Option<String>, Query), ("status" = Option<String>, Query, description = "active|suspended|revoked|expired"), ("product" = Option<String>, Query), ("plan" = Option<String>, Query), ("limit" = Option<usize>, Query, description = "1..=500, default 50"), ("cursor" = Option<String>, Query)), responses((status = 200, description = "a page of licenses in id order")), security(("bearer" = [])))]
+pub async fn list(
+    State(app): State<Arc<AppState>>,
+    principal: Principal,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Response, ApiError> {
+    principal.require(Permission::LicenseRead)?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::bad_request("INVALID_QUERY", "limit must be between 1 and 500"));
+    }
+    if let Some(st) = &q.status {
+        if !STATUSES.contains(&st.as_str()) {
+            return Err(ApiError::bad_request(
+                "INVALID_QUERY",
+                format!("status must be one of {}", STATUSES.join(", ")),
+            ));
+        }
+    }
+    let s = app.engine.state();
+    let now = crate::engine::now();
+    let mut items = Vec::with_capacity(limit.min(64));
+    let mut next = None;
+    let matching = s
+        .licenses_after(q.cursor.as_deref())
+        .filter(|l| q.licensee.as_deref().is_none_or(|x| x == l.licensee))
+        .filter(|l| q.product.as_deref().is_none_or(|x| x == l.product.as_str()))
+        .filter(|l| q.plan.as_deref().is_none_or(|x| x == l.plan.as_str()));
+    for l in matching {
+        let view = license_view(&s, l, now);
+        if q.status.as_deref().is_some_and(|x| x != view.status) {
+            continue;
+        }
+        if items.len() == limit {
+            next = items.last().map(|v: &LicenseView<'_>| v.id);
+            break;
+        }
+        items.push(view);
+    }
+    json(&Page { items, next_cursor: next }, s.seq())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePlanBody {
+    plan: PlanKey,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn act(
+    app: Arc<AppState>,
+    id: String,
+    principal: Principal,
+    request_id: RequestId,
+    idempotency: IdempotencyKey,
+    body: ApiJson<ReasonBody>,
+    make: fn(LicenseId) -> Command,
+) -> Result<Response, ApiError> {
+    principal.require(Permission::LicenseWrite)?;
+    let id = parse_id(&id)?;
+    let ctx = WriteCtx { principal, request_id, idempotency, request_hash: body.request_hash };
+    execute(&app, ctx, body.value.reason, make(id.clone()), StatusCode::OK, render_license(id)).await
+}
+
+#[utoipa::path(post, path = "/v1/licenses/{id}/suspend", tag = "licenses", request_body(content = Object, description = "{reason?}"), responses((status = 200, description = "the license; suspending a suspended license changes nothing")), security(("bearer" = [])))]
+pub async fn suspend(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    principal: Principal,
+    request_id: RequestId,
+    idempotency: IdempotencyKey,
+    body: ApiJson<ReasonBody>,
+) -> Result<Response, ApiError> {
+    act(app, id, principal, request_id, idempotency, body, Command::Suspend).await
+}
+
+#[utoipa::path(post, path = "/v1/licenses/{id}/reinstate", tag = "licenses", request_body(content = Object, description = "{reason?}"), responses((status = 200, description = "the license")), security(("bearer" = [])))]
+pub async fn reinstate(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    principal: Principal,
+    request_id: RequestId,
+    idempotency: IdempotencyKey,
+    body: ApiJson<ReasonBody>,
+) -> Result<Response, ApiError> {
+    act(app, id, principal, request_id, idempotency, body, Command::Reinstate).await
+}
+
+#[utoipa::path(post, path = "/v1/licenses/{id}/revoke", tag = "licenses", request_body(content = Object, description = "{reason?}"), responses((status = 200, description = "the license; revocation is final")), security(("bearer" = [])))]
+pub async fn revoke(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    principal: Principal,
+    request_id: RequestId,
+    idempotency: IdempotencyKey,
+    body: ApiJson<ReasonBody>,
+) -> Result<Response, ApiError> {
+    act(app, id, principal, request_id, idempotency, body, Command::Revoke).await
+}
+
+#[utoipa::path(post, path = "/v1/licenses/{id}/renew", tag = "licenses", request_body(content = Object, description = "{reason?}"), responses((status = 200, description = "the license with its new expiry"), (status = 409, body = crate::problem::Problem)), security(("bearer" = [])))]
+pub async fn renew(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    principal: Principal,
+    request_id: RequestId,
+    idempotency: IdempotencyKey,
+    body: ApiJson<ReasonBody>,
+) -> Result<Response, ApiError> {
+    act(app, id, principal, request_id, idempotency, body, Command::Renew).await
+}
+
+#[utoipa::path(post, path = "/v1/licenses/{id}/change-plan", tag = "licenses", request_body(content = Object, description = "{plan, reason?}"), responses((status = 200, description = "the license on its new plan")), security(("bearer" = [])))]
+pub async fn change_plan(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    principal: Principal,
+    request_id: RequestId,
+    idempotency: IdempotencyKey,
+    body: ApiJson<ChangePlanBody>,
+) -> Result<Response, ApiError> {
+    principal.require(Permission::LicenseWrite)?;
+    let id = parse_id(&id)?;
+    let ApiJson { value, request_hash } = body;
+    let ctx = WriteCtx { principal, request_id, idempotency, request_hash };
+    execute(
+        &app,
+        ctx,
+        value.reason,
+        Command::ChangePlan { license: id.clone(), plan: value.plan },
+        StatusCode::OK,
+        render_license(id),
+    )
+    .await
+}

@@ -1,0 +1,73 @@
+//! The `/v1` HTTP API. Handlers turn HTTP into commands and views; the engine and core
+//! do the rest.
+
+pub mod catalog;
+pub mod ledger;
+pub mod licenses;
+pub mod system;
+pub mod validate;
+
+use std::sync::Arc;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tollgate_core::{Command, Meta};
+
+use crate::AppState;
+use crate::auth::Principal;
+use crate::engine::{Idempotency, Render};
+use crate::extract::{IdempotencyKey, RequestId};
+use crate::problem::ApiError;
+
+pub const SEQ_HEADER: &str = "tollgate-seq";
+
+/// A JSON response carrying the sequence it reflects.
+pub fn json_response(status: StatusCode, body: Vec<u8>, seq: u64) -> Response {
+    let mut res = (status, body).into_response();
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(SEQ_HEADER, HeaderValue::from(seq));
+    res
+}
+
+pub fn json<T: serde::Serialize>(value: &T, seq: u64) -> Result<Response, ApiError> {
+    let body = serde_json::to_vec(value).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(json_response(StatusCode::OK, body, seq))
+}
+
+/// Everything a write needs besides the command itself.
+pub struct WriteCtx {
+    pub principal: Principal,
+    pub request_id: RequestId,
+    pub idempotency: IdempotencyKey,
+    pub request_hash: [u8; 32],
+}
+
+/// Sends a command through the engine and answers with what it rendered.
+pub async fn execute(
+    app: &Arc<AppState>,
+    ctx: WriteCtx,
+    reason: Option<String>,
+    command: Command,
+    status: StatusCode,
+    render: Render,
+) -> Result<Response, ApiError> {
+    if let Some(r) = &reason {
+        if r.len() > 1000 {
+            return Err(ApiError::unprocessable("INVALID_INPUT", "reason is at most 1000 bytes"));
+        }
+    }
+    let meta = Meta { actor: ctx.principal.actor(), reason, request_id: ctx.request_id.0 };
+    let idem = ctx.idempotency.0.map(|key| Idempotency {
+        scope: ctx.principal.token_id.clone(),
+        key,
+        request_hash: ctx.request_hash,
+    });
+    let out = app.engine.submit(command, meta, status.as_u16(), idem, render).await?;
+    let status = StatusCode::from_u16(out.status).unwrap_or(status);
+    let mut res = json_response(status, out.body, out.seq);
+    if out.replayed {
+        res.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(res)
+}

@@ -1,0 +1,123 @@
+//! Health, the OpenAPI document, and API tokens.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use tollgate_core::ids::ProductKey;
+use utoipa::OpenApi;
+
+use super::{json, json_response};
+use crate::AppState;
+use crate::auth::{Permission, Principal, Role, new_token};
+use crate::extract::ApiJson;
+use crate::problem::ApiError;
+
+#[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200, description = "the process is up")))]
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+#[utoipa::path(get, path = "/readyz", tag = "system", responses((status = 200, description = "the ledger is loaded and the writer is running"), (status = 503, body = crate::problem::Problem)))]
+pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
+    if app.engine.is_running() {
+        json(&serde_json::json!({"ready": true, "seq": app.engine.state().seq()}), app.engine.state().seq())
+            .into_response()
+    } else {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "NOT_READY", "the ledger writer is not running").into_response()
+    }
+}
+
+pub async fn openapi() -> Response {
+    let doc = crate::openapi::ApiDoc::openapi();
+    json_response(StatusCode::OK, doc.to_json().unwrap_or_default().into_bytes(), 0)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    role: String,
+    #[serde(default)]
+    name: Option<String>,
+    /// Restricts a product token to one product's licenses.
+    #[serde(default)]
+    product: Option<ProductKey>,
+}
+
+#[derive(Serialize)]
+struct TokenView {
+    id: String,
+    role: String,
+    name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    product: Option<String>,
+    created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revoked_at: Option<String>,
+    /// Shown once, on creation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+}
+
+impl From<tollgate_store::TokenRecord> for TokenView {
+    fn from(t: tollgate_store::TokenRecord) -> Self {
+        TokenView {
+            id: t.id,
+            role: t.role,
+            name: t.name,
+            product: t.product,
+            created_at: t.created_at,
+            revoked_at: t.revoked_at,
+            token: None,
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/v1/tokens", tag = "tokens", request_body(content = Object, description = "{role: admin|issuer|auditor|product, name?, product?}"), responses((status = 201, description = "the token; its secret is shown only here")), security(("bearer" = [])))]
+pub async fn create_token(
+    State(app): State<Arc<AppState>>,
+    principal: Principal,
+    body: ApiJson<CreateToken>,
+) -> Result<Response, ApiError> {
+    principal.require(Permission::TokensManage)?;
+    let b = body.value;
+    let role = Role::parse(&b.role).ok_or_else(|| {
+        ApiError::unprocessable("INVALID_INPUT", "role must be one of admin, issuer, auditor, product")
+    })?;
+    let name = b.name.unwrap_or_default();
+    if name.len() > 200 {
+        return Err(ApiError::unprocessable("INVALID_INPUT", "name is at most 200 bytes"));
+    }
+    let (secret, record) = new_token(role, &name, b.product.map(|p| p.to_string()), crate::engine::now().to_string());
+    app.reader.lock().unwrap_or_else(|p| p.into_inner()).insert_token(&record)?;
+    let mut view = TokenView::from(record);
+    view.token = Some(secret);
+    let body = serde_json::to_vec(&view).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(json_response(StatusCode::CREATED, body, app.engine.state().seq()))
+}
+
+#[utoipa::path(get, path = "/v1/tokens", tag = "tokens", responses((status = 200, description = "all tokens, without secrets")), security(("bearer" = [])))]
+pub async fn list_tokens(State(app): State<Arc<AppState>>, principal: Principal) -> Result<Response, ApiError> {
+    principal.require(Permission::TokensManage)?;
+    let tokens = app.reader.lock().unwrap_or_else(|p| p.into_inner()).tokens()?;
+    let items: Vec<TokenView> = tokens.into_iter().map(TokenView::from).collect();
+    json(&serde_json::json!({ "items": items }), app.engine.state().seq())
+}
+
+#[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "tokens", responses((status = 204, description = "revoked"), (status = 404, body = crate::problem::Problem)), security(("bearer" = [])))]
+pub async fn revoke_token(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    principal: Principal,
+) -> Result<Response, ApiError> {
+    principal.require(Permission::TokensManage)?;
+    let found =
+        app.reader.lock().unwrap_or_else(|p| p.into_inner()).revoke_token(&id, &crate::engine::now().to_string())?;
+    if !found {
+        return Err(ApiError::not_found("TOKEN_NOT_FOUND", format!("no active token with id '{id}'")));
+    }
+    app.tokens.forget();
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,130 @@
+//! Extractors whose rejections are problems, never axum's plain-text defaults.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+use crate::problem::ApiError;
+
+/// A JSON body, with the SHA-256 of the request (method, path and body) for
+/// idempotency checks. An empty body reads as `{}`, so bodies whose fields are all
+/// optional may be left out.
+pub struct ApiJson<T> {
+    pub value: T,
+    pub request_hash: [u8; 32],
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
+            let ct = ct.to_str().unwrap_or("");
+            let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            // curl -d sends application/x-www-form-urlencoded unless told otherwise; a body
+            // that is JSON is still read as JSON (and fails as JSON if it is not).
+            let json_like =
+                mime == "application/json" || mime.ends_with("+json") || mime == "application/x-www-form-urlencoded";
+            if !json_like {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "UNSUPPORTED_MEDIA_TYPE",
+                    format!("send the body as application/json, not '{ct}'"),
+                ));
+            }
+        }
+        let mut hasher = Sha256::new();
+        hasher.update(req.method().as_str().as_bytes());
+        hasher.update(b" ");
+        hasher.update(req.uri().path().as_bytes());
+        hasher.update(b"\n");
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    e.status(),
+                    "PAYLOAD_TOO_LARGE",
+                    "the request body is larger than the server accepts (1 MiB)",
+                )
+            } else {
+                ApiError::bad_request("BODY_UNREADABLE", format!("the request body could not be read: {e}"))
+            }
+        })?;
+        hasher.update(&bytes);
+        let body: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
+        let value = parse_json(body)?;
+        Ok(ApiJson { value, request_hash: hasher.finalize().into() })
+    }
+}
+
+/// Parses JSON, telling syntax errors (400) from well-formed JSON of the wrong shape
+/// (422), and naming the field at fault.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let at = if path == "." { String::new() } else { format!(" at '{path}'") };
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                ApiError::unprocessable("INVALID_INPUT", format!("invalid field{at}: {inner}"))
+            }
+            _ => ApiError::bad_request("MALFORMED_JSON", format!("the body is not valid JSON{at}: {inner}")),
+        }
+    })
+}
+
+/// Query parameters; a bad one is a 400 problem naming it.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let q = parts.uri.query().unwrap_or("");
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(q.as_bytes()));
+        serde_path_to_error::deserialize(de).map(ApiQuery).map_err(|e| {
+            ApiError::bad_request("INVALID_QUERY", format!("invalid query parameter '{}': {}", e.path(), e.inner()))
+        })
+    }
+}
+
+/// The `Idempotency-Key` header, if sent: 1 to 255 visible ASCII characters.
+pub struct IdempotencyKey(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let Some(v) = parts.headers.get("idempotency-key") else { return Ok(IdempotencyKey(None)) };
+        let s = v
+            .to_str()
+            .ok()
+            .map(str::trim)
+            .filter(|s| !s.is_empty() && s.len() <= 255 && s.bytes().all(|b| b.is_ascii_graphic()));
+        match s {
+            Some(s) => Ok(IdempotencyKey(Some(s.to_string()))),
+            None => Err(ApiError::bad_request(
+                "INVALID_IDEMPOTENCY_KEY",
+                "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            )),
+        }
+    }
+}
+
+/// The request id: the caller's `X-Request-Id` if sensible, else a fresh one.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        if let Some(id) = parts.extensions.get::<RequestId>() {
+            return Ok(id.clone());
+        }
+        Ok(RequestId(format!("req_{}", crate::auth::random_hex(8))))
+    }
+}

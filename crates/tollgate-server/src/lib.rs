@@ -1,0 +1,249 @@
+//! Tollgate's server: the engine that sequences commands into the ledger, and the
+//! axum API in front of it.
+//!
+//! - [`engine`]: the single writer (group commit) and the published, committed state.
+//! - [`replay`]: start-up from snapshot + ledger, and the offline `verify`.
+//! - [`api`]: the `/v1` handlers; [`auth`] tokens and roles; [`extract`] and
+//!   [`problem`]: every input error becomes an RFC 9457 problem in one place.
+//!
+//! The library exposes [`open`], [`router`] and [`serve`]; the binary is thin, and tests
+//! bind `127.0.0.1:0` and call the same functions.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod auth;
+pub mod engine;
+pub mod extract;
+pub mod openapi;
+pub mod problem;
+pub mod replay;
+
+use std::future::Future;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use tokio::net::TcpListener;
+use tollgate_store::{LedgerStore, SqliteStore};
+
+use crate::auth::{Role, TokenCache, new_token};
+use crate::engine::{Engine, EngineConfig};
+use crate::extract::RequestId;
+use crate::problem::ApiError;
+
+pub const DB_FILE: &str = "tollgate.db";
+pub const BOOTSTRAP_TOKEN_FILE: &str = "bootstrap-admin.token";
+
+/// What the server needs to start. Built by the binary from flags, environment and
+/// defaults; never written back.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    /// From `TOLLGATE_BOOTSTRAP_TOKEN`: becomes an admin token if not yet known.
+    pub bootstrap_token: Option<String>,
+    pub engine: EngineConfig,
+    /// How often a checkpoint is signed while the log grows.
+    pub checkpoint_interval: Duration,
+}
+
+impl Config {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            bootstrap_token: None,
+            engine: EngineConfig::default(),
+            checkpoint_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+pub struct AppState {
+    pub engine: Engine,
+    pub tokens: TokenCache,
+    /// A side connection for reads of the ledger and token administration.
+    pub reader: Mutex<Box<dyn LedgerStore>>,
+    checkpoint_interval: Duration,
+}
+
+/// How the first start provided an admin token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// Tokens already existed.
+    Existing,
+    /// `TOLLGATE_BOOTSTRAP_TOKEN` was registered as an admin token.
+    FromEnv,
+    /// A random admin token was written to this file (mode 0600).
+    File(PathBuf),
+}
+
+pub struct Opened {
+    pub app: Arc<AppState>,
+    pub writer: std::thread::JoinHandle<()>,
+    pub bootstrap: Bootstrap,
+}
+
+pub fn db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(DB_FILE)
+}
+
+/// Opens (creating if needed) the data directory, loads the ledger and starts the
+/// writer.
+pub fn open(config: &Config) -> anyhow::Result<Opened> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", config.data_dir.display()))?;
+    let path = db_path(&config.data_dir);
+    let mut store = SqliteStore::open(&path)?;
+    let bootstrap = bootstrap_tokens(&mut store, config)?;
+    let reader = SqliteStore::open(&path)?;
+    let token_reader = SqliteStore::open_read_only(&path)?;
+    let (engine, writer) = Engine::start(Box::new(store), config.engine.clone())?;
+    let app = Arc::new(AppState {
+        engine,
+        tokens: TokenCache::new(Box::new(token_reader)),
+        reader: Mutex::new(Box::new(reader)),
+        checkpoint_interval: config.checkpoint_interval,
+    });
+    Ok(Opened { app, writer, bootstrap })
+}
+
+fn bootstrap_tokens(store: &mut dyn LedgerStore, config: &Config) -> anyhow::Result<Bootstrap> {
+    let now = engine::now().to_string();
+    if let Some(secret) = &config.bootstrap_token {
+        if secret.len() < 16 {
+            anyhow::bail!("TOLLGATE_BOOTSTRAP_TOKEN is too short: use at least 16 random characters");
+        }
+        if store.token_by_hash(&auth::hash_token(secret))?.is_none() {
+            let (_, mut record) = new_token(Role::Admin, "bootstrap (TOLLGATE_BOOTSTRAP_TOKEN)", None, now);
+            record.hash = auth::hash_token(secret);
+            store.insert_token(&record)?;
+        }
+        return Ok(Bootstrap::FromEnv);
+    }
+    if !store.tokens()?.is_empty() {
+        return Ok(Bootstrap::Existing);
+    }
+    let (secret, record) = new_token(Role::Admin, "bootstrap", None, now);
+    let path = config.data_dir.join(BOOTSTRAP_TOKEN_FILE);
+    write_secret(&path, &secret)?;
+    store.insert_token(&record)?;
+    Ok(Bootstrap::File(path))
+}
+
+fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    writeln!(f, "{secret}")?;
+    f.sync_all()?;
+    Ok(())
+}
+
+async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("req_{}", auth::random_hex(8)));
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut res = next.run(req).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert("x-request-id", v);
+    }
+    res
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("ROUTE_NOT_FOUND", "no such endpoint; see /v1/openapi.json")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        "this endpoint does not take that method; see /v1/openapi.json",
+    )
+}
+
+fn panic_to_problem(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ApiError::internal("the server hit a bug handling this request; it has been logged").into_response()
+}
+
+pub fn router(app: Arc<AppState>) -> Router {
+    use api::*;
+    Router::new()
+        .route("/healthz", get(system::healthz))
+        .route("/readyz", get(system::readyz))
+        .route("/v1/openapi.json", get(system::openapi))
+        .route("/v1/products", post(catalog::create_product).get(catalog::list_products))
+        .route("/v1/products/{key}", get(catalog::get_product).put(catalog::update_product))
+        .route("/v1/plans", post(catalog::create_plan).get(catalog::list_plans))
+        .route("/v1/plans/{key}", get(catalog::get_plan).put(catalog::update_plan))
+        .route("/v1/licenses", post(licenses::issue).get(licenses::list))
+        .route("/v1/licenses/{id}", get(licenses::get))
+        .route("/v1/licenses/{id}/suspend", post(licenses::suspend))
+        .route("/v1/licenses/{id}/reinstate", post(licenses::reinstate))
+        .route("/v1/licenses/{id}/revoke", post(licenses::revoke))
+        .route("/v1/licenses/{id}/renew", post(licenses::renew))
+        .route("/v1/licenses/{id}/change-plan", post(licenses::change_plan))
+        .route("/v1/validate", post(validate::validate))
+        .route("/v1/ledger/checkpoint", get(ledger::checkpoint))
+        .route("/v1/ledger/key", get(ledger::key))
+        .route("/v1/ledger/entries", get(ledger::entries))
+        .route("/v1/ledger/proof/inclusion", get(ledger::inclusion))
+        .route("/v1/ledger/proof/consistency", get(ledger::consistency))
+        .route("/v1/tokens", post(system::create_token).get(system::list_tokens))
+        .route("/v1/tokens/{id}", delete(system::revoke_token))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(1024 * 1024))
+        .layer(middleware::from_fn(request_id))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_to_problem))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(app)
+}
+
+/// Serves until `shutdown` resolves, signing checkpoints in the background; returns
+/// after in-flight requests finished.
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let ticker = tokio::spawn(checkpoint_job(app.clone(), stop_rx));
+    let result = axum::serve(listener, router(app)).with_graceful_shutdown(shutdown).await;
+    let _ = stop_tx.send(true);
+    let _ = ticker.await;
+    result
+}
+
+/// Signs a checkpoint every tick while the log grows: per batch or tick, never per
+/// event.
+async fn checkpoint_job(app: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(app.checkpoint_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = app.engine.checkpoint().await {
+                    tracing::warn!(error = %e, "checkpoint failed");
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}

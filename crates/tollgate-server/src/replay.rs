@@ -1,0 +1,252 @@
+//! Rebuilding and checking the fold from the ledger.
+//!
+//! Start-up loads the newest snapshot whose digest checks out and replays the rest,
+//! recomputing every leaf hash from the stored bytes. `verify` is the offline audit
+//! behind `tollgate ledger verify`: it folds the whole ledger from genesis and checks
+//! every stored checkpoint's root and signature, naming the first bad sequence number.
+
+use ed25519_dalek::SigningKey;
+use tollgate_core::checkpoint;
+use tollgate_core::merkle::{self, MerkleLog};
+use tollgate_core::note;
+use tollgate_core::state::digest_of;
+use tollgate_core::{Event, State};
+use tollgate_store::{LedgerStore, StoreError, StoredEvent};
+
+const META_SIGNING_KEY: &str = "ledger_signing_key";
+const META_ORIGIN: &str = "ledger_origin";
+pub const DEFAULT_ORIGIN: &str = "tollgate.local/ledger";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error(
+        "event seq {seq} (leaf index {index}) is corrupt: {detail}. Run `tollgate ledger verify --data DIR` to see the whole damage, then restore from a backup"
+    )]
+    Corrupt { seq: u64, index: u64, detail: String },
+    #[error("checkpoint at tree size {size} does not match the ledger: {detail}")]
+    Checkpoint { size: u64, detail: String },
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ReplayError {
+    fn corrupt(index: u64, detail: impl Into<String>) -> Self {
+        ReplayError::Corrupt { seq: index + 1, index, detail: detail.into() }
+    }
+}
+
+/// The log's signing identity, created on first use.
+pub struct Identity {
+    pub origin: String,
+    pub signer: note::Signer,
+    pub verifier_key: String,
+}
+
+fn random_seed() -> Result<[u8; 32], ReplayError> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| ReplayError::Internal(format!("no randomness: {e}")))?;
+    Ok(seed)
+}
+
+/// Reads the checkpoint signing key, or creates it on first start.
+// Issue 4 moves this key under the master key; until then it sits in the store's meta.
+pub fn identity(store: &mut dyn LedgerStore) -> Result<Identity, ReplayError> {
+    let origin = match store.meta(META_ORIGIN)? {
+        Some(o) => {
+            String::from_utf8(o).map_err(|_| ReplayError::Internal("stored ledger origin is not UTF-8".into()))?
+        }
+        None => {
+            store.set_meta(META_ORIGIN, DEFAULT_ORIGIN.as_bytes())?;
+            DEFAULT_ORIGIN.to_string()
+        }
+    };
+    let seed: [u8; 32] = match store.meta(META_SIGNING_KEY)? {
+        Some(s) => {
+            s.try_into().map_err(|_| ReplayError::Internal("stored ledger signing key is not 32 bytes".into()))?
+        }
+        None => {
+            let seed = random_seed()?;
+            store.set_meta(META_SIGNING_KEY, &seed)?;
+            seed
+        }
+    };
+    let signer =
+        note::Signer::new(&origin, SigningKey::from_bytes(&seed)).map_err(|e| ReplayError::Internal(e.to_string()))?;
+    let verifier_key = signer.verifier_key();
+    Ok(Identity { origin, signer, verifier_key })
+}
+
+/// The verifier key of a store's log, without creating anything.
+pub fn verifier(store: &dyn LedgerStore) -> Result<Option<note::Verifier>, ReplayError> {
+    let (Some(origin), Some(seed)) = (store.meta(META_ORIGIN)?, store.meta(META_SIGNING_KEY)?) else {
+        return Ok(None);
+    };
+    let origin =
+        String::from_utf8(origin).map_err(|_| ReplayError::Internal("stored ledger origin is not UTF-8".into()))?;
+    let seed: [u8; 32] =
+        seed.try_into().map_err(|_| ReplayError::Internal("stored ledger signing key is not 32 bytes".into()))?;
+    let signer =
+        note::Signer::new(&origin, SigningKey::from_bytes(&seed)).map_err(|e| ReplayError::Internal(e.to_string()))?;
+    note::Verifier::parse(&signer.verifier_key()).map(Some).map_err(|e| ReplayError::Internal(e.to_string()))
+}
+
+pub struct Loaded {
+    pub state: State,
+    pub log: MerkleLog,
+    /// The sequence of the snapshot start-up began from (0: genesis).
+    pub snapshot_seq: u64,
+}
+
+/// Checks one stored event's hash and decodes it.
+pub fn check_event(e: &StoredEvent) -> Result<Event, ReplayError> {
+    let hash = merkle::leaf_hash(&e.leaf);
+    if hash != e.leaf_hash {
+        return Err(ReplayError::corrupt(e.index, "its bytes do not hash to the stored leaf hash"));
+    }
+    Event::decode(&e.leaf).map_err(|err| ReplayError::corrupt(e.index, err.to_string()))
+}
+
+/// Newest valid snapshot + replay of the rest, verifying every leaf hash.
+pub fn load(store: &dyn LedgerStore) -> Result<Loaded, ReplayError> {
+    let mut state = State::default();
+    let mut snapshot_seq = 0;
+    for (seq, digest) in store.snapshot_seqs()? {
+        let Some(snap) = store.load_snapshot(seq)? else { continue };
+        if digest_of(&snap.state) != digest {
+            tracing::warn!(seq, "snapshot digest does not match its content; skipping it");
+            continue;
+        }
+        match State::decode(&snap.state) {
+            Ok(s) if s.seq() == seq => {
+                state = s;
+                snapshot_seq = seq;
+                break;
+            }
+            Ok(_) => tracing::warn!(seq, "snapshot claims another sequence; skipping it"),
+            Err(e) => tracing::warn!(seq, error = %e, "snapshot does not decode; skipping it"),
+        }
+    }
+    let mut log = MerkleLog::new();
+    let mut failure: Option<ReplayError> = None;
+    let mut expected = 0u64;
+    store
+        .scan(0, &mut |e| {
+            let fail = |err: ReplayError, failure: &mut Option<ReplayError>| {
+                *failure = Some(err);
+                Err(StoreError::Invalid("replay stopped".into()))
+            };
+            if e.index != expected {
+                return fail(ReplayError::corrupt(expected, "missing from the store"), &mut failure);
+            }
+            expected += 1;
+            let hash = merkle::leaf_hash(&e.leaf);
+            if hash != e.leaf_hash {
+                return fail(
+                    ReplayError::corrupt(e.index, "its bytes do not hash to the stored leaf hash"),
+                    &mut failure,
+                );
+            }
+            log.push(hash);
+            if e.index >= snapshot_seq {
+                let event = match Event::decode(&e.leaf) {
+                    Ok(ev) => ev,
+                    Err(err) => return fail(ReplayError::corrupt(e.index, err.to_string()), &mut failure),
+                };
+                if let Err(err) = state.apply(&event) {
+                    return fail(ReplayError::corrupt(e.index, err.to_string()), &mut failure);
+                }
+            }
+            Ok(())
+        })
+        .or_else(|e| match failure.take() {
+            Some(f) => Err(f),
+            None => Err(ReplayError::Store(e)),
+        })?;
+    if log.len() < snapshot_seq {
+        return Err(ReplayError::Internal(format!(
+            "snapshot at seq {snapshot_seq} is ahead of the ledger ({} events)",
+            log.len()
+        )));
+    }
+    if let Some(cp) = store.latest_checkpoint()? {
+        check_checkpoint_root(&log, cp.size, &cp.root)?;
+    }
+    Ok(Loaded { state, log, snapshot_seq })
+}
+
+fn check_checkpoint_root(log: &MerkleLog, size: u64, root: &merkle::Hash) -> Result<(), ReplayError> {
+    let actual = log.root_at(size).map_err(|e| ReplayError::Checkpoint {
+        size,
+        detail: format!("the ledger has only {} events: {e}", log.len()),
+    })?;
+    if &actual != root {
+        return Err(ReplayError::Checkpoint { size, detail: "the root recomputed from the stored events differs from the signed one; an event at or below this size was altered".into() });
+    }
+    Ok(())
+}
+
+#[derive(Debug)]
+pub struct VerifyReport {
+    pub events: u64,
+    pub checkpoints: usize,
+    pub root: merkle::Hash,
+    pub digest: merkle::Hash,
+}
+
+/// The full offline audit: every leaf hash, every event folds, every checkpoint's root
+/// and signature.
+pub fn verify(store: &dyn LedgerStore, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport, ReplayError> {
+    let mut state = State::default();
+    let mut log = MerkleLog::new();
+    let mut failure = None;
+    let mut expected = 0u64;
+    store
+        .scan(0, &mut |e| {
+            let r = (|| {
+                if e.index != expected {
+                    return Err(ReplayError::corrupt(expected, "missing from the store"));
+                }
+                expected += 1;
+                let event = check_event(&e)?;
+                state.apply(&event).map_err(|err| ReplayError::corrupt(e.index, err.to_string()))?;
+                log.push(e.leaf_hash);
+                if expected % 100_000 == 0 {
+                    progress(expected);
+                }
+                Ok(())
+            })();
+            r.map_err(|err| {
+                failure = Some(err);
+                StoreError::Invalid("verify stopped".into())
+            })
+        })
+        .or_else(|e| match failure.take() {
+            Some(f) => Err(f),
+            None => Err(ReplayError::Store(e)),
+        })?;
+    let checkpoints = store.checkpoints()?;
+    let verifier = verifier(store)?;
+    for cp in &checkpoints {
+        check_checkpoint_root(&log, cp.size, &cp.root)?;
+        let Some(v) = &verifier else {
+            return Err(ReplayError::Checkpoint {
+                size: cp.size,
+                detail: "the store has checkpoints but no signing key".into(),
+            });
+        };
+        let parsed = checkpoint::open(&cp.note, v).map_err(|e| ReplayError::Checkpoint {
+            size: cp.size,
+            detail: format!("signature does not verify: {e}"),
+        })?;
+        if parsed.size != cp.size || parsed.root != cp.root {
+            return Err(ReplayError::Checkpoint {
+                size: cp.size,
+                detail: "the signed note names another size or root than its row".into(),
+            });
+        }
+    }
+    let digest = state.digest().map_err(|e| ReplayError::Internal(e.to_string()))?;
+    Ok(VerifyReport { events: log.len(), checkpoints: checkpoints.len(), root: log.root(), digest })
+}

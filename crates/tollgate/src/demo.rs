@@ -1,0 +1,175 @@
+//! `tollgate demo`: a catalog and licenses to try the API with, seeded through the
+//! same engine as every request (the demo's events are in the ledger like any other).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use tollgate_core::catalog::{Feature, PlanSpec, ProductSpec};
+use tollgate_core::command::IssueLicense;
+use tollgate_core::ids::{FeatureKey, LicenseId, PlanKey, ProductKey};
+use tollgate_core::key::LicenseKey;
+use tollgate_core::{Command, Meta};
+use tollgate_server::AppState;
+
+const PRODUCT: &str = "acme-cad";
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).expect("the OS random source is available");
+    b
+}
+
+async fn run(app: &AppState, command: Command) -> anyhow::Result<()> {
+    let meta = Meta { actor: "demo".into(), reason: Some("demo data".into()), request_id: "demo-seed".into() };
+    app.engine.submit(command, meta, 200, None, Box::new(|_, _| serde_json::Value::Null)).await?;
+    Ok(())
+}
+
+fn plan(
+    key: &str,
+    name: &str,
+    features: &[&str],
+    duration: Option<u32>,
+    trial: Option<u32>,
+    grace: Option<u32>,
+    machines: Option<u32>,
+    users: Option<u32>,
+) -> anyhow::Result<PlanSpec> {
+    Ok(PlanSpec {
+        key: PlanKey::parse(key)?,
+        product: ProductKey::parse(PRODUCT)?,
+        name: name.into(),
+        features: features.iter().map(|f| FeatureKey::parse(f)).collect::<Result<_, _>>()?,
+        duration_days: duration,
+        trial_days: trial,
+        grace_days: grace,
+        max_machines: machines,
+        max_users: users,
+    })
+}
+
+/// Seeds the demo catalog and licenses once; a restarted demo keeps its data.
+pub async fn seed(app: &Arc<AppState>) -> anyhow::Result<()> {
+    if app.engine.state().product(PRODUCT).is_some() {
+        return Ok(());
+    }
+    let features = [
+        ("core", "Core modelling"),
+        ("export.pdf", "PDF export"),
+        ("export.step", "STEP export"),
+        ("render.gpu", "GPU rendering"),
+        ("collab", "Real-time collaboration"),
+    ];
+    run(
+        app,
+        Command::CreateProduct(ProductSpec {
+            key: ProductKey::parse(PRODUCT)?,
+            name: "Acme CAD".into(),
+            features: features
+                .iter()
+                .map(|(k, n)| Ok(Feature { key: FeatureKey::parse(k)?, name: (*n).into() }))
+                .collect::<anyhow::Result<_>>()?,
+        }),
+    )
+    .await?;
+    for p in [
+        plan("cad-trial", "Acme CAD trial", &["core", "export.pdf"], None, Some(14), None, Some(1), Some(1))?,
+        plan(
+            "cad-standard",
+            "Acme CAD Standard (annual)",
+            &["core", "export.pdf"],
+            Some(365),
+            None,
+            Some(14),
+            Some(2),
+            Some(1),
+        )?,
+        plan(
+            "cad-pro",
+            "Acme CAD Pro (annual)",
+            &["core", "export.pdf", "export.step", "render.gpu", "collab"],
+            Some(365),
+            None,
+            Some(30),
+            Some(5),
+            Some(10),
+        )?,
+        plan(
+            "cad-perpetual",
+            "Acme CAD perpetual",
+            &["core", "export.pdf", "export.step"],
+            None,
+            None,
+            None,
+            Some(1),
+            Some(1),
+        )?,
+    ] {
+        run(app, Command::CreatePlan(p)).await?;
+    }
+    let licenses = [
+        ("Initech", "cad-pro"),
+        ("Globex", "cad-trial"),
+        ("Hooli", "cad-standard"),
+        ("Umbrella", "cad-perpetual"),
+        ("Vandelay Industries", "cad-standard"),
+    ];
+    let mut ids = Vec::new();
+    for (licensee, plan) in licenses {
+        let id = LicenseId::from_random(random());
+        ids.push(id.clone());
+        run(
+            app,
+            Command::IssueLicense(IssueLicense {
+                id,
+                key: LicenseKey::from_random(random()),
+                product: ProductKey::parse(PRODUCT)?,
+                plan: PlanKey::parse(plan)?,
+                licensee: licensee.into(),
+                expires_at: None,
+                metadata: Default::default(),
+            }),
+        )
+        .await?;
+    }
+    run(app, Command::Suspend(ids[3].clone())).await?;
+    run(app, Command::Revoke(ids[4].clone())).await?;
+    Ok(())
+}
+
+pub fn print_welcome(app: &AppState, addr: SocketAddr, data: &Path) {
+    let state = app.engine.state();
+    let key =
+        state.licenses_after(None).find(|l| l.licensee == "Initech").map(|l| l.key.to_string()).unwrap_or_default();
+    let token_file = data.join(tollgate_server::BOOTSTRAP_TOKEN_FILE);
+    let token_hint = if token_file.exists() {
+        format!("$(cat {})", token_file.display())
+    } else {
+        "$TOLLGATE_BOOTSTRAP_TOKEN".to_string()
+    };
+    println!();
+    println!("Tollgate demo is running at http://{addr}");
+    println!("  data:        {}", data.display());
+    println!(
+        "  admin token: {}",
+        if token_file.exists() {
+            token_file.display().to_string()
+        } else {
+            "the one in TOLLGATE_BOOTSTRAP_TOKEN".into()
+        }
+    );
+    println!("  ledger:      {} events", state.seq());
+    println!();
+    println!("Try:");
+    println!("  TOKEN={token_hint}");
+    println!("  curl -s -H \"Authorization: Bearer $TOKEN\" http://{addr}/v1/licenses");
+    println!(
+        "  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'content-type: application/json' -d '{{\"key\":\"{key}\",\"feature\":\"render.gpu\"}}' http://{addr}/v1/validate"
+    );
+    println!(
+        "  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'content-type: application/json' -d '{{\"product\":\"acme-cad\",\"plan\":\"cad-trial\",\"licensee\":\"you@example.com\"}}' http://{addr}/v1/licenses"
+    );
+    println!("  curl -s http://{addr}/v1/ledger/checkpoint");
+    println!();
+}

@@ -1,0 +1,227 @@
+//! The `tollgate` command: a thin shell over the server library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+mod demo;
+
+#[derive(Parser)]
+#[command(name = "tollgate", version, about = "License and entitlement server", propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(clap::Args, Clone)]
+struct ServeArgs {
+    /// Directory holding the SQLite ledger and the bootstrap token.
+    #[arg(long, env = "TOLLGATE_DATA", default_value = "./tollgate-data")]
+    data: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "TOLLGATE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Snapshot the state every this many events (0: never).
+    #[arg(long, env = "TOLLGATE_SNAPSHOT_EVERY", default_value_t = 10_000)]
+    snapshot_every: u64,
+    /// Seconds between checkpoint signings while the log grows.
+    #[arg(long, env = "TOLLGATE_CHECKPOINT_SECONDS", default_value_t = 1)]
+    checkpoint_seconds: u64,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Run the server with a demo catalog and licenses (data in ./tollgate-demo-data).
+    Demo {
+        #[arg(long, env = "TOLLGATE_DATA", default_value = "./tollgate-demo-data")]
+        data: PathBuf,
+        #[arg(long, env = "TOLLGATE_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+    /// Inspect the ledger.
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCmd,
+    },
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum LedgerCmd {
+    /// Recompute every leaf hash and root and check every checkpoint signature, offline.
+    Verify {
+        #[arg(long, env = "TOLLGATE_DATA", default_value = "./tollgate-data")]
+        data: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Create a token and print its secret (shown only once).
+    Create {
+        #[arg(long, env = "TOLLGATE_DATA", default_value = "./tollgate-data")]
+        data: PathBuf,
+        /// admin, issuer, auditor or product.
+        #[arg(long)]
+        role: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Restrict a product token to one product's licenses.
+        #[arg(long)]
+        product: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
+                .unwrap_or_else(|_| "info,tower_http=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Cmd::Serve(args) => {
+            serve(args, false)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Demo { data, listen } => {
+            serve(ServeArgs { data, listen, snapshot_every: 10_000, checkpoint_seconds: 1 }, true)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Ledger { command: LedgerCmd::Verify { data } } => ledger_verify(data),
+        Cmd::Token { command: TokenCmd::Create { data, role, name, product } } => {
+            token_create(data, &role, &name, product)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn config(args: &ServeArgs) -> tollgate_server::Config {
+    let mut c = tollgate_server::Config::new(&args.data);
+    c.bootstrap_token = std::env::var("TOLLGATE_BOOTSTRAP_TOKEN").ok().filter(|s| !s.is_empty());
+    c.engine.snapshot_every = args.snapshot_every;
+    c.checkpoint_interval = std::time::Duration::from_secs(args.checkpoint_seconds.max(1));
+    c
+}
+
+fn serve(args: ServeArgs, demo: bool) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let opened = tollgate_server::open(&config(&args))
+        .with_context(|| format!("cannot open the data directory {}", args.data.display()))?;
+    match &opened.bootstrap {
+        tollgate_server::Bootstrap::File(p) => {
+            tracing::warn!(path = %p.display(), "first start: an admin token was written to this file (mode 0600)")
+        }
+        tollgate_server::Bootstrap::FromEnv => {
+            tracing::info!("TOLLGATE_BOOTSTRAP_TOKEN is registered as an admin token")
+        }
+        tollgate_server::Bootstrap::Existing => {}
+    }
+    let app = opened.app.clone();
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| {
+            format!("cannot listen on {}: is another server running there? pick another with --listen", args.listen)
+        })?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, data = %args.data.display(), seq = app.engine.state().seq(), "tollgate listening");
+        if demo {
+            demo::seed(&app).await?;
+            demo::print_welcome(&app, addr, &args.data);
+        }
+        tollgate_server::serve(listener, app, shutdown_signal()).await?;
+        anyhow::Ok(())
+    })?;
+    drop(opened.app);
+    let _ = opened.writer.join();
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}
+
+fn open_existing(data: &std::path::Path) -> anyhow::Result<tollgate_store::SqliteStore> {
+    let path = tollgate_server::db_path(data);
+    if !path.exists() {
+        anyhow::bail!(
+            "no ledger at {}: pass --data with the directory the server uses (or set TOLLGATE_DATA)",
+            path.display()
+        );
+    }
+    Ok(tollgate_store::SqliteStore::open(&path)?)
+}
+
+fn ledger_verify(data: PathBuf) -> anyhow::Result<ExitCode> {
+    let store = open_existing(&data)?;
+    let started = std::time::Instant::now();
+    match tollgate_server::replay::verify(&store, &mut |n| eprintln!("verified {n} events…")) {
+        Ok(r) => {
+            use base64::Engine as _;
+            let b64 = base64::engine::general_purpose::STANDARD;
+            println!("ok: {} events, {} checkpoints verified in {:.2?}", r.events, r.checkpoints, started.elapsed());
+            println!("root: {}", b64.encode(r.root));
+            println!("state digest: {}", hex_encode(&r.digest));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("FAILED: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn hex_encode(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn token_create(data: PathBuf, role: &str, name: &str, product: Option<String>) -> anyhow::Result<()> {
+    use tollgate_store::LedgerStore;
+    let role = tollgate_server::auth::Role::parse(role)
+        .ok_or_else(|| anyhow::anyhow!("unknown role '{role}': use admin, issuer, auditor or product"))?;
+    if let Some(p) = &product {
+        tollgate_core::ids::ProductKey::parse(p)?;
+    }
+    let mut store = open_existing(&data)?;
+    let (secret, record) =
+        tollgate_server::auth::new_token(role, name, product, tollgate_server::engine::now().to_string());
+    store.insert_token(&record)?;
+    eprintln!("created token {} with role {} (the secret below is shown only once)", record.id, role.as_str());
+    println!("{secret}");
+    Ok(())
+}
