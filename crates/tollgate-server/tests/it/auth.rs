@@ -1,0 +1,116 @@
+use reqwest::Method;
+use serde_json::json;
+
+use crate::support::*;
+
+async fn token(app: &TestApp, role: &str, product: Option<&str>) -> String {
+    let mut body = json!({"role": role, "name": format!("{role} test")});
+    if let Some(p) = product {
+        body["product"] = json!(p);
+    }
+    let r = app.post("/v1/tokens", body).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.body["token"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn roles_allow_what_they_should_and_nothing_else() {
+    let app = spawn_app().await;
+    app.seed_catalog().await;
+    let lic = app.issue("basic", "r").await;
+    let key = lic["key"].as_str().unwrap();
+    let issuer = token(&app, "issuer", None).await;
+    let auditor = token(&app, "auditor", None).await;
+    let product = token(&app, "product", None).await;
+    let other_product = token(&app, "product", Some("other")).await;
+
+    let call = |t: String, m: Method, p: &'static str, b: Option<serde_json::Value>| {
+        let app = &app;
+        async move { app.call(m, p, Some(&t), b).await }
+    };
+    // issuer: catalog read, license writes, validate; no catalog writes, no ledger.
+    assert_eq!(call(issuer.clone(), Method::GET, "/v1/products", None).await.status, 200);
+    assert_eq!(
+        call(
+            issuer.clone(),
+            Method::POST,
+            "/v1/licenses",
+            Some(json!({"product":"cad","plan":"basic","licensee":"i"}))
+        )
+        .await
+        .status,
+        201
+    );
+    assert_problem(
+        &call(issuer.clone(), Method::POST, "/v1/products", Some(json!({"key":"x","name":"X"}))).await,
+        403,
+        "FORBIDDEN",
+    );
+    assert_problem(&call(issuer.clone(), Method::GET, "/v1/ledger/entries", None).await, 403, "FORBIDDEN");
+    assert_problem(
+        &call(issuer.clone(), Method::POST, "/v1/tokens", Some(json!({"role":"admin"}))).await,
+        403,
+        "FORBIDDEN",
+    );
+    // auditor: reads everything including the ledger; writes nothing.
+    assert_eq!(call(auditor.clone(), Method::GET, "/v1/ledger/entries", None).await.status, 200);
+    assert_eq!(call(auditor.clone(), Method::GET, "/v1/licenses", None).await.status, 200);
+    assert_problem(
+        &call(
+            auditor.clone(),
+            Method::POST,
+            "/v1/licenses",
+            Some(json!({"product":"cad","plan":"basic","licensee":"i"})),
+        )
+        .await,
+        403,
+        "FORBIDDEN",
+    );
+    assert_problem(
+        &call(auditor.clone(), Method::POST, "/v1/validate", Some(json!({"key": key}))).await,
+        403,
+        "FORBIDDEN",
+    );
+    // product: validation only, and a product-scoped token sees only its product.
+    let r = call(product.clone(), Method::POST, "/v1/validate", Some(json!({"key": key}))).await;
+    assert_eq!(r.body["code"], "VALID");
+    assert_problem(&call(product.clone(), Method::GET, "/v1/licenses", None).await, 403, "FORBIDDEN");
+    let r = call(other_product.clone(), Method::POST, "/v1/validate", Some(json!({"key": key}))).await;
+    assert_eq!(r.body["code"], "NOT_FOUND", "another product's license is invisible");
+
+    // Missing, malformed, unknown and revoked tokens.
+    assert_problem(&app.call(Method::GET, "/v1/licenses", None, None).await, 401, "UNAUTHORIZED");
+    assert_problem(&app.call(Method::GET, "/v1/licenses", Some("tg_nope"), None).await, 401, "UNAUTHORIZED");
+    let r =
+        app.client.get(format!("{}/v1/licenses", app.base)).header("authorization", "Basic abc").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let tokens = app.get("/v1/tokens").await.body;
+    assert!(
+        tokens.to_string().contains("issuer test") && !tokens.to_string().contains(&issuer),
+        "secrets are never listed"
+    );
+    let issuer_id = tokens["items"].as_array().unwrap().iter().find(|t| t["role"] == "issuer").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = app.call(Method::DELETE, &format!("/v1/tokens/{issuer_id}"), Some(ADMIN), None).await;
+    assert_eq!(r.status, 204);
+    assert_problem(&call(issuer, Method::GET, "/v1/products", None).await, 401, "UNAUTHORIZED");
+    // Public: health, the ledger key and checkpoint.
+    assert_eq!(app.call(Method::GET, "/healthz", None, None).await.status, 200);
+    assert_eq!(app.call(Method::GET, "/readyz", None, None).await.status, 200);
+    assert_eq!(app.call(Method::GET, "/v1/ledger/key", None, None).await.status, 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn tokens_are_stored_hashed() {
+    let app = spawn_app().await;
+    let secret = token(&app, "issuer", None).await;
+    let db = std::fs::read(tollgate_server::db_path(&app.dir)).unwrap();
+    let wal = std::fs::read(tollgate_server::db_path(&app.dir).with_extension("db-wal")).unwrap_or_default();
+    let needle = secret.as_bytes();
+    let found = |hay: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    assert!(!found(&db) && !found(&wal), "the token secret must not be stored");
+    app.stop().await;
+}

@@ -1,0 +1,298 @@
+use serde_json::json;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn catalog_and_license_lifecycle_end_to_end() {
+    let app = spawn_app().await;
+    app.seed_catalog().await;
+
+    let r = app.get("/v1/products/cad").await;
+    assert_eq!(r.body["features"].as_array().unwrap().len(), 5);
+    assert_eq!(r.body["version"], 1);
+    let r = app.get("/v1/plans").await;
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 3);
+
+    let lic = app.issue("basic", "acme").await;
+    let id = lic["id"].as_str().unwrap();
+    let key = lic["key"].as_str().unwrap();
+    assert!(id.starts_with("lic_"));
+    assert_eq!(key.len(), 29);
+    assert_eq!(lic["status"], "active");
+    assert_eq!(lic["product"], "cad");
+    assert_eq!(lic["plan"], "basic");
+    assert_eq!(lic["licensee"], "acme");
+    assert!(lic["expires_at"].is_string(), "a 365-day plan sets expiry: {lic}");
+
+    let r = app.get(&format!("/v1/licenses/{id}")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["key"], key);
+
+    let v = app.validate(key, Some("a")).await;
+    assert_eq!((v["valid"].as_bool(), v["code"].as_str()), (Some(true), Some("VALID")));
+    assert_eq!(v["features"], json!(["a", "b"]));
+    assert_eq!(v["license"]["id"], id);
+    // Keys are accepted in any case and without hyphens.
+    let sloppy = key.replace('-', "").to_lowercase();
+    assert_eq!(app.validate(&sloppy, None).await["code"], "VALID");
+
+    let v = app.validate(key, Some("c")).await;
+    assert_eq!((v["valid"].as_bool(), v["code"].as_str()), (Some(false), Some("FEATURE_NOT_ENTITLED")));
+
+    let r = app.post(&format!("/v1/licenses/{id}/suspend"), json!({"reason":"chargeback"})).await;
+    assert_eq!((r.status.as_u16(), r.body["status"].as_str()), (200, Some("suspended")));
+    assert_eq!(app.validate(key, None).await["code"], "SUSPENDED");
+    // Suspending again is idempotent: same answer, no new event.
+    let seq = app.get("/v1/ledger/entries?start=0&end=0").await.body["size"].as_u64().unwrap();
+    let r = app.post(&format!("/v1/licenses/{id}/suspend"), json!({})).await;
+    assert_eq!(r.body["status"], "suspended");
+    assert_eq!(app.get("/v1/ledger/entries?start=0&end=0").await.body["size"].as_u64().unwrap(), seq);
+
+    let r = app.post(&format!("/v1/licenses/{id}/reinstate"), json!({})).await;
+    assert_eq!(r.body["status"], "active");
+    assert_eq!(app.validate(key, None).await["code"], "VALID");
+
+    let before = lic["expires_at"].as_str().unwrap().to_string();
+    let r = app.post(&format!("/v1/licenses/{id}/renew"), json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let after = r.body["expires_at"].as_str().unwrap();
+    let days = |s: &str| tollgate_core::Timestamp::parse(s).unwrap().millis() / 86_400_000;
+    assert_eq!(days(after) - days(&before), 365, "renewal continues the running term");
+
+    let r = app.post(&format!("/v1/licenses/{id}/change-plan"), json!({"plan":"pro"})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["plan"], "pro");
+    assert_eq!(r.body["expires_at"], serde_json::Value::Null, "a perpetual plan drops expiry");
+    assert_eq!(app.validate(key, Some("c")).await["code"], "VALID");
+
+    let r = app.post(&format!("/v1/licenses/{id}/revoke"), json!({"reason":"fraud"})).await;
+    assert_eq!(r.body["status"], "revoked");
+    assert_eq!(app.validate(key, None).await["code"], "REVOKED");
+    assert_problem(&app.post(&format!("/v1/licenses/{id}/reinstate"), json!({})).await, 409, "LICENSE_REVOKED");
+    assert_problem(&app.post(&format!("/v1/licenses/{id}/renew"), json!({})).await, 409, "LICENSE_REVOKED");
+
+    // Every change is in the ledger with actor, time, reason and request id.
+    let entries = app.get("/v1/ledger/entries?start=0&end=20").await.body;
+    let events: Vec<_> = entries["entries"].as_array().unwrap().iter().map(|e| e["event"].clone()).collect();
+    let suspend = events.iter().find(|e| e["event"].get("license_suspended").is_some()).expect("suspend event");
+    assert_eq!(suspend["reason"], "chargeback");
+    assert_eq!(suspend["actor"].as_str().unwrap().starts_with("token:tok_"), true);
+    assert!(suspend["request_id"].is_string() && suspend["at"].is_string());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn validation_codes_for_unknown_malformed_and_expired_keys() {
+    let app = spawn_app().await;
+    app.seed_catalog().await;
+    let v = app.validate("AAAAA-AAAAA-AAAAA-AAAAA-AAAAA", None).await;
+    assert_eq!((v["valid"].as_bool(), v["code"].as_str()), (Some(false), Some("MALFORMED_KEY")), "bad check character");
+    let v = app.validate("ABCDE-FGH", None).await;
+    assert_eq!(v["code"], "MALFORMED_KEY");
+    assert!(v["detail"].as_str().unwrap().contains("25"), "{v}");
+    let v = app.validate("hello", None).await;
+    assert!(v["detail"].as_str().unwrap().contains("never contains 'o'"), "{v}");
+    assert_eq!(v["license"], serde_json::Value::Null);
+    let unknown = tollgate_core::key::LicenseKey::from_random([9; 15]);
+    assert_eq!(app.validate(unknown.as_str(), None).await["code"], "NOT_FOUND");
+
+    // Expiry is judged at request time: a license that expires in a moment is valid,
+    // then EXPIRED, with no sweeper involved. (Basic's 10 grace days do not apply to an
+    // explicit expiry on the perpetual pro plan.)
+    let soon = tollgate_server::engine::now().millis() + 1500;
+    let soon = tollgate_core::Timestamp::from_millis(soon).unwrap().to_string();
+    let r = app.post("/v1/licenses", json!({"product":"cad","plan":"pro","licensee":"x","expires_at":soon})).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let key = r.body["key"].as_str().unwrap().to_string();
+    assert_eq!(app.validate(&key, None).await["code"], "VALID");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let v = app.validate(&key, None).await;
+        if v["code"] == "EXPIRED" {
+            assert_eq!(v["valid"], false);
+            assert_eq!(v["license"]["status"], "expired");
+            break;
+        }
+        assert_eq!(v["code"], "VALID");
+        assert!(std::time::Instant::now() < deadline, "license never expired");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let r = app.get("/v1/licenses?status=expired").await;
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn trial_converts_to_paid_with_the_same_key() {
+    let app = spawn_app().await;
+    app.seed_catalog().await;
+    let lic = app.issue("trial", "t").await;
+    assert_eq!(lic["trial"], true);
+    let id = lic["id"].as_str().unwrap();
+    let r = app.post(&format!("/v1/licenses/{id}/change-plan"), json!({"plan":"basic"})).await;
+    assert_eq!((r.body["trial"].as_bool(), r.body["key"].as_str()), (Some(false), lic["key"].as_str()));
+    let exp = tollgate_core::Timestamp::parse(r.body["expires_at"].as_str().unwrap()).unwrap();
+    let days = (exp.millis() - tollgate_server::engine::now().millis()) / 86_400_000;
+    assert!((364..=365).contains(&days), "paid term starts at conversion: {days}");
+    assert_problem(
+        &app.post(&format!("/v1/licenses/{id}/change-plan"), json!({"plan":"nope"})).await,
+        404,
+        "PLAN_NOT_FOUND",
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn listing_filters_and_paginates() {
+    let app = spawn_app().await;
+    app.seed_catalog().await;
+    for i in 0..7 {
+        app.issue(if i % 2 == 0 { "basic" } else { "pro" }, if i < 3 { "alice" } else { "bob" }).await;
+    }
+    let r = app.get("/v1/licenses?licensee=alice").await;
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 3);
+    let r = app.get("/v1/licenses?plan=pro&licensee=bob").await;
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 2);
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/licenses?limit=3&cursor={c}"),
+            None => "/v1/licenses?limit=3".into(),
+        };
+        let r = app.get(&path).await;
+        for l in r.body["items"].as_array().unwrap() {
+            seen.push(l["id"].as_str().unwrap().to_string());
+        }
+        match r.body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(seen.len(), 7);
+    assert_eq!(sorted, seen, "pages are in id order without repeats");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn idempotency_keys_replay_the_first_answer() {
+    let app = spawn_app().await;
+    app.seed_catalog().await;
+    let body = json!({"product":"cad","plan":"basic","licensee":"idem"});
+    let send = |key: &'static str, body: serde_json::Value| {
+        let c = app.client.clone();
+        let url = format!("{}/v1/licenses", app.base);
+        async move { c.post(url).bearer_auth(ADMIN).header("idempotency-key", key).json(&body).send().await.unwrap() }
+    };
+    let first = send("k-1", body.clone()).await;
+    assert_eq!(first.status(), 201);
+    let first: serde_json::Value = first.json().await.unwrap();
+    let size = app.get("/v1/ledger/entries?end=0").await.body["size"].clone();
+    let again = send("k-1", body.clone()).await;
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers().get("idempotent-replayed").unwrap(), "true");
+    let again: serde_json::Value = again.json().await.unwrap();
+    assert_eq!(again, first, "same key and body: the same response");
+    assert_eq!(app.get("/v1/ledger/entries?end=0").await.body["size"], size, "and no second event");
+
+    let other = send("k-1", json!({"product":"cad","plan":"pro","licensee":"idem"})).await;
+    assert_eq!(other.status(), 422);
+    let p: serde_json::Value = other.json().await.unwrap();
+    assert_eq!(p["code"], "IDEMPOTENCY_KEY_REUSED");
+
+    // Twenty concurrent requests with one key make one license.
+    let futs: Vec<_> = (0..20).map(|_| send("k-2", body.clone())).collect();
+    let mut ids = std::collections::BTreeSet::new();
+    for r in futures_join(futs).await {
+        assert_eq!(r.status(), 201);
+        let v: serde_json::Value = r.json().await.unwrap();
+        ids.insert(v["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(app.get("/v1/licenses?licensee=idem").await.body["items"].as_array().unwrap().len(), 2);
+    app.stop().await;
+}
+
+async fn futures_join<F: std::future::Future + Send + 'static>(futs: Vec<F>) -> Vec<F::Output>
+where
+    F::Output: Send,
+{
+    let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn restart_keeps_everything() {
+    let app = spawn_app().await;
+    app.seed_catalog().await;
+    let lic = app.issue("basic", "durable").await;
+    let id = lic["id"].as_str().unwrap().to_string();
+    app.post(&format!("/v1/licenses/{id}/suspend"), json!({})).await;
+    let cp_before = app.call(reqwest::Method::GET, "/v1/ledger/checkpoint", None, None).await.text;
+    let dir = app.dir.clone();
+    let tmp = app.stop().await;
+
+    let app = spawn_at(&dir).await;
+    let r = app.get(&format!("/v1/licenses/{id}")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["status"], "suspended");
+    assert_eq!(r.body["key"], lic["key"]);
+    assert_eq!(app.get("/v1/plans").await.body["items"].as_array().unwrap().len(), 3);
+    let cp_after = app.call(reqwest::Method::GET, "/v1/ledger/checkpoint", None, None).await.text;
+    assert_eq!(cp_before, cp_after, "same tree, same signed checkpoint");
+    // And it keeps accepting writes at the right sequence.
+    app.issue("pro", "after-restart").await;
+    assert_eq!(app.get("/v1/licenses").await.body["items"].as_array().unwrap().len(), 2);
+    app.stop().await;
+    drop(tmp);
+}
+
+#[tokio::test]
+async fn catalog_updates_are_versioned_and_checked() {
+    let app = spawn_app().await;
+    app.seed_catalog().await;
+    let r = app
+        .call(
+            reqwest::Method::PUT,
+            "/v1/plans/basic",
+            Some(ADMIN),
+            Some(json!({"key":"basic","product":"cad","name":"Basic+","features":["a","b","c"],"duration_days":365})),
+        )
+        .await;
+    assert_eq!((r.status.as_u16(), r.body["version"].as_u64()), (200, Some(2)), "{}", r.text);
+    assert_problem(
+        &app.post("/v1/products", json!({"key":"cad","name":"Other","features":[]})).await,
+        409,
+        "PRODUCT_EXISTS",
+    );
+    // Re-sending an identical product is not a conflict.
+    let r = app.post("/v1/products", json!({"key":"cad","name":"CAD","features":[{"key":"a","name":"A"},{"key":"b","name":"B"},{"key":"c","name":"C"},{"key":"d","name":"D"},{"key":"e","name":"E"}]})).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_problem(
+        &app.post("/v1/plans", json!({"key":"p2","product":"cad","name":"P","features":["zz"]})).await,
+        422,
+        "UNKNOWN_FEATURE",
+    );
+    assert_problem(
+        &app.post("/v1/plans", json!({"key":"p3","product":"nope","name":"P"})).await,
+        404,
+        "PRODUCT_NOT_FOUND",
+    );
+    let r = app
+        .call(
+            reqwest::Method::PUT,
+            "/v1/products/cad",
+            Some(ADMIN),
+            Some(json!({"key":"cad","name":"CAD","features":[{"key":"a","name":"A"}]})),
+        )
+        .await;
+    assert_problem(&r, 409, "FEATURE_IN_USE");
+    app.stop().await;
+}

@@ -1,0 +1,7 @@
+//! The server end to end: real HTTP on a random port over a temp SQLite file.
+
+mod auth;
+mod contract;
+mod input;
+mod ledger;
+mod support;
