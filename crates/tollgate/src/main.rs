@@ -89,6 +89,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info,tower_http=warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(cli) {
         Ok(code) => code,
@@ -145,6 +146,13 @@ fn serve(args: ServeArgs, demo: bool) -> anyhow::Result<()> {
         })?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, data = %args.data.display(), seq = app.engine.state().seq(), "tollgate listening");
+        // One line on stdout that scripts (and tests using --listen 127.0.0.1:0) can read.
+        {
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "listening on http://{addr}");
+            let _ = out.flush();
+        }
         if demo {
             demo::seed(&app).await?;
             demo::print_welcome(&app, addr, &args.data);

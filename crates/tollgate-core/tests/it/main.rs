@@ -1,0 +1,7 @@
+//! Integration tests of `tollgate-core`: public test vectors first
+//! (`conformance`), then properties of each module.
+
+mod checkpoint;
+mod conformance;
+mod merkle;
+mod note;

@@ -1,0 +1,5 @@
+//! The binary end to end: a child `tollgate serve` process, killed and corrupted.
+
+mod crash;
+mod support;
+mod verify;
