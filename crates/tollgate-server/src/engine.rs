@@ -7,6 +7,7 @@
 //! state and answers. Readers see committed state only: the next state is a cheap
 //! persistent copy that is thrown away if the commit fails.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::thread;
 
@@ -95,6 +96,7 @@ impl Default for EngineConfig {
 #[derive(Clone)]
 pub struct Engine {
     tx: mpsc::Sender<Job>,
+    commits: Arc<AtomicU64>,
     state: Arc<ArcSwap<State>>,
     log: SharedLog,
     verifier_key: Arc<str>,
@@ -102,6 +104,7 @@ pub struct Engine {
 
 pub struct Writer {
     store: Box<dyn LedgerStore>,
+    commits: Arc<AtomicU64>,
     state: Arc<ArcSwap<State>>,
     log: SharedLog,
     signer: note::Signer,
@@ -130,8 +133,10 @@ impl Engine {
         let log = Arc::new(RwLock::new(loaded.log));
         let (tx, rx) = mpsc::channel(QUEUE);
         let last_snapshot = loaded.snapshot_seq;
+        let commits = Arc::new(AtomicU64::new(0));
         let writer = Writer {
             store,
+            commits: commits.clone(),
             state: state.clone(),
             log: log.clone(),
             origin: identity.origin.clone(),
@@ -144,7 +149,13 @@ impl Engine {
             .name("tollgate-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| replay::ReplayError::Internal(e.to_string()))?;
-        Ok((Engine { tx, state, log, verifier_key: identity.verifier_key.into() }, handle))
+        Ok((Engine { tx, commits, state, log, verifier_key: identity.verifier_key.into() }, handle))
+    }
+
+    /// Durable transactions committed since start: events / commits is the group-commit
+    /// batch size.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     /// False once the writer thread has stopped.
@@ -274,6 +285,7 @@ impl Writer {
                 }
                 return;
             }
+            self.commits.fetch_add(1, Ordering::Relaxed);
             let mut log = self.log.write().unwrap_or_else(|p| p.into_inner());
             for (_, hash) in &leaves {
                 log.push(*hash);

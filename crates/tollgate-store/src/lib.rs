@@ -1,0 +1,170 @@
+//! The ledger store: where Tollgate's events, checkpoints, snapshots, idempotency records and
+//! API tokens live.
+//!
+//! - [`LedgerStore`] is the trait the server programs against. It is blocking and
+//!   object-safe, so the server holds a `Box<dyn LedgerStore>` and a PostgreSQL backend can
+//!   sit beside SQLite later.
+//! - [`SqliteStore`] (in `sqlite`) is the embedded default: one file, WAL, `synchronous=FULL`.
+//! - [`conformance`] is the one test suite every backend must pass.
+//!
+//! Invariants, stated as absences:
+//! - The store never interprets a leaf: it keeps the exact bytes and the leaf hash the
+//!   caller computed, and never hashes anything itself.
+//! - No index is ever skipped, rewritten or deleted: events sit at `0..len` and `append`
+//!   only adds at `len` (checked inside the writing transaction, so two writers can never
+//!   both succeed).
+//! - Nothing returns `Ok` from a write before its transaction is durable.
+//! - A malformed row is an error ([`StoreError::Corrupt`]), never a panic.
+
+#![forbid(unsafe_code)]
+
+pub mod conformance;
+mod error;
+mod sqlite;
+
+pub use error::{StoreError, Unique};
+pub use sqlite::SqliteStore;
+
+/// A SHA-256 digest: an RFC 6962 leaf hash, a tree root or a state digest.
+///
+/// Defined here rather than taken from `tollgate-core` so that the store does not depend on
+/// the domain.
+pub type Hash = [u8; 32];
+
+/// An event to append: its canonical bytes and the leaf hash the caller computed for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewEvent<'a> {
+    pub leaf: &'a [u8],
+    pub leaf_hash: Hash,
+}
+
+/// An event as stored, at its 0-based leaf index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub index: u64,
+    pub leaf: Vec<u8>,
+    pub leaf_hash: Hash,
+}
+
+/// The response remembered for an idempotency key, written in the same transaction as the
+/// events the request produced, so a retry finds either both or neither.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    pub scope: String,
+    pub key: String,
+    pub request_hash: Hash,
+    pub status: u16,
+    pub body: Vec<u8>,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// A signed checkpoint of the log at `size` leaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointRecord {
+    pub size: u64,
+    pub root: Hash,
+    /// The signed note, as served.
+    pub note: String,
+}
+
+/// A snapshot of the fold: `state` after applying events `0..seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRecord {
+    pub seq: u64,
+    pub digest: Hash,
+    pub state: Vec<u8>,
+}
+
+/// An API token, stored by the hash of its secret (never the secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: String,
+    pub hash: Hash,
+    pub role: String,
+    pub name: String,
+    pub product: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub revoked_at: Option<String>,
+}
+
+/// Durable storage for the ledger and what hangs off it.
+///
+/// Writes take `&mut self`: the server has one writer that owns its store and batches the
+/// events of many requests into one `append` (group commit). Readers open their own
+/// handles.
+#[expect(
+    clippy::len_without_is_empty,
+    reason = "`len` is the next index, used for appends; a fallible `is_empty` would be noise"
+)]
+pub trait LedgerStore: Send {
+    /// Appends `events` at indexes `expected_len..` and stores `idempotency`, in one
+    /// transaction.
+    ///
+    /// Nothing is written, and the call fails, if the log length is not `expected_len`
+    /// ([`StoreError::Conflict`]) or if one of the `(scope, key)` pairs already exists or is
+    /// repeated in `idempotency` ([`StoreError::Duplicate`]).
+    fn append(
+        &mut self,
+        expected_len: u64,
+        events: &[NewEvent<'_>],
+        idempotency: &[IdempotencyRecord],
+    ) -> Result<(), StoreError>;
+
+    /// The number of events in the log, which is also the index the next event gets.
+    fn len(&self) -> Result<u64, StoreError>;
+
+    /// The events with index in `start..end`, ascending; fewer (possibly none) if the log
+    /// ends before `end`. `start > end` is [`StoreError::Invalid`].
+    fn read(&self, start: u64, end: u64) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Calls `f` with every event from `start` to the end of the log, ascending, one at a
+    /// time, without holding them all in memory. It sees the log as it was when the scan
+    /// began. An error from `f` stops the scan and is returned as is.
+    fn scan(&self, start: u64, f: &mut dyn FnMut(StoredEvent) -> Result<(), StoreError>) -> Result<(), StoreError>;
+
+    fn idempotency(&self, scope: &str, key: &str) -> Result<Option<IdempotencyRecord>, StoreError>;
+
+    /// Stores a checkpoint. Storing the same size and root again succeeds and keeps the first
+    /// note; the same size with another root is [`StoreError::Duplicate`]; a size beyond the
+    /// log length is [`StoreError::Invalid`].
+    fn put_checkpoint(&mut self, cp: &CheckpointRecord) -> Result<(), StoreError>;
+
+    /// The checkpoint with the largest size.
+    fn latest_checkpoint(&self) -> Result<Option<CheckpointRecord>, StoreError>;
+
+    /// All checkpoints, ascending by size.
+    fn checkpoints(&self) -> Result<Vec<CheckpointRecord>, StoreError>;
+
+    /// Stores a snapshot. The same seq and digest again succeeds and keeps the first state;
+    /// the same seq with another digest (a fold that is not deterministic) is
+    /// [`StoreError::Duplicate`]; a seq beyond the log length is [`StoreError::Invalid`].
+    fn put_snapshot(&mut self, s: &SnapshotRecord) -> Result<(), StoreError>;
+
+    /// `(seq, digest)` of every snapshot, newest (largest seq) first.
+    fn snapshot_seqs(&self) -> Result<Vec<(u64, Hash)>, StoreError>;
+
+    fn load_snapshot(&self, seq: u64) -> Result<Option<SnapshotRecord>, StoreError>;
+
+    /// Deletes all but the `keep` newest snapshots.
+    fn prune_snapshots(&mut self, keep: usize) -> Result<(), StoreError>;
+
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Inserts or replaces.
+    fn set_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+
+    /// Fails with [`StoreError::Duplicate`] if the id or the hash is already stored.
+    fn insert_token(&mut self, t: &TokenRecord) -> Result<(), StoreError>;
+
+    fn token_by_hash(&self, hash: &Hash) -> Result<Option<TokenRecord>, StoreError>;
+
+    /// All tokens, revoked ones included, ordered by `created_at` then `id`.
+    fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+
+    /// Marks the token revoked at `at`. Returns `false` if there is no such token or it was
+    /// already revoked (its first `revoked_at` is kept).
+    fn revoke_token(&mut self, id: &str, at: &str) -> Result<bool, StoreError>;
+}
