@@ -100,7 +100,7 @@ impl Event {
 
     /// The exact bytes that become the ledger leaf.
     pub fn encode(&self) -> Result<Vec<u8>, CodecError> {
-        serde_jcs::to_vec(self).map_err(|e| CodecError::Encode(e.to_string()))
+        crate::canonical::to_vec(self).map_err(|e| CodecError::Encode(e.to_string()))
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, CodecError> {

@@ -13,6 +13,7 @@
 //! arguments, so the same ledger always folds into the same state.
 #![forbid(unsafe_code)]
 
+pub mod canonical;
 pub mod catalog;
 pub mod checkpoint;
 pub mod command;

@@ -191,7 +191,7 @@ impl State {
             plans: self.plans.values().cloned().collect(),
             licenses: self.licenses.values().cloned().collect(),
         };
-        serde_jcs::to_vec(&doc).map_err(|e| SnapshotError::Encode(e.to_string()))
+        crate::canonical::to_vec(&doc).map_err(|e| SnapshotError::Encode(e.to_string()))
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, SnapshotError> {

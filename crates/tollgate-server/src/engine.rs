@@ -59,6 +59,9 @@ pub enum EngineError {
     Stopped,
     #[error("{0}")]
     Internal(String),
+    /// The batch's next state can no longer be trusted; nothing of it is committed.
+    #[error("{0}")]
+    Poisoned(String),
 }
 
 struct Submit {
@@ -332,18 +335,15 @@ impl Writer {
             }
         }
         let events = decide(next, command, meta, now).map_err(EngineError::Refused)?;
-        let mark = leaves.len();
-        let mut scratch = next.clone();
+        // Applied straight to the batch's next state: an event that `decide` produced
+        // and `apply` rejects is a bug, and the caller drops the whole batch for it.
         for e in &events {
             let bytes = e.encode().map_err(|e| EngineError::Internal(e.to_string()))?;
-            if let Err(err) = scratch.apply(e) {
-                leaves.truncate(mark);
-                return Err(EngineError::Internal(format!("decided an event that does not apply: {err}")));
-            }
+            next.apply(e)
+                .map_err(|err| EngineError::Poisoned(format!("decided an event that does not apply: {err}")))?;
             let hash = merkle::leaf_hash(&bytes);
             leaves.push((bytes, hash));
         }
-        *next = scratch;
         let body = serde_json::to_vec(&render(next, now)).map_err(|e| EngineError::Internal(e.to_string()))?;
         if let Some(idem) = idempotency {
             records.push(IdempotencyRecord {
