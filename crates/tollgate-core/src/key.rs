@@ -72,7 +72,7 @@ pub fn normalize(input: &str) -> Result<[u8; KEY_LEN], KeyError> {
     if n != SYMBOLS {
         return Err(KeyError::Length(n));
     }
-    if luhn_sum(&values, false) % ALPHABET.len() as u32 != 0 {
+    if !luhn_sum(&values, false).is_multiple_of(ALPHABET.len() as u32) {
         return Err(KeyError::Check);
     }
     Ok(render(&values))

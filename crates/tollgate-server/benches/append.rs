@@ -216,7 +216,7 @@ fn main() {
         let now = Timestamp::parse("2026-11-23T00:00:00Z").unwrap();
         let (product, plan) = catalog();
         let mut encoded = Vec::new();
-        let mut decide = |state: &mut State, cmd: Command, encoded: &mut Vec<(Vec<u8>, [u8; 32])>| {
+        let decide = |state: &mut State, cmd: Command, encoded: &mut Vec<(Vec<u8>, [u8; 32])>| {
             for e in tollgate_core::decide(state, &cmd, &meta(), now).unwrap() {
                 state.apply(&e).unwrap();
                 let bytes = e.encode().unwrap();

@@ -143,10 +143,10 @@ impl TokenCache {
 
     pub fn authenticate(&self, secret: &str) -> Result<Principal, ApiError> {
         let hash = hash_token(secret);
-        if let Some((p, at)) = self.cache.read().unwrap_or_else(|p| p.into_inner()).get(&hash) {
-            if at.elapsed() < CACHE_TTL {
-                return Ok(p.clone());
-            }
+        if let Some((p, at)) = self.cache.read().unwrap_or_else(|p| p.into_inner()).get(&hash)
+            && at.elapsed() < CACHE_TTL
+        {
+            return Ok(p.clone());
         }
         let record = self.reader.lock().unwrap_or_else(|p| p.into_inner()).token_by_hash(&hash)?;
         let Some(t) = record.filter(|t| t.revoked_at.is_none()) else {

@@ -74,7 +74,7 @@ struct Submit {
 }
 
 enum Job {
-    Submit(Submit),
+    Submit(Box<Submit>),
     Checkpoint(oneshot::Sender<Result<CheckpointRecord, EngineError>>),
     Snapshot(SnapshotRecord),
 }
@@ -189,7 +189,7 @@ impl Engine {
         render: Render,
     ) -> Result<Outcome, EngineError> {
         let (reply, rx) = oneshot::channel();
-        let job = Job::Submit(Submit { command, meta, status, idempotency, render, reply });
+        let job = Job::Submit(Box::new(Submit { command, meta, status, idempotency, render, reply }));
         self.tx.send(job).await.map_err(|_| EngineError::Stopped)?;
         rx.await.map_err(|_| EngineError::Stopped)?
     }
@@ -221,7 +221,7 @@ impl Writer {
             let mut submits = Vec::new();
             for job in batch.drain(..) {
                 match job {
-                    Job::Submit(s) => submits.push(s),
+                    Job::Submit(s) => submits.push(*s),
                     Job::Checkpoint(reply) => {
                         let r = self.sign_checkpoint();
                         let _ = reply.send(r);
@@ -298,10 +298,10 @@ impl Writer {
         let next = Arc::new(next);
         self.state.store(next.clone());
         for mut p in pending {
-            if let Ok(o) = &mut p.result {
-                if !o.replayed {
-                    o.seq = seq;
-                }
+            if let Ok(o) = &mut p.result
+                && !o.replayed
+            {
+                o.seq = seq;
             }
             let _ = p.reply.send(p.result);
         }
@@ -360,10 +360,10 @@ impl Writer {
 
     fn sign_checkpoint(&mut self) -> Result<CheckpointRecord, EngineError> {
         let size = self.state.load().seq();
-        if let Some(latest) = self.store.latest_checkpoint()? {
-            if latest.size == size {
-                return Ok(latest);
-            }
+        if let Some(latest) = self.store.latest_checkpoint()?
+            && latest.size == size
+        {
+            return Ok(latest);
         }
         let root = {
             let log = self.log.read().unwrap_or_else(|p| p.into_inner());

@@ -160,10 +160,7 @@ pub fn load(store: &dyn LedgerStore) -> Result<Loaded, ReplayError> {
             }
             Ok(())
         })
-        .or_else(|e| match failure.take() {
-            Some(f) => Err(f),
-            None => Err(ReplayError::Store(e)),
-        })?;
+        .map_err(|e| failure.take().unwrap_or(ReplayError::Store(e)))?;
     if log.len() < snapshot_seq {
         return Err(ReplayError::Internal(format!(
             "snapshot at seq {snapshot_seq} is ahead of the ledger ({} events)",
@@ -212,7 +209,7 @@ pub fn verify(store: &dyn LedgerStore, progress: &mut dyn FnMut(u64)) -> Result<
                 let event = check_event(&e)?;
                 state.apply(&event).map_err(|err| ReplayError::corrupt(e.index, err.to_string()))?;
                 log.push(e.leaf_hash);
-                if expected % 100_000 == 0 {
+                if expected.is_multiple_of(100_000) {
                     progress(expected);
                 }
                 Ok(())
@@ -222,10 +219,7 @@ pub fn verify(store: &dyn LedgerStore, progress: &mut dyn FnMut(u64)) -> Result<
                 StoreError::Invalid("verify stopped".into())
             })
         })
-        .or_else(|e| match failure.take() {
-            Some(f) => Err(f),
-            None => Err(ReplayError::Store(e)),
-        })?;
+        .map_err(|e| failure.take().unwrap_or(ReplayError::Store(e)))?;
     let checkpoints = store.checkpoints()?;
     let verifier = verifier(store)?;
     for cp in &checkpoints {

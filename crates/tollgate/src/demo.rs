@@ -26,26 +26,18 @@ async fn run(app: &AppState, command: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn plan(
-    key: &str,
-    name: &str,
-    features: &[&str],
-    duration: Option<u32>,
-    trial: Option<u32>,
-    grace: Option<u32>,
-    machines: Option<u32>,
-    users: Option<u32>,
-) -> anyhow::Result<PlanSpec> {
+/// A plan with no limits; callers set the ones they need with struct update syntax.
+fn plan(key: &str, name: &str, features: &[&str]) -> anyhow::Result<PlanSpec> {
     Ok(PlanSpec {
         key: PlanKey::parse(key)?,
         product: ProductKey::parse(PRODUCT)?,
         name: name.into(),
         features: features.iter().map(|f| FeatureKey::parse(f)).collect::<Result<_, _>>()?,
-        duration_days: duration,
-        trial_days: trial,
-        grace_days: grace,
-        max_machines: machines,
-        max_users: users,
+        duration_days: None,
+        trial_days: None,
+        grace_days: None,
+        max_machines: None,
+        max_users: None,
     })
 }
 
@@ -74,37 +66,31 @@ pub async fn seed(app: &Arc<AppState>) -> anyhow::Result<()> {
     )
     .await?;
     for p in [
-        plan("cad-trial", "Acme CAD trial", &["core", "export.pdf"], None, Some(14), None, Some(1), Some(1))?,
-        plan(
-            "cad-standard",
-            "Acme CAD Standard (annual)",
-            &["core", "export.pdf"],
-            Some(365),
-            None,
-            Some(14),
-            Some(2),
-            Some(1),
-        )?,
-        plan(
-            "cad-pro",
-            "Acme CAD Pro (annual)",
-            &["core", "export.pdf", "export.step", "render.gpu", "collab"],
-            Some(365),
-            None,
-            Some(30),
-            Some(5),
-            Some(10),
-        )?,
-        plan(
-            "cad-perpetual",
-            "Acme CAD perpetual",
-            &["core", "export.pdf", "export.step"],
-            None,
-            None,
-            None,
-            Some(1),
-            Some(1),
-        )?,
+        PlanSpec {
+            trial_days: Some(14),
+            max_machines: Some(1),
+            max_users: Some(1),
+            ..plan("cad-trial", "Acme CAD trial", &["core", "export.pdf"])?
+        },
+        PlanSpec {
+            duration_days: Some(365),
+            grace_days: Some(14),
+            max_machines: Some(2),
+            max_users: Some(1),
+            ..plan("cad-standard", "Acme CAD Standard (annual)", &["core", "export.pdf"])?
+        },
+        PlanSpec {
+            duration_days: Some(365),
+            grace_days: Some(30),
+            max_machines: Some(5),
+            max_users: Some(10),
+            ..plan("cad-pro", "Acme CAD Pro (annual)", &["core", "export.pdf", "export.step", "render.gpu", "collab"])?
+        },
+        PlanSpec {
+            max_machines: Some(1),
+            max_users: Some(1),
+            ..plan("cad-perpetual", "Acme CAD perpetual", &["core", "export.pdf", "export.step"])?
+        },
     ] {
         run(app, Command::CreatePlan(p)).await?;
     }

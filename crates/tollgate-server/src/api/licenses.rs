@@ -166,13 +166,10 @@ pub async fn list(
     if !(1..=500).contains(&limit) {
         return Err(ApiError::bad_request("INVALID_QUERY", "limit must be between 1 and 500"));
     }
-    if let Some(st) = &q.status {
-        if !STATUSES.contains(&st.as_str()) {
-            return Err(ApiError::bad_request(
-                "INVALID_QUERY",
-                format!("status must be one of {}", STATUSES.join(", ")),
-            ));
-        }
+    if let Some(st) = &q.status
+        && !STATUSES.contains(&st.as_str())
+    {
+        return Err(ApiError::bad_request("INVALID_QUERY", format!("status must be one of {}", STATUSES.join(", "))));
     }
     let s = app.engine.state();
     let now = crate::engine::now();

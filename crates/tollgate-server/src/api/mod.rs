@@ -52,10 +52,8 @@ pub async fn execute(
     status: StatusCode,
     render: Render,
 ) -> Result<Response, ApiError> {
-    if let Some(r) = &reason {
-        if r.len() > 1000 {
-            return Err(ApiError::unprocessable("INVALID_INPUT", "reason is at most 1000 bytes"));
-        }
+    if reason.as_ref().is_some_and(|r| r.len() > 1000) {
+        return Err(ApiError::unprocessable("INVALID_INPUT", "reason is at most 1000 bytes"));
     }
     let meta = Meta { actor: ctx.principal.actor(), reason, request_id: ctx.request_id.0 };
     let idem = ctx.idempotency.0.map(|key| Idempotency {

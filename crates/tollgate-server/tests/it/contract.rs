@@ -76,7 +76,7 @@ async fn catalog_and_license_lifecycle_end_to_end() {
     let events: Vec<_> = entries["entries"].as_array().unwrap().iter().map(|e| e["event"].clone()).collect();
     let suspend = events.iter().find(|e| e["event"].get("license_suspended").is_some()).expect("suspend event");
     assert_eq!(suspend["reason"], "chargeback");
-    assert_eq!(suspend["actor"].as_str().unwrap().starts_with("token:tok_"), true);
+    assert!(suspend["actor"].as_str().unwrap().starts_with("token:tok_"), "{suspend}");
     assert!(suspend["request_id"].is_string() && suspend["at"].is_string());
     app.stop().await;
 }

@@ -36,10 +36,10 @@ async fn sigkill_under_64_writers_loses_no_acknowledged_license() {
                 acked.lock().await.insert(v["id"].as_str().unwrap().to_string());
                 // Kill the server once a good number of writes are acknowledged, while
                 // all 64 writers are still mid-flight.
-                if count.fetch_add(1, Ordering::SeqCst) + 1 == 600 {
-                    if let Some(tx) = kill_tx.lock().unwrap().take() {
-                        let _ = tx.send(());
-                    }
+                if count.fetch_add(1, Ordering::SeqCst) + 1 == 600
+                    && let Some(tx) = kill_tx.lock().unwrap().take()
+                {
+                    let _ = tx.send(());
                 }
             }
         }));
