@@ -33,13 +33,13 @@ pub struct ProductSpec {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Product {
+    pub created_at: Timestamp,
+    pub features: Vec<Feature>,
     pub key: ProductKey,
     pub name: String,
-    pub features: Vec<Feature>,
+    pub updated_at: Timestamp,
     /// 1 on creation, +1 on every update.
     pub version: u64,
-    pub created_at: Timestamp,
-    pub updated_at: Timestamp,
 }
 
 impl Product {
@@ -74,18 +74,18 @@ pub struct PlanSpec {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
-    pub key: PlanKey,
-    pub product: ProductKey,
-    pub name: String,
-    pub features: BTreeSet<FeatureKey>,
+    pub created_at: Timestamp,
     pub duration_days: Option<u32>,
-    pub trial_days: Option<u32>,
+    pub features: BTreeSet<FeatureKey>,
     pub grace_days: Option<u32>,
+    pub key: PlanKey,
     pub max_machines: Option<u32>,
     pub max_users: Option<u32>,
-    pub version: u64,
-    pub created_at: Timestamp,
+    pub name: String,
+    pub product: ProductKey,
+    pub trial_days: Option<u32>,
     pub updated_at: Timestamp,
+    pub version: u64,
 }
 
 impl Plan {

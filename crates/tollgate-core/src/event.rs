@@ -26,17 +26,21 @@ pub struct Meta {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
-    pub v: u32,
-    pub at: Timestamp,
     pub actor: String,
+    pub at: Timestamp,
+    pub event: EventKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub request_id: String,
-    pub event: EventKind,
+    pub v: u32,
 }
 
 /// Externally tagged (`{"license_issued": {…}}`) so that decoding never buffers,
 /// whatever order the canonical encoding puts the keys in.
+///
+/// RULE: every struct reachable from an event (variant fields, `License`, `Plan`,
+/// `Product`, …) declares its fields in sorted (serialized-name) order and uses no
+/// floats or `HashMap`s; `Event::encode` relies on it and debug builds check it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
@@ -48,8 +52,8 @@ pub enum EventKind {
     LicenseSuspended { license: LicenseId },
     LicenseReinstated { license: LicenseId },
     LicenseRevoked { license: LicenseId },
-    LicenseRenewed { license: LicenseId, expires_at: Option<Timestamp> },
-    LicensePlanChanged { license: LicenseId, plan: PlanKey, expires_at: Option<Timestamp>, trial: bool },
+    LicenseRenewed { expires_at: Option<Timestamp>, license: LicenseId },
+    LicensePlanChanged { expires_at: Option<Timestamp>, license: LicenseId, plan: PlanKey, trial: bool },
 }
 
 impl EventKind {
@@ -98,9 +102,30 @@ impl Event {
         Self { v: EVENT_VERSION, at, actor, reason, request_id, event }
     }
 
-    /// The exact bytes that become the ledger leaf.
+    /// The exact bytes that become the ledger leaf: RFC 8785 canonical JSON.
+    ///
+    /// Fast path: every struct in an event declares its fields in sorted order and
+    /// holds no floats, so plain serde_json output already is canonical. Free-form
+    /// metadata may not be (non-ASCII keys, floats), so it takes the full path. Debug
+    /// builds (every test) check the fast path against the full one, so a field added
+    /// out of order fails loudly instead of forking the ledger's encoding.
     pub fn encode(&self) -> Result<Vec<u8>, CodecError> {
-        crate::canonical::to_vec(self).map_err(|e| CodecError::Encode(e.to_string()))
+        let full = || crate::canonical::to_vec(self).map_err(|e| CodecError::Encode(e.to_string()));
+        if matches!(&self.event, EventKind::LicenseIssued(l) if !l.metadata.is_empty()) {
+            return full();
+        }
+        let fast = serde_json::to_vec(self).map_err(|e| CodecError::Encode(e.to_string()))?;
+        #[cfg(debug_assertions)]
+        {
+            let slow = full()?;
+            assert!(
+                fast == slow,
+                "event fields are not declared in sorted order, so the fast encoding is not canonical:\n fast: {}\n full: {}",
+                String::from_utf8_lossy(&fast),
+                String::from_utf8_lossy(&slow)
+            );
+        }
+        Ok(fast)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, CodecError> {

@@ -50,19 +50,19 @@ pub type Metadata = BTreeMap<String, serde_json::Value>;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct License {
+    pub expires_at: Option<Timestamp>,
     pub id: LicenseId,
+    pub issued_at: Timestamp,
     pub key: LicenseKey,
-    pub product: ProductKey,
-    pub plan: PlanKey,
     pub licensee: String,
+    #[serde(default, skip_serializing_if = "Metadata::is_empty")]
+    pub metadata: Metadata,
+    pub plan: PlanKey,
+    pub product: ProductKey,
     pub status: Status,
     /// True while the license runs on its plan's trial period.
     pub trial: bool,
-    pub issued_at: Timestamp,
-    pub expires_at: Option<Timestamp>,
     pub updated_at: Timestamp,
-    #[serde(default, skip_serializing_if = "Metadata::is_empty")]
-    pub metadata: Metadata,
     /// Number of events that changed this license.
     pub version: u64,
 }
