@@ -1,11 +1,15 @@
 //! The engine: the one writer that turns commands into ledger events.
 //!
-//! Requests send commands over a channel to a dedicated thread. The thread drains
-//! whatever is queued (group commit), decides each command against the state plus the
-//! events decided before it in the same batch, appends the whole batch and its
-//! idempotency records in one durable transaction, and only then publishes the new
-//! state and answers. Readers see committed state only: the next state is a cheap
-//! persistent copy that is thrown away if the commit fails.
+//! Requests send commands over a channel to the *decider* thread. It drains whatever
+//! is queued (group commit), decides each command against a speculative state (the
+//! committed state plus every batch decided but not yet committed), and hands the batch
+//! to the *committer* thread, which appends it and its idempotency records in one
+//! durable transaction and only then publishes the new state and answers. The decider
+//! works on batch N+1 while the committer waits for batch N's fsync.
+//!
+//! Readers see committed state only. If a commit fails, the committer bumps the epoch:
+//! it refuses every batch decided under the old epoch (they built on the failed one),
+//! and the decider starts again from the committed state.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -64,7 +68,7 @@ pub enum EngineError {
     Poisoned(String),
 }
 
-struct Submit {
+pub(crate) struct Submit {
     command: Command,
     meta: Meta,
     status: u16,
@@ -105,17 +109,42 @@ pub struct Engine {
     verifier_key: Arc<str>,
 }
 
-pub struct Writer {
+struct Decider {
+    /// Reads idempotency records that are already committed.
+    reader: Box<dyn LedgerStore>,
+    committed: Arc<ArcSwap<State>>,
+    epoch: Arc<AtomicU64>,
+    to_committer: std::sync::mpsc::SyncSender<Work>,
+}
+
+struct Committer {
     store: Box<dyn LedgerStore>,
     commits: Arc<AtomicU64>,
     state: Arc<ArcSwap<State>>,
+    epoch: Arc<AtomicU64>,
     log: SharedLog,
     signer: note::Signer,
     origin: String,
     config: EngineConfig,
-    /// Weak, so that the writer's own handle does not keep the channel open at shutdown.
+    /// Weak, so that the engine's own handle does not keep the channel open at shutdown.
     snapshot_tx: mpsc::WeakSender<Job>,
     last_snapshot: u64,
+}
+
+/// What the decider hands the committer, in order.
+enum Work {
+    Batch(Batch),
+    Checkpoint(oneshot::Sender<Result<CheckpointRecord, EngineError>>),
+    Snapshot(SnapshotRecord),
+}
+
+struct Batch {
+    epoch: u64,
+    expected_len: u64,
+    leaves: Vec<(Vec<u8>, merkle::Hash)>,
+    records: Vec<IdempotencyRecord>,
+    pending: Vec<Pending>,
+    state: Arc<State>,
 }
 
 pub fn now() -> Timestamp {
@@ -125,33 +154,46 @@ pub fn now() -> Timestamp {
 
 impl Engine {
     /// Opens the ledger: newest valid snapshot plus replay of the rest with every leaf
-    /// hash verified, then starts the writer thread.
+    /// hash verified, then starts the decider and committer threads. Joining the
+    /// returned handle waits for both, after the last engine handle is dropped.
     pub fn start(
         mut store: Box<dyn LedgerStore>,
         config: EngineConfig,
     ) -> Result<(Engine, thread::JoinHandle<()>), replay::ReplayError> {
         let identity = replay::identity(&mut *store)?;
         let loaded = replay::load(&*store)?;
+        let reader = store.reader()?;
         let state = Arc::new(ArcSwap::from_pointee(loaded.state));
         let log = Arc::new(RwLock::new(loaded.log));
         let (tx, rx) = mpsc::channel(QUEUE);
-        let last_snapshot = loaded.snapshot_seq;
+        let (work_tx, work_rx) = std::sync::mpsc::sync_channel(2);
         let commits = Arc::new(AtomicU64::new(0));
-        let writer = Writer {
+        let epoch = Arc::new(AtomicU64::new(0));
+        let committer = Committer {
             store,
             commits: commits.clone(),
             state: state.clone(),
+            epoch: epoch.clone(),
             log: log.clone(),
             origin: identity.origin.clone(),
             signer: identity.signer,
             config,
             snapshot_tx: tx.downgrade(),
-            last_snapshot,
+            last_snapshot: loaded.snapshot_seq,
         };
+        let decider = Decider { reader, committed: state.clone(), epoch, to_committer: work_tx };
+        let spawn_err = |e: std::io::Error| replay::ReplayError::Internal(e.to_string());
+        let committer = thread::Builder::new()
+            .name("tollgate-commit".into())
+            .spawn(move || committer.run(work_rx))
+            .map_err(spawn_err)?;
         let handle = thread::Builder::new()
-            .name("tollgate-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|e| replay::ReplayError::Internal(e.to_string()))?;
+            .name("tollgate-decide".into())
+            .spawn(move || {
+                decider.run(rx);
+                let _ = committer.join();
+            })
+            .map_err(spawn_err)?;
         Ok((Engine { tx, commits, state, log, verifier_key: identity.verifier_key.into() }, handle))
     }
 
@@ -161,7 +203,7 @@ impl Engine {
         self.commits.load(Ordering::Relaxed)
     }
 
-    /// False once the writer thread has stopped.
+    /// False once the writer threads have stopped.
     pub fn is_running(&self) -> bool {
         !self.tx.is_closed()
     }
@@ -194,7 +236,7 @@ impl Engine {
         rx.await.map_err(|_| EngineError::Stopped)?
     }
 
-    /// Signs a checkpoint of the current tree if the newest one is older.
+    /// Signs a checkpoint of the committed tree if the newest one is older.
     pub async fn checkpoint(&self) -> Result<CheckpointRecord, EngineError> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Job::Checkpoint(reply)).await.map_err(|_| EngineError::Stopped)?;
@@ -207,60 +249,74 @@ struct Pending {
     result: Result<Outcome, EngineError>,
 }
 
-impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<Job>) {
-        let mut batch = Vec::with_capacity(MAX_BATCH);
+impl Decider {
+    fn run(self, mut rx: mpsc::Receiver<Job>) {
+        let mut epoch = self.epoch.load(Ordering::Acquire);
+        let mut spec: State = (*self.committed.load_full()).clone();
+        // Idempotency records decided but perhaps not yet committed (the reader cannot
+        // see them yet), with the sequence their batch ends at.
+        let mut recent: Vec<(u64, IdempotencyRecord)> = Vec::new();
+        let mut jobs = Vec::with_capacity(MAX_BATCH);
         while let Some(first) = rx.blocking_recv() {
-            batch.push(first);
-            while batch.len() < MAX_BATCH {
+            jobs.push(first);
+            while jobs.len() < MAX_BATCH {
                 match rx.try_recv() {
-                    Ok(job) => batch.push(job),
+                    Ok(job) => jobs.push(job),
                     Err(_) => break,
                 }
             }
+            let current = self.epoch.load(Ordering::Acquire);
+            if current != epoch {
+                // A commit failed: everything speculative is void.
+                epoch = current;
+                spec = (*self.committed.load_full()).clone();
+                recent.clear();
+            }
+            let committed_seq = self.committed.load().seq();
+            recent.retain(|(end, _)| *end > committed_seq);
             let mut submits = Vec::new();
-            for job in batch.drain(..) {
-                match job {
-                    Job::Submit(s) => submits.push(*s),
-                    Job::Checkpoint(reply) => {
-                        let r = self.sign_checkpoint();
-                        let _ = reply.send(r);
+            for job in jobs.drain(..) {
+                let forward = match job {
+                    Job::Submit(s) => {
+                        submits.push(*s);
+                        continue;
                     }
-                    Job::Snapshot(s) => {
-                        if let Err(e) = self
-                            .store
-                            .put_snapshot(&s)
-                            .and_then(|()| self.store.prune_snapshots(self.config.snapshot_keep))
-                        {
-                            tracing::warn!(seq = s.seq, error = %e, "could not store snapshot");
-                        } else {
-                            tracing::info!(seq = s.seq, "snapshot stored");
-                        }
-                    }
+                    Job::Checkpoint(reply) => Work::Checkpoint(reply),
+                    Job::Snapshot(s) => Work::Snapshot(s),
+                };
+                // Keep order: a checkpoint asked for after a write covers it.
+                if !submits.is_empty() {
+                    self.decide_batch(&mut spec, epoch, std::mem::take(&mut submits), &mut recent);
+                }
+                if self.to_committer.send(forward).is_err() {
+                    return;
                 }
             }
             if !submits.is_empty() {
-                self.commit(submits);
+                self.decide_batch(&mut spec, epoch, submits, &mut recent);
             }
         }
-        // The channel closed: every Engine handle is gone. Leave a final checkpoint.
-        if let Err(e) = self.sign_checkpoint() {
-            tracing::warn!(error = %e, "final checkpoint failed");
-        }
-        tracing::info!("writer stopped");
+        tracing::info!("decider stopped");
     }
 
-    fn commit(&mut self, submits: Vec<Submit>) {
-        let current = self.state.load_full();
-        let mut next = (*current).clone();
+    fn decide_batch(
+        &self,
+        spec: &mut State,
+        epoch: u64,
+        submits: Vec<Submit>,
+        recent: &mut Vec<(u64, IdempotencyRecord)>,
+    ) {
+        let expected_len = spec.seq();
+        let mut next = spec.clone();
         let mut leaves: Vec<(Vec<u8>, merkle::Hash)> = Vec::new();
         let mut records: Vec<IdempotencyRecord> = Vec::new();
         let mut pending: Vec<Pending> = Vec::with_capacity(submits.len());
         let now = now();
         let created_at = now.to_string();
-
-        for s in submits {
+        let mut submits = submits.into_iter();
+        while let Some(s) = submits.next() {
             let Submit { command, meta, status, idempotency, render, reply } = s;
+            let ctx = DecideCtx { now, created_at: &created_at, recent };
             let result = self.decide_one(
                 &mut next,
                 &command,
@@ -268,64 +324,51 @@ impl Writer {
                 status,
                 idempotency.as_ref(),
                 render,
-                now,
-                &created_at,
+                &ctx,
                 &mut leaves,
                 &mut records,
             );
-            pending.push(Pending { reply, result });
-        }
-
-        if !leaves.is_empty() || !records.is_empty() {
-            let events: Vec<NewEvent<'_>> =
-                leaves.iter().map(|(leaf, hash)| NewEvent { leaf, leaf_hash: *hash }).collect();
-            let expected = current.seq();
-            if let Err(e) = self.store.append(expected, &events, &records) {
-                tracing::error!(error = %e, "append failed; the batch is refused and nothing is published");
-                let msg = e.to_string();
-                for p in pending {
-                    let _ = p.reply.send(Err(EngineError::Internal(format!("the ledger could not be written: {msg}"))));
-                }
+            if let Err(EngineError::Poisoned(why)) = &result {
+                // The batch's next state can no longer be trusted: drop the whole batch.
+                tracing::error!(error = %why, "batch dropped");
+                let fail = |r: oneshot::Sender<Result<Outcome, EngineError>>| {
+                    let _ = r.send(Err(EngineError::Internal(format!("batch dropped: {why}"))));
+                };
+                fail(reply);
+                pending.into_iter().for_each(|p| fail(p.reply));
+                submits.for_each(|s| fail(s.reply));
                 return;
             }
-            self.commits.fetch_add(1, Ordering::Relaxed);
-            let mut log = self.log.write().unwrap_or_else(|p| p.into_inner());
-            for (_, hash) in &leaves {
-                log.push(*hash);
-            }
+            pending.push(Pending { reply, result });
         }
-        let seq = next.seq();
-        let next = Arc::new(next);
-        self.state.store(next.clone());
-        for mut p in pending {
-            if let Ok(o) = &mut p.result
-                && !o.replayed
-            {
-                o.seq = seq;
-            }
-            let _ = p.reply.send(p.result);
-        }
-        self.maybe_snapshot(next);
+        let end = next.seq();
+        recent.extend(records.iter().map(|r| (end, r.clone())));
+        let state = Arc::new(next);
+        *spec = (*state).clone();
+        let batch = Batch { epoch, expected_len, leaves, records, pending, state };
+        // A closed channel means the committer stopped; the replies drop, which callers
+        // see as a stopped engine.
+        let _ = self.to_committer.send(Work::Batch(batch));
     }
 
     #[allow(clippy::too_many_arguments)]
     fn decide_one(
-        &mut self,
+        &self,
         next: &mut State,
         command: &Command,
         meta: &Meta,
         status: u16,
         idempotency: Option<&Idempotency>,
         render: Render,
-        now: Timestamp,
-        created_at: &str,
+        ctx: &DecideCtx<'_>,
         leaves: &mut Vec<(Vec<u8>, merkle::Hash)>,
         records: &mut Vec<IdempotencyRecord>,
     ) -> Result<Outcome, EngineError> {
         if let Some(idem) = idempotency {
-            let earlier = match records.iter().find(|r| r.scope == idem.scope && r.key == idem.key) {
+            let same = |r: &&IdempotencyRecord| r.scope == idem.scope && r.key == idem.key;
+            let earlier = match records.iter().find(same).or_else(|| ctx.recent.iter().map(|(_, r)| r).find(same)) {
                 Some(r) => Some(r.clone()),
-                None => self.store.idempotency(&idem.scope, &idem.key)?,
+                None => self.reader.idempotency(&idem.scope, &idem.key)?,
             };
             if let Some(r) = earlier {
                 if r.request_hash != idem.request_hash {
@@ -334,17 +377,17 @@ impl Writer {
                 return Ok(Outcome { status: r.status, body: r.body, seq: next.seq(), replayed: true });
             }
         }
-        let events = decide(next, command, meta, now).map_err(EngineError::Refused)?;
+        let events = decide(next, command, meta, ctx.now).map_err(EngineError::Refused)?;
         // Applied straight to the batch's next state: an event that `decide` produced
-        // and `apply` rejects is a bug, and the caller drops the whole batch for it.
+        // and `apply` rejects is a bug, and the whole batch is dropped for it.
         for e in &events {
-            let bytes = e.encode().map_err(|e| EngineError::Internal(e.to_string()))?;
+            let bytes = e.encode().map_err(|e| EngineError::Poisoned(e.to_string()))?;
             next.apply(e)
                 .map_err(|err| EngineError::Poisoned(format!("decided an event that does not apply: {err}")))?;
             let hash = merkle::leaf_hash(&bytes);
             leaves.push((bytes, hash));
         }
-        let body = serde_json::to_vec(&render(next, now)).map_err(|e| EngineError::Internal(e.to_string()))?;
+        let body = serde_json::to_vec(&render(next, ctx.now)).map_err(|e| EngineError::Internal(e.to_string()))?;
         if let Some(idem) = idempotency {
             records.push(IdempotencyRecord {
                 scope: idem.scope.clone(),
@@ -352,10 +395,81 @@ impl Writer {
                 request_hash: idem.request_hash,
                 status,
                 body: body.clone(),
-                created_at: created_at.to_string(),
+                created_at: ctx.created_at.to_string(),
             });
         }
         Ok(Outcome { status, body, seq: next.seq(), replayed: false })
+    }
+}
+
+struct DecideCtx<'a> {
+    now: Timestamp,
+    created_at: &'a str,
+    recent: &'a [(u64, IdempotencyRecord)],
+}
+
+impl Committer {
+    fn run(mut self, rx: std::sync::mpsc::Receiver<Work>) {
+        for work in rx {
+            match work {
+                Work::Batch(b) => self.commit(b),
+                Work::Checkpoint(reply) => {
+                    let _ = reply.send(self.sign_checkpoint());
+                }
+                Work::Snapshot(s) => {
+                    if let Err(e) =
+                        self.store.put_snapshot(&s).and_then(|()| self.store.prune_snapshots(self.config.snapshot_keep))
+                    {
+                        tracing::warn!(seq = s.seq, error = %e, "could not store snapshot");
+                    } else {
+                        tracing::info!(seq = s.seq, "snapshot stored");
+                    }
+                }
+            }
+        }
+        // The decider is gone: every Engine handle was dropped. Leave a final checkpoint.
+        if let Err(e) = self.sign_checkpoint() {
+            tracing::warn!(error = %e, "final checkpoint failed");
+        }
+        tracing::info!("committer stopped");
+    }
+
+    fn commit(&mut self, b: Batch) {
+        let fail_all = |pending: Vec<Pending>, msg: String| {
+            for p in pending {
+                let _ = p.reply.send(Err(EngineError::Internal(msg.clone())));
+            }
+        };
+        if b.epoch != self.epoch.load(Ordering::Acquire) {
+            fail_all(b.pending, "an earlier write failed, so this one was not committed; retry it".into());
+            return;
+        }
+        if !b.leaves.is_empty() || !b.records.is_empty() {
+            let events: Vec<NewEvent<'_>> =
+                b.leaves.iter().map(|(leaf, hash)| NewEvent { leaf, leaf_hash: *hash }).collect();
+            if let Err(e) = self.store.append(b.expected_len, &events, &b.records) {
+                tracing::error!(error = %e, "append failed; the batch and every batch decided after it are refused");
+                self.epoch.fetch_add(1, Ordering::AcqRel);
+                fail_all(b.pending, format!("the ledger could not be written: {e}"));
+                return;
+            }
+            self.commits.fetch_add(1, Ordering::Relaxed);
+            let mut log = self.log.write().unwrap_or_else(|p| p.into_inner());
+            for (_, hash) in &b.leaves {
+                log.push(*hash);
+            }
+        }
+        let seq = b.state.seq();
+        self.state.store(b.state.clone());
+        for mut p in b.pending {
+            if let Ok(o) = &mut p.result
+                && !o.replayed
+            {
+                o.seq = seq;
+            }
+            let _ = p.reply.send(p.result);
+        }
+        self.maybe_snapshot(b.state);
     }
 
     fn sign_checkpoint(&mut self) -> Result<CheckpointRecord, EngineError> {
@@ -376,8 +490,8 @@ impl Writer {
         Ok(rec)
     }
 
-    /// Snapshots are encoded off the writer thread: the state is an immutable, shared
-    /// copy, so the writer goes on committing while it is serialized.
+    /// Snapshots are encoded off the writer threads: the state is an immutable, shared
+    /// copy, so commits go on while it is serialized.
     fn maybe_snapshot(&mut self, state: Arc<State>) {
         let every = self.config.snapshot_every;
         if every == 0 || state.seq() < self.last_snapshot + every {

@@ -167,4 +167,8 @@ pub trait LedgerStore: Send {
     /// Marks the token revoked at `at`. Returns `false` if there is no such token or it was
     /// already revoked (its first `revoked_at` is kept).
     fn revoke_token(&mut self, id: &str, at: &str) -> Result<bool, StoreError>;
+
+    /// Another handle on the same store for reads, usable from another thread while this
+    /// one writes. It sees what is committed.
+    fn reader(&self) -> Result<Box<dyn LedgerStore>, StoreError>;
 }

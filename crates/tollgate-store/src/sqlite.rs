@@ -366,6 +366,10 @@ impl LedgerStore for SqliteStore {
             .execute([id, at])?;
         Ok(changed == 1)
     }
+
+    fn reader(&self) -> Result<Box<dyn LedgerStore>, StoreError> {
+        Ok(Box::new(SqliteStore::open_read_only(&self.path)?))
+    }
 }
 
 /// The log length: one past the largest index, which the primary key b-tree gives in
