@@ -508,3 +508,139 @@ impl Committer {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use tollgate_core::catalog::ProductSpec;
+    use tollgate_core::ids::ProductKey;
+    use tollgate_store::{
+        CheckpointRecord, Hash, IdempotencyRecord, SnapshotRecord, SqliteStore, StoreError, StoredEvent, TokenRecord,
+    };
+
+    use super::*;
+
+    /// The real SQLite store, with appends that fail while `fail` is set: a full disk.
+    struct Flaky {
+        inner: SqliteStore,
+        fail: Arc<AtomicBool>,
+    }
+
+    impl LedgerStore for Flaky {
+        fn append(&mut self, n: u64, e: &[NewEvent<'_>], r: &[IdempotencyRecord]) -> Result<(), StoreError> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(StoreError::Invalid("disk full (injected)".into()));
+            }
+            self.inner.append(n, e, r)
+        }
+        fn len(&self) -> Result<u64, StoreError> {
+            self.inner.len()
+        }
+        fn read(&self, s: u64, e: u64) -> Result<Vec<StoredEvent>, StoreError> {
+            self.inner.read(s, e)
+        }
+        fn scan(&self, s: u64, f: &mut dyn FnMut(StoredEvent) -> Result<(), StoreError>) -> Result<(), StoreError> {
+            self.inner.scan(s, f)
+        }
+        fn idempotency(&self, s: &str, k: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+            self.inner.idempotency(s, k)
+        }
+        fn put_checkpoint(&mut self, c: &CheckpointRecord) -> Result<(), StoreError> {
+            self.inner.put_checkpoint(c)
+        }
+        fn latest_checkpoint(&self) -> Result<Option<CheckpointRecord>, StoreError> {
+            self.inner.latest_checkpoint()
+        }
+        fn checkpoints(&self) -> Result<Vec<CheckpointRecord>, StoreError> {
+            self.inner.checkpoints()
+        }
+        fn put_snapshot(&mut self, s: &SnapshotRecord) -> Result<(), StoreError> {
+            self.inner.put_snapshot(s)
+        }
+        fn snapshot_seqs(&self) -> Result<Vec<(u64, Hash)>, StoreError> {
+            self.inner.snapshot_seqs()
+        }
+        fn load_snapshot(&self, seq: u64) -> Result<Option<SnapshotRecord>, StoreError> {
+            self.inner.load_snapshot(seq)
+        }
+        fn prune_snapshots(&mut self, keep: usize) -> Result<(), StoreError> {
+            self.inner.prune_snapshots(keep)
+        }
+        fn meta(&self, k: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.meta(k)
+        }
+        fn set_meta(&mut self, k: &str, v: &[u8]) -> Result<(), StoreError> {
+            self.inner.set_meta(k, v)
+        }
+        fn insert_token(&mut self, t: &TokenRecord) -> Result<(), StoreError> {
+            self.inner.insert_token(t)
+        }
+        fn token_by_hash(&self, h: &Hash) -> Result<Option<TokenRecord>, StoreError> {
+            self.inner.token_by_hash(h)
+        }
+        fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+            self.inner.tokens()
+        }
+        fn revoke_token(&mut self, id: &str, at: &str) -> Result<bool, StoreError> {
+            self.inner.revoke_token(id, at)
+        }
+        fn reader(&self) -> Result<Box<dyn LedgerStore>, StoreError> {
+            self.inner.reader()
+        }
+    }
+
+    fn product(n: usize) -> Command {
+        Command::CreateProduct(ProductSpec {
+            key: ProductKey::parse(&format!("p{n}")).unwrap(),
+            name: format!("P{n}"),
+            features: vec![],
+        })
+    }
+
+    async fn submit(engine: &Engine, n: usize) -> Result<Outcome, EngineError> {
+        let meta = Meta { actor: "test".into(), reason: None, request_id: format!("r{n}") };
+        engine.submit(product(n), meta, 201, None, Box::new(|_, _| serde_json::Value::Null)).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_commit_refuses_its_batch_and_nothing_built_on_it_then_recovers() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("l.db");
+        let fail = Arc::new(AtomicBool::new(false));
+        let store = Flaky { inner: SqliteStore::open(&path).unwrap(), fail: fail.clone() };
+        let (engine, writer) = Engine::start(Box::new(store), EngineConfig::default()).unwrap();
+        for n in 0..5 {
+            submit(&engine, n).await.unwrap();
+        }
+        assert_eq!(engine.state().seq(), 5);
+
+        fail.store(true, Ordering::SeqCst);
+        // Many concurrent writes while the disk is full: none is acknowledged.
+        let tasks: Vec<_> = (5..40)
+            .map(|n| (n, engine.clone()))
+            .map(|(n, e)| tokio::spawn(async move { submit(&e, n).await }))
+            .collect();
+        for t in tasks {
+            assert!(t.await.unwrap().is_err(), "nothing is acknowledged while appends fail");
+        }
+        assert_eq!(engine.state().seq(), 5, "readers never saw the refused writes");
+
+        fail.store(false, Ordering::SeqCst);
+        // The decider starts again from the committed state: product 5 was never
+        // committed, so creating it now is a fresh event at sequence 6.
+        let o = submit(&engine, 5).await.unwrap();
+        assert_eq!(o.seq, 6);
+        for n in 6..10 {
+            submit(&engine, n).await.unwrap();
+        }
+        assert_eq!(engine.state().seq(), 10);
+        drop(engine);
+        writer.join().unwrap();
+
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.len().unwrap(), 10, "the store holds exactly the acknowledged events");
+        let report = replay::verify(&store, &mut |_| {}).unwrap();
+        assert_eq!(report.events, 10);
+    }
+}
