@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod durability;
 pub mod engine;
 pub mod extract;
 pub mod openapi;

@@ -95,6 +95,25 @@ impl SqliteStore {
         }
         Ok(())
     }
+
+    /// Cuts the ledger back to its first `len` events, for point-in-time restore.
+    ///
+    /// Only restore calls this, on a fresh copy of a backup, never on a live ledger: it
+    /// lifts the append-only triggers for the length of one transaction. Checkpoints and
+    /// snapshots past the cut go with the events; idempotency records are cleared, since
+    /// they may describe responses for events that were cut.
+    pub fn truncate_for_restore(&mut self, len: u64) -> Result<(), StoreError> {
+        let len = i64::try_from(len).map_err(|_| StoreError::Invalid("length out of range".into()))?;
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute_batch("DROP TRIGGER IF EXISTS events_no_update; DROP TRIGGER IF EXISTS events_no_delete;")?;
+        tx.execute("DELETE FROM events WHERE idx >= ?1", [len])?;
+        tx.execute("DELETE FROM checkpoints WHERE size > ?1", [len])?;
+        tx.execute("DELETE FROM snapshots WHERE seq > ?1", [len])?;
+        tx.execute("DELETE FROM idempotency", [])?;
+        tx.execute_batch(schema::APPEND_ONLY_TRIGGERS)?;
+        tx.commit()?;
+        Ok(())
+    }
 }
 
 impl LedgerStore for SqliteStore {

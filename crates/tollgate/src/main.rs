@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 mod demo;
+mod ops;
 
 #[derive(Parser)]
 #[command(name = "tollgate", version, about = "License and entitlement server", propagate_version = true)]
@@ -48,6 +49,29 @@ enum Cmd {
         #[command(subcommand)]
         command: LedgerCmd,
     },
+    /// Copy the store consistently (the server may run) and verify the copy.
+    Backup {
+        #[arg(long, env = "TOLLGATE_DATA", default_value = "./tollgate-data")]
+        data: PathBuf,
+        /// The backup file to write (must not exist). Default: tollgate-backup-<ms>.db
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Restore a backup into a new data directory, optionally to a point in time.
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+        /// A new, empty data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Stop after the first N events (sequence N).
+        #[arg(long, conflicts_with = "until_time")]
+        until_seq: Option<u64>,
+        /// Keep every event stamped at or before this RFC 3339 instant.
+        #[arg(long)]
+        until_time: Option<String>,
+    },
     /// Manage API tokens.
     Token {
         #[command(subcommand)]
@@ -61,6 +85,13 @@ enum LedgerCmd {
     Verify {
         #[arg(long, env = "TOLLGATE_DATA", default_value = "./tollgate-data")]
         data: PathBuf,
+    },
+    /// Print the tree size, root and state digest at sequence N (default: the end).
+    Digest {
+        #[arg(long, env = "TOLLGATE_DATA", default_value = "./tollgate-data")]
+        data: PathBuf,
+        #[arg(long)]
+        at: Option<u64>,
     },
 }
 
@@ -111,6 +142,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Ledger { command: LedgerCmd::Verify { data } } => ledger_verify(data),
+        Cmd::Ledger { command: LedgerCmd::Digest { data, at } } => ops::digest(&data, at).map(|()| ExitCode::SUCCESS),
+        Cmd::Backup { data, out } => {
+            ops::backup(&data, &out.unwrap_or_else(ops::default_backup_name)).map(|()| ExitCode::SUCCESS)
+        }
+        Cmd::Restore { from, data, until_seq, until_time } => {
+            ops::restore(&from, &data, until_seq, until_time).map(|()| ExitCode::SUCCESS)
+        }
         Cmd::Token { command: TokenCmd::Create { data, role, name, product } } => {
             token_create(data, &role, &name, product)?;
             Ok(ExitCode::SUCCESS)

@@ -127,3 +127,10 @@ fn unsupported(path: &Path, version: i64) -> StoreError {
         path.display()
     ))
 }
+
+/// The triggers that keep `events` append-only, as created by migration 1; restore
+/// re-creates them after cutting a copy back.
+pub(crate) const APPEND_ONLY_TRIGGERS: &str = "CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;";
