@@ -1,0 +1,243 @@
+//! Backup, point-in-time restore, and the state digest at any sequence.
+//!
+//! A backup is a consistent copy of the store (SQLite `VACUUM INTO`, safe while the
+//! server runs) that is verified in full before it is reported. A restore copies a
+//! backup into a new data directory, cuts the ledger at the target, and verifies what
+//! is left: every leaf hash, every fold, every checkpoint at or below the cut.
+//!
+//! Sequence N is the state after the first N events, the state a checkpoint of tree
+//! size N describes.
+
+use std::path::{Path, PathBuf};
+
+use tollgate_core::merkle::{Hash, MerkleLog};
+use tollgate_core::{State, Timestamp};
+use tollgate_store::{CheckpointRecord, LedgerStore, SqliteStore, StoreError};
+
+use crate::replay::{self, ReplayError, check_event};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DurabilityError {
+    #[error("{0}")]
+    Replay(#[from] ReplayError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Where a fold ended: the tree size, its root and the state digest there.
+#[derive(Debug, Clone)]
+pub struct Reached {
+    pub size: u64,
+    pub root: Hash,
+    pub digest: Hash,
+    /// The newest signed checkpoint at or below `size`.
+    pub checkpoint: Option<CheckpointRecord>,
+}
+
+/// Called with (events done, events in all) while long work runs.
+pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
+
+fn open_existing(data_dir: &Path) -> Result<SqliteStore, DurabilityError> {
+    let path = crate::db_path(data_dir);
+    if !path.exists() {
+        return Err(DurabilityError::Usage(format!(
+            "no ledger at {}: pass the data directory the server uses",
+            path.display()
+        )));
+    }
+    Ok(SqliteStore::open_read_only(&path)?)
+}
+
+/// Folds the first `n` events (all when `None`), checking every leaf hash.
+pub fn fold_prefix(
+    store: &dyn LedgerStore,
+    n: Option<u64>,
+    progress: Progress<'_>,
+) -> Result<(State, MerkleLog), ReplayError> {
+    let total = store.len()?;
+    let n = n.unwrap_or(total);
+    if n > total {
+        return Err(ReplayError::Internal(format!("the ledger has only {total} events; cannot go to sequence {n}")));
+    }
+    let mut state = State::default();
+    let mut log = MerkleLog::new();
+    let mut failure = None;
+    let stop = || StoreError::Invalid("fold stopped".into());
+    let r = store.scan(0, &mut |e| {
+        if e.index >= n {
+            return Err(stop());
+        }
+        let result = check_event(&e).and_then(|event| {
+            state.apply(&event).map_err(|err| ReplayError::Corrupt {
+                seq: e.index + 1,
+                index: e.index,
+                detail: err.to_string(),
+            })
+        });
+        if let Err(err) = result {
+            failure = Some(err);
+            return Err(stop());
+        }
+        log.push(e.leaf_hash);
+        if log.len() % 10_000 == 0 {
+            progress(log.len(), n);
+        }
+        Ok(())
+    });
+    if let Some(f) = failure {
+        return Err(f);
+    }
+    if let Err(e) = r
+        && log.len() < n
+    {
+        return Err(e.into());
+    }
+    progress(n, n);
+    Ok((state, log))
+}
+
+fn reached(store: &dyn LedgerStore, state: &State, log: &MerkleLog) -> Result<Reached, DurabilityError> {
+    let digest = state.digest().map_err(|e| ReplayError::Internal(e.to_string()))?;
+    let checkpoint = store.checkpoints()?.into_iter().rev().find(|c| c.size <= log.len());
+    Ok(Reached { size: log.len(), root: log.root(), digest, checkpoint })
+}
+
+/// Full verification (hashes, folds, checkpoint roots and signatures) and where it ends.
+fn verified_reach(store: &dyn LedgerStore, progress: &mut dyn FnMut(u64)) -> Result<Reached, DurabilityError> {
+    let r = replay::verify(store, progress)?;
+    let checkpoint = store.checkpoints()?.into_iter().rev().find(|c| c.size <= r.events);
+    Ok(Reached { size: r.events, root: r.root, digest: r.digest, checkpoint })
+}
+
+/// The state digest (and tree root) at sequence `at`, or at the end.
+pub fn digest_at(data_dir: &Path, at: Option<u64>, progress: Progress<'_>) -> Result<Reached, DurabilityError> {
+    let store = open_existing(data_dir)?;
+    let (state, log) = fold_prefix(&store, at, progress)?;
+    reached(&store, &state, &log)
+}
+
+#[derive(Debug)]
+pub struct BackupReport {
+    pub path: PathBuf,
+    pub reached: Reached,
+    /// The newest signed checkpoint, also written beside the backup as `<file>.checkpoint`.
+    pub checkpoint_path: Option<PathBuf>,
+}
+
+/// Copies the store consistently (the server may be running), then verifies the copy in
+/// full before reporting success.
+pub fn backup(data_dir: &Path, out: &Path, progress: Progress<'_>) -> Result<BackupReport, DurabilityError> {
+    if out.exists() {
+        return Err(DurabilityError::Usage(format!("{} already exists; choose a new file name", out.display())));
+    }
+    let store = open_existing(data_dir)?;
+    store.backup_to(out)?;
+    let copy = SqliteStore::open_read_only(out)?;
+    let total = copy.len()?;
+    let verified = verified_reach(&copy, &mut |n| progress(n, total));
+    let reached = match verified {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_file(out);
+            return Err(e);
+        }
+    };
+    let checkpoint_path = match &reached.checkpoint {
+        Some(cp) => {
+            let p = PathBuf::from(format!("{}.checkpoint", out.display()));
+            std::fs::write(&p, &cp.note).map_err(StoreError::Io)?;
+            Some(p)
+        }
+        None => None,
+    };
+    Ok(BackupReport { path: out.to_path_buf(), reached, checkpoint_path })
+}
+
+/// How far a restore goes.
+#[derive(Clone, Copy, Debug)]
+pub enum Until {
+    End,
+    /// The state after the first N events.
+    Seq(u64),
+    /// Every event stamped at or before this instant (the longest such prefix).
+    Time(Timestamp),
+}
+
+/// The sequence a point in time corresponds to: the number of events before the first
+/// one stamped after `t`.
+pub fn seq_at_time(store: &dyn LedgerStore, t: Timestamp) -> Result<u64, DurabilityError> {
+    let mut n = 0u64;
+    let mut failure = None;
+    let stop = || StoreError::Invalid("found".into());
+    let r = store.scan(0, &mut |e| match check_event(&e) {
+        Ok(ev) if ev.at > t => Err(stop()),
+        Ok(_) => {
+            n += 1;
+            Ok(())
+        }
+        Err(err) => {
+            failure = Some(err);
+            Err(stop())
+        }
+    });
+    if let Some(f) = failure {
+        return Err(f.into());
+    }
+    if let Err(e) = r
+        && !matches!(e, StoreError::Invalid(_))
+    {
+        return Err(e.into());
+    }
+    Ok(n)
+}
+
+/// Restores a backup into a new data directory, up to `until`, and verifies the result.
+pub fn restore(from: &Path, data_dir: &Path, until: Until, progress: Progress<'_>) -> Result<Reached, DurabilityError> {
+    let dest = crate::db_path(data_dir);
+    if dest.exists() {
+        return Err(DurabilityError::Usage(format!(
+            "{} already holds a ledger; restore into a new, empty directory",
+            data_dir.display()
+        )));
+    }
+    if !from.exists() {
+        return Err(DurabilityError::Usage(format!("no backup at {}", from.display())));
+    }
+    let source = SqliteStore::open_read_only(from)?;
+    let total = source.len()?;
+    let n = match until {
+        Until::End => total,
+        Until::Seq(n) if n > total => {
+            return Err(DurabilityError::Usage(format!(
+                "the backup has {total} events; cannot restore to sequence {n}"
+            )));
+        }
+        Until::Seq(n) => n,
+        Until::Time(t) => seq_at_time(&source, t)?,
+    };
+    std::fs::create_dir_all(data_dir).map_err(StoreError::Io)?;
+    source.backup_to(&dest)?;
+    drop(source);
+    let result = (|| {
+        let mut restored = SqliteStore::open(&dest)?;
+        restored.truncate_for_restore(n)?;
+        verified_reach(&restored, &mut |done| progress(done, n))
+    })();
+    if result.is_err() {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", dest.display()));
+        }
+    }
+    result
+}
+
+pub fn hex(h: &Hash) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn b64(h: &Hash) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(h)
+}
