@@ -201,6 +201,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/v1/licenses/{id}/renew", post(licenses::renew))
         .route("/v1/licenses/{id}/change-plan", post(licenses::change_plan))
         .route("/v1/validate", post(validate::validate))
+        .route("/v1/events", get(events::list))
         .route("/v1/ledger/checkpoint", get(ledger::checkpoint))
         .route("/v1/ledger/key", get(ledger::key))
         .route("/v1/ledger/entries", get(ledger::entries))

@@ -27,6 +27,7 @@ impl Modify for Bearer {
         api::licenses::issue, api::licenses::get, api::licenses::list,
         api::licenses::suspend, api::licenses::reinstate, api::licenses::revoke, api::licenses::renew, api::licenses::change_plan,
         api::validate::validate,
+        api::events::list,
         api::ledger::checkpoint, api::ledger::key, api::ledger::entries, api::ledger::inclusion, api::ledger::consistency,
         api::system::create_token, api::system::list_tokens, api::system::revoke_token,
     ),

@@ -2,6 +2,7 @@
 //! do the rest.
 
 pub mod catalog;
+pub mod events;
 pub mod ledger;
 pub mod licenses;
 pub mod system;

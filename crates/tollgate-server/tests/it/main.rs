@@ -1,5 +1,6 @@
 //! The server end to end: real HTTP on a random port over a temp SQLite file.
 
+mod audit;
 mod auth;
 mod contract;
 mod input;
