@@ -86,6 +86,13 @@ impl EventKind {
     }
 }
 
+/// Upcasts from schema version N to N+1, applied in order to the JSON of an older
+/// event. Version 1 is the first, so there is nothing to upcast yet; a change to an
+/// event's shape bumps `EVENT_VERSION` and adds its step here, and the fixture ledger
+/// in `tests/fixtures` proves that ledgers written before still fold.
+type Upcast = fn(&mut serde_json::Value);
+const UPCASTS: &[(u32, Upcast)] = &[];
+
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
     #[error("event is not canonical JSON of a known shape: {0}")]
@@ -128,11 +135,32 @@ impl Event {
         Ok(fast)
     }
 
+    /// Reads a stored event. Current events decode directly; an event written under
+    /// an older schema version is first upcast, step by step, to the current shape. A
+    /// newer version than this build knows is refused, never guessed at.
     pub fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
-        let event: Event = serde_json::from_slice(bytes)?;
-        if event.v > EVENT_VERSION {
-            return Err(CodecError::Version(event.v));
+        match serde_json::from_slice::<Event>(bytes) {
+            Ok(event) if event.v == EVENT_VERSION => Ok(event),
+            Ok(event) if event.v > EVENT_VERSION => Err(CodecError::Version(event.v)),
+            // An older version, or a shape that only an upcast can read.
+            direct => {
+                let mut value: serde_json::Value = serde_json::from_slice(bytes)?;
+                let v = value.get("v").and_then(|v| v.as_u64()).and_then(|v| u32::try_from(v).ok()).unwrap_or(0);
+                if v > EVENT_VERSION {
+                    return Err(CodecError::Version(v));
+                }
+                if v == EVENT_VERSION {
+                    // Current version but not a known shape: report the original error.
+                    return direct.map_err(CodecError::from);
+                }
+                for (from, step) in UPCASTS {
+                    if value.get("v").and_then(|v| v.as_u64()) == Some(u64::from(*from)) {
+                        step(&mut value);
+                        value["v"] = serde_json::Value::from(from + 1);
+                    }
+                }
+                Ok(serde_json::from_value(value)?)
+            }
         }
-        Ok(event)
     }
 }

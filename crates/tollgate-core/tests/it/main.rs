@@ -3,5 +3,6 @@
 
 mod checkpoint;
 mod conformance;
+mod fixture;
 mod merkle;
 mod note;
