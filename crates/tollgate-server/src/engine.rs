@@ -88,15 +88,18 @@ pub type SharedLog = Arc<RwLock<MerkleLog>>;
 
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
-    /// Take a snapshot of the state every this many events (0: never).
+    /// Take a snapshot of the state every this many events (0: never by count).
     pub snapshot_every: u64,
+    /// Also take one when this much time has passed and the state has changed since the
+    /// last (`None`: never by time).
+    pub snapshot_interval: Option<std::time::Duration>,
     /// Keep this many snapshots.
     pub snapshot_keep: usize,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { snapshot_every: 10_000, snapshot_keep: 3 }
+        Self { snapshot_every: 10_000, snapshot_interval: None, snapshot_keep: 3 }
     }
 }
 
@@ -129,6 +132,7 @@ struct Committer {
     /// Weak, so that the engine's own handle does not keep the channel open at shutdown.
     snapshot_tx: mpsc::WeakSender<Job>,
     last_snapshot: u64,
+    last_snapshot_at: std::time::Instant,
 }
 
 /// What the decider hands the committer, in order.
@@ -180,6 +184,7 @@ impl Engine {
             config,
             snapshot_tx: tx.downgrade(),
             last_snapshot: loaded.snapshot_seq,
+            last_snapshot_at: std::time::Instant::now(),
         };
         let decider = Decider { reader, committed: state.clone(), epoch, to_committer: work_tx };
         let spawn_err = |e: std::io::Error| replay::ReplayError::Internal(e.to_string());
@@ -493,11 +498,14 @@ impl Committer {
     /// Snapshots are encoded off the writer threads: the state is an immutable, shared
     /// copy, so commits go on while it is serialized.
     fn maybe_snapshot(&mut self, state: Arc<State>) {
-        let every = self.config.snapshot_every;
-        if every == 0 || state.seq() < self.last_snapshot + every {
+        let by_count = self.config.snapshot_every > 0 && state.seq() >= self.last_snapshot + self.config.snapshot_every;
+        let by_time = self.config.snapshot_interval.is_some_and(|t| self.last_snapshot_at.elapsed() >= t)
+            && state.seq() > self.last_snapshot;
+        if !(by_count || by_time) {
             return;
         }
         self.last_snapshot = state.seq();
+        self.last_snapshot_at = std::time::Instant::now();
         let Some(tx) = self.snapshot_tx.upgrade() else { return };
         thread::spawn(move || match state.encode() {
             Ok(bytes) => {

@@ -28,6 +28,12 @@ struct ServeArgs {
     /// Snapshot the state every this many events (0: never).
     #[arg(long, env = "TOLLGATE_SNAPSHOT_EVERY", default_value_t = 10_000)]
     snapshot_every: u64,
+    /// Also snapshot when this many seconds have passed and the state changed (0: never).
+    #[arg(long, env = "TOLLGATE_SNAPSHOT_SECONDS", default_value_t = 300)]
+    snapshot_seconds: u64,
+    /// Keep the newest this many snapshots.
+    #[arg(long, env = "TOLLGATE_SNAPSHOT_KEEP", default_value_t = 3)]
+    snapshot_keep: usize,
     /// Seconds between checkpoint signings while the log grows.
     #[arg(long, env = "TOLLGATE_CHECKPOINT_SECONDS", default_value_t = 1)]
     checkpoint_seconds: u64,
@@ -138,7 +144,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Demo { data, listen } => {
-            serve(ServeArgs { data, listen, snapshot_every: 10_000, checkpoint_seconds: 1 }, true)?;
+            let args = ServeArgs {
+                data,
+                listen,
+                snapshot_every: 10_000,
+                snapshot_seconds: 300,
+                snapshot_keep: 3,
+                checkpoint_seconds: 1,
+            };
+            serve(args, true)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Ledger { command: LedgerCmd::Verify { data } } => ledger_verify(data),
@@ -160,6 +174,9 @@ fn config(args: &ServeArgs) -> tollgate_server::Config {
     let mut c = tollgate_server::Config::new(&args.data);
     c.bootstrap_token = std::env::var("TOLLGATE_BOOTSTRAP_TOKEN").ok().filter(|s| !s.is_empty());
     c.engine.snapshot_every = args.snapshot_every;
+    c.engine.snapshot_interval =
+        (args.snapshot_seconds > 0).then(|| std::time::Duration::from_secs(args.snapshot_seconds));
+    c.engine.snapshot_keep = args.snapshot_keep.max(1);
     c.checkpoint_interval = std::time::Duration::from_secs(args.checkpoint_seconds.max(1));
     c
 }

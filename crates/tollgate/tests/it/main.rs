@@ -1,5 +1,6 @@
 //! The binary end to end: a child `tollgate serve` process, killed and corrupted.
 
+mod corruption;
 mod crash;
 mod durability;
 mod support;

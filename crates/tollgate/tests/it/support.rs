@@ -15,14 +15,24 @@ pub struct Server {
 
 /// Starts `tollgate serve` on a free port and waits for its "listening on" line.
 pub fn start(data: &Path) -> Server {
+    start_with(data, &[], None)
+}
+
+/// Like `start`, with extra flags, and the server's log written to `log` if given.
+pub fn start_with(data: &Path, extra: &[&str], log: Option<&Path>) -> Server {
+    let stderr = match log {
+        Some(p) => Stdio::from(std::fs::File::create(p).expect("log file")),
+        None => Stdio::inherit(),
+    };
     let mut child = bin()
         .args(["serve", "--data"])
         .arg(data)
         .args(["--listen", "127.0.0.1:0"])
+        .args(extra)
         .env("TOLLGATE_BOOTSTRAP_TOKEN", ADMIN)
         .env("TOLLGATE_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .expect("spawn tollgate");
     let stdout = child.stdout.take().expect("stdout");

@@ -1,0 +1,88 @@
+//! Corruption drills: each damage has its documented outcome (docs/OPERATIONS.md).
+
+use tollgate_store::LedgerStore;
+
+use crate::support::*;
+
+async fn licenses(c: &reqwest::Client, base: &str, n: usize) {
+    for i in 0..n {
+        let r = c
+            .post(format!("{base}/v1/licenses"))
+            .bearer_auth(ADMIN)
+            .json(&serde_json::json!({"product":"app","plan":"std","licensee":format!("c{i}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+}
+
+async fn count(c: &reqwest::Client, base: &str) -> usize {
+    let v: serde_json::Value =
+        c.get(format!("{base}/v1/licenses?limit=500")).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
+    v["items"].as_array().unwrap().len()
+}
+
+#[tokio::test]
+async fn a_corrupt_snapshot_is_skipped_with_a_warning_and_nothing_is_lost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = start_with(tmp.path(), &["--snapshot-every", "5"], None);
+    let c = client();
+    seed(&c, &server.base).await;
+    licenses(&c, &server.base, 12).await;
+    server.stop();
+    let db = tmp.path().join("tollgate.db");
+    let newest = {
+        let store = tollgate_store::SqliteStore::open_read_only(&db).unwrap();
+        let seqs = store.snapshot_seqs().unwrap();
+        assert!(!seqs.is_empty(), "snapshots were taken every 5 events");
+        seqs[0].0
+    };
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let mut state: Vec<u8> =
+            conn.query_row("SELECT state FROM snapshots WHERE seq = ?1", [newest as i64], |r| r.get(0)).unwrap();
+        let mid = state.len() / 2;
+        state[mid] ^= 0x20;
+        conn.execute("UPDATE snapshots SET state = ?1 WHERE seq = ?2", rusqlite::params![state, newest as i64])
+            .unwrap();
+    }
+    let log = tmp.path().join("server.log");
+    let server = start_with(tmp.path(), &[], Some(&log));
+    assert_eq!(count(&c, &server.base).await, 12, "replay from an older snapshot or genesis lost nothing");
+    server.stop();
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("snapshot digest does not match its content; skipping it"), "warned: {log}");
+    let (ok, out) = verify(tmp.path());
+    assert!(ok, "{out}");
+}
+
+#[tokio::test]
+async fn a_truncated_database_file_stops_start_up_with_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = start(tmp.path());
+    let c = client();
+    seed(&c, &server.base).await;
+    licenses(&c, &server.base, 200).await;
+    server.stop();
+    let db = tmp.path().join("tollgate.db");
+    let len = std::fs::metadata(&db).unwrap().len();
+    assert!(len > 16 * 1024, "a database big enough to cut: {len}");
+    std::fs::OpenOptions::new().write(true).open(&db).unwrap().set_len(len / 2).unwrap();
+    let _ = std::fs::remove_file(tmp.path().join("tollgate.db-wal"));
+    let _ = std::fs::remove_file(tmp.path().join("tollgate.db-shm"));
+
+    let out = bin()
+        .args(["serve", "--data"])
+        .arg(tmp.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .env("TOLLGATE_BOOTSTRAP_TOKEN", ADMIN)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "must not start on a truncated ledger");
+    assert!(err.contains("error:"), "{err}");
+    assert!(!err.contains("panicked"), "a clear error, not a panic: {err}");
+    let (ok, out) = verify(tmp.path());
+    assert!(!ok, "verify fails too: {out}");
+}
