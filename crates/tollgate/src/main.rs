@@ -1,12 +1,13 @@
 //! The `tollgate` command: a thin shell over the server library.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use config::{ServeArgs, Settings};
 
+mod config;
 mod demo;
 mod ops;
 
@@ -17,39 +18,12 @@ struct Cli {
     command: Cmd,
 }
 
-#[derive(clap::Args, Clone)]
-struct ServeArgs {
-    /// Directory holding the SQLite ledger and the bootstrap token.
-    #[arg(long, env = "TOLLGATE_DATA", default_value = "./tollgate-data")]
-    data: PathBuf,
-    /// Address to listen on.
-    #[arg(long, env = "TOLLGATE_LISTEN", default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
-    /// Snapshot the state every this many events (0: never).
-    #[arg(long, env = "TOLLGATE_SNAPSHOT_EVERY", default_value_t = 10_000)]
-    snapshot_every: u64,
-    /// Also snapshot when this many seconds have passed and the state changed (0: never).
-    #[arg(long, env = "TOLLGATE_SNAPSHOT_SECONDS", default_value_t = 300)]
-    snapshot_seconds: u64,
-    /// Keep the newest this many snapshots.
-    #[arg(long, env = "TOLLGATE_SNAPSHOT_KEEP", default_value_t = 3)]
-    snapshot_keep: usize,
-    /// Seconds between checkpoint signings while the log grows.
-    #[arg(long, env = "TOLLGATE_CHECKPOINT_SECONDS", default_value_t = 1)]
-    checkpoint_seconds: u64,
-}
-
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the server.
     Serve(ServeArgs),
     /// Run the server with a demo catalog and licenses (data in ./tollgate-demo-data).
-    Demo {
-        #[arg(long, env = "TOLLGATE_DATA", default_value = "./tollgate-demo-data")]
-        data: PathBuf,
-        #[arg(long, env = "TOLLGATE_LISTEN", default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
-    },
+    Demo(ServeArgs),
     /// Inspect the ledger.
     Ledger {
         #[command(subcommand)]
@@ -140,19 +114,11 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Cmd::Serve(args) => {
-            serve(args, false)?;
+            serve(args.resolve("./tollgate-data")?, false)?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Demo { data, listen } => {
-            let args = ServeArgs {
-                data,
-                listen,
-                snapshot_every: 10_000,
-                snapshot_seconds: 300,
-                snapshot_keep: 3,
-                checkpoint_seconds: 1,
-            };
-            serve(args, true)?;
+        Cmd::Demo(args) => {
+            serve(args.resolve("./tollgate-demo-data")?, true)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Ledger { command: LedgerCmd::Verify { data } } => ledger_verify(data),
@@ -170,20 +136,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn config(args: &ServeArgs) -> tollgate_server::Config {
-    let mut c = tollgate_server::Config::new(&args.data);
-    c.bootstrap_token = std::env::var("TOLLGATE_BOOTSTRAP_TOKEN").ok().filter(|s| !s.is_empty());
-    c.engine.snapshot_every = args.snapshot_every;
-    c.engine.snapshot_interval =
-        (args.snapshot_seconds > 0).then(|| std::time::Duration::from_secs(args.snapshot_seconds));
-    c.engine.snapshot_keep = args.snapshot_keep.max(1);
-    c.checkpoint_interval = std::time::Duration::from_secs(args.checkpoint_seconds.max(1));
-    c
-}
-
-fn serve(args: ServeArgs, demo: bool) -> anyhow::Result<()> {
+fn serve(args: Settings, demo: bool) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let opened = tollgate_server::open(&config(&args))
+    let opened = tollgate_server::open(&args.server_config())
         .with_context(|| format!("cannot open the data directory {}", args.data.display()))?;
     match &opened.bootstrap {
         tollgate_server::Bootstrap::File(p) => {

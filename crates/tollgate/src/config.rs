@@ -1,0 +1,139 @@
+//! Settings for `serve` and `demo`, layered: defaults < TOML file (`--config`) <
+//! `TOLLGATE_*` environment < flags. Clap merges flags over the environment; the file
+//! fills what neither gave. Loading never writes anything.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ServeArgs {
+    /// A TOML file with any of the settings below (keys as the flags, `-` written `_`).
+    #[arg(long, env = "TOLLGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory holding the SQLite ledger and the bootstrap token [default: ./tollgate-data, ./tollgate-demo-data for demo].
+    #[arg(long, env = "TOLLGATE_DATA")]
+    pub data: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "TOLLGATE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Snapshot the state every this many events; 0: never by count [default: 10000].
+    #[arg(long, env = "TOLLGATE_SNAPSHOT_EVERY")]
+    pub snapshot_every: Option<u64>,
+    /// Also snapshot when this many seconds passed and the state changed; 0: never [default: 300].
+    #[arg(long, env = "TOLLGATE_SNAPSHOT_SECONDS")]
+    pub snapshot_seconds: Option<u64>,
+    /// Keep the newest this many snapshots [default: 3].
+    #[arg(long, env = "TOLLGATE_SNAPSHOT_KEEP")]
+    pub snapshot_keep: Option<usize>,
+    /// Seconds between checkpoint signings while the log grows [default: 1].
+    #[arg(long, env = "TOLLGATE_CHECKPOINT_SECONDS")]
+    pub checkpoint_seconds: Option<u64>,
+}
+
+/// The same settings as they may appear in the TOML file.
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    snapshot_every: Option<u64>,
+    snapshot_seconds: Option<u64>,
+    snapshot_keep: Option<usize>,
+    checkpoint_seconds: Option<u64>,
+}
+
+/// Resolved settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    pub data: PathBuf,
+    pub listen: SocketAddr,
+    pub snapshot_every: u64,
+    pub snapshot_seconds: u64,
+    pub snapshot_keep: usize,
+    pub checkpoint_seconds: u64,
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read the config file {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {}", path.display(), e.message()))
+}
+
+impl ServeArgs {
+    pub fn resolve(self, default_data: &str) -> anyhow::Result<Settings> {
+        let file = match &self.config {
+            Some(p) => read_file(p)?,
+            None => FileConfig::default(),
+        };
+        Ok(Settings {
+            data: self.data.or(file.data).unwrap_or_else(|| PathBuf::from(default_data)),
+            listen: self.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            snapshot_every: self.snapshot_every.or(file.snapshot_every).unwrap_or(10_000),
+            snapshot_seconds: self.snapshot_seconds.or(file.snapshot_seconds).unwrap_or(300),
+            snapshot_keep: self.snapshot_keep.or(file.snapshot_keep).unwrap_or(3).max(1),
+            checkpoint_seconds: self.checkpoint_seconds.or(file.checkpoint_seconds).unwrap_or(1).max(1),
+        })
+    }
+}
+
+impl Settings {
+    pub fn server_config(&self) -> tollgate_server::Config {
+        let mut c = tollgate_server::Config::new(&self.data);
+        c.bootstrap_token = std::env::var("TOLLGATE_BOOTSTRAP_TOKEN").ok().filter(|s| !s.is_empty());
+        c.engine.snapshot_every = self.snapshot_every;
+        c.engine.snapshot_interval = (self.snapshot_seconds > 0).then(|| Duration::from_secs(self.snapshot_seconds));
+        c.engine.snapshot_keep = self.snapshot_keep;
+        c.checkpoint_interval = Duration::from_secs(self.checkpoint_seconds);
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), text).unwrap();
+        f
+    }
+
+    #[test]
+    fn defaults_then_file_then_flags() {
+        let d = ServeArgs::default().resolve("./d").unwrap();
+        assert_eq!((d.data.to_str(), d.listen.port(), d.snapshot_every), (Some("./d"), 8080, 10_000));
+        let f = file("data = \"/srv/tg\"\nlisten = \"0.0.0.0:9000\"\nsnapshot_every = 50\n");
+        let from_file = ServeArgs { config: Some(f.path().into()), ..Default::default() }.resolve("./d").unwrap();
+        assert_eq!(
+            (from_file.data.to_str(), from_file.listen.port(), from_file.snapshot_every),
+            (Some("/srv/tg"), 9000, 50)
+        );
+        // A flag (or its environment variable, which clap puts in the same field) wins.
+        let flags = ServeArgs {
+            config: Some(f.path().into()),
+            listen: Some("127.0.0.1:7000".parse().unwrap()),
+            ..Default::default()
+        };
+        let s = flags.resolve("./d").unwrap();
+        assert_eq!((s.data.to_str(), s.listen.port()), (Some("/srv/tg"), 7000));
+    }
+
+    #[test]
+    fn a_bad_file_says_what_is_wrong() {
+        let f = file("listen = \"127.0.0.1:8080\"\nsnapshot_evry = 5\n");
+        let e =
+            ServeArgs { config: Some(f.path().into()), ..Default::default() }.resolve("./d").unwrap_err().to_string();
+        assert!(e.contains("snapshot_evry") && e.contains("unknown field"), "{e}");
+        let f = file("listen = \"not an address\"\n");
+        let e =
+            ServeArgs { config: Some(f.path().into()), ..Default::default() }.resolve("./d").unwrap_err().to_string();
+        assert!(e.contains("listen") || e.contains("address"), "{e}");
+        let e =
+            ServeArgs { config: Some("/nonexistent.toml".into()), ..Default::default() }.resolve("./d").unwrap_err();
+        assert!(format!("{e:#}").contains("cannot read the config file"), "{e:#}");
+    }
+}
