@@ -40,7 +40,8 @@ async fn events_filter_by_license_actor_type_and_time_and_paginate_both_ways() {
     assert_eq!(r.body["items"].as_array().unwrap().len(), 2, "reinstate and revoke came after mid");
     let actor = suspended["event"]["actor"].as_str().unwrap().to_string();
     let r = app.get(&format!("/v1/events?actor={actor}&limit=500")).await;
-    assert_eq!(r.body["items"].as_array().unwrap().len(), 9, "every event was made by the admin token");
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 9, "the admin token made the 9 events of this test");
+    let size = app.get("/v1/ledger/entries?end=0").await.body["size"].as_u64().unwrap();
     let r = app.get("/v1/events?actor=token:tok_nobody").await;
     assert_eq!(r.body["items"].as_array().unwrap().len(), 0);
 
@@ -62,7 +63,7 @@ async fn events_filter_by_license_actor_type_and_time_and_paginate_both_ways() {
                 None => break,
             }
         }
-        let mut expected: Vec<u64> = (0..9).collect();
+        let mut expected: Vec<u64> = (0..size).collect();
         if order == "desc" {
             expected.reverse();
         }
