@@ -81,7 +81,7 @@ pub fn fold_prefix(
             return Err(stop());
         }
         log.push(e.leaf_hash);
-        if log.len() % 10_000 == 0 {
+        if log.len().is_multiple_of(10_000) {
             progress(log.len(), n);
         }
         Ok(())
