@@ -6,6 +6,8 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{FeatureKey, PlanKey, ProductKey};
+use crate::lease::Floating;
+use crate::meter::{MeterSpec, check_meters};
 use crate::refusal::Refusal;
 use crate::timestamp::Timestamp;
 
@@ -66,10 +68,20 @@ pub struct PlanSpec {
     /// Days after expiry during which validation still succeeds, with `GRACE_PERIOD`.
     #[serde(default)]
     pub grace_days: Option<u32>,
+    /// How long an offline token (bound to a machine fingerprint) lasts; `None`: no
+    /// offline tokens on this plan.
+    #[serde(default)]
+    pub offline_days: Option<u32>,
     #[serde(default)]
     pub max_machines: Option<u32>,
     #[serde(default)]
     pub max_users: Option<u32>,
+    /// Concurrent leases: `{"max_leases","lease_ttl_seconds"}`.
+    #[serde(default)]
+    pub floating: Option<Floating>,
+    /// Metered usage: `{"key","quota","period","overage"}` each.
+    #[serde(default)]
+    pub meters: Vec<MeterSpec>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,11 +89,17 @@ pub struct Plan {
     pub created_at: Timestamp,
     pub duration_days: Option<u32>,
     pub features: BTreeSet<FeatureKey>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floating: Option<Floating>,
     pub grace_days: Option<u32>,
     pub key: PlanKey,
     pub max_machines: Option<u32>,
     pub max_users: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub meters: Vec<MeterSpec>,
     pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline_days: Option<u32>,
     pub product: ProductKey,
     pub trial_days: Option<u32>,
     pub updated_at: Timestamp,
@@ -134,9 +152,14 @@ impl PlanSpec {
         check_days("duration_days", self.duration_days, 1)?;
         check_days("trial_days", self.trial_days, 1)?;
         check_days("grace_days", self.grace_days, 0)?;
+        check_days("offline_days", self.offline_days, 1)?;
         if let Some(missing) = self.features.iter().find(|f| !product.has_feature(f.as_str())) {
             return Err(Refusal::unknown_feature(&self.product, missing));
         }
+        if let Some(f) = &self.floating {
+            f.check()?;
+        }
+        check_meters(&self.meters)?;
         Ok(())
     }
 }

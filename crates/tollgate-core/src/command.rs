@@ -28,6 +28,10 @@ pub enum Command {
     Revoke(LicenseId),
     Renew(LicenseId),
     ChangePlan { license: LicenseId, plan: PlanKey },
+    Keys(crate::keys::KeyCommand),
+    RevokeToken { fingerprint: Option<String>, jti: String, license: LicenseId },
+    /// Machines, seats, leases, usage and overrides (see [`crate::models`]).
+    Models(crate::models::ModelCommand),
 }
 
 /// Issuing a license. The id and key are drawn at random by the caller (core has no
@@ -89,7 +93,7 @@ pub fn decide(state: &State, command: &Command, meta: &Meta, now: Timestamp) -> 
     Ok(kinds.into_iter().map(|k| Event::new(now, meta.clone(), k)).collect())
 }
 
-fn decide_kinds(state: &State, command: &Command, now: Timestamp) -> Result<Vec<EventKind>, Refusal> {
+pub(crate) fn decide_kinds(state: &State, command: &Command, now: Timestamp) -> Result<Vec<EventKind>, Refusal> {
     match command {
         Command::CreateProduct(spec) => {
             spec.check()?;
@@ -258,6 +262,18 @@ fn decide_kinds(state: &State, command: &Command, now: Timestamp) -> Result<Vec<
             let base = if in_term { expires } else { now };
             Ok(vec![EventKind::LicenseRenewed { license: id.clone(), expires_at: Some(base.plus_days(days)) }])
         }
+        Command::Keys(k) => state.keys().decide(k, now),
+        Command::RevokeToken { fingerprint, jti, license: id } => {
+            license(state, id)?;
+            if jti.is_empty() || jti.len() > 128 {
+                return Err(Refusal::invalid("jti must be 1 to 128 bytes"));
+            }
+            Ok(vec![EventKind::LicenseTokenRevoked {
+                fingerprint: fingerprint.clone(),
+                jti: jti.clone(),
+                license: id.clone(),
+            }])
+        }
         Command::ChangePlan { license: id, plan: new } => {
             let l = license(state, id)?;
             not_revoked(l, "changed")?;
@@ -277,15 +293,18 @@ fn decide_kinds(state: &State, command: &Command, now: Timestamp) -> Result<Vec<
             }
             // Leaving a trial converts it: the new plan's term starts now, same key.
             // Otherwise the paid term already bought is kept; a perpetual plan drops expiry.
+            // A paid license starting a term (it was perpetual) gets the plan's paid
+            // term, not the trial the plan offers to new licenses.
             let (expires_at, trial) = if l.trial {
                 initial_term(p, now)
             } else if p.duration_days.is_none() && p.trial_days.is_none() {
                 (None, false)
             } else {
-                (l.expires_at.or_else(|| initial_term(p, now).0), false)
+                (l.expires_at.or_else(|| p.duration_days.or(p.trial_days).map(|d| now.plus_days(d))), false)
             };
             Ok(vec![EventKind::LicensePlanChanged { license: id.clone(), plan: new.clone(), expires_at, trial }])
         }
+        Command::Models(c) => crate::models::decide(state, c, now),
     }
 }
 
@@ -298,6 +317,9 @@ fn same_plan(p: &Plan, s: &PlanSpec) -> bool {
         && p.grace_days == s.grace_days
         && p.max_machines == s.max_machines
         && p.max_users == s.max_users
+        && p.offline_days == s.offline_days
+        && p.floating == s.floating
+        && p.meters == s.meters
 }
 
 fn new_plan(s: &PlanSpec, version: u64, created_at: Timestamp, now: Timestamp) -> Plan {
@@ -311,6 +333,9 @@ fn new_plan(s: &PlanSpec, version: u64, created_at: Timestamp, now: Timestamp) -
         grace_days: s.grace_days,
         max_machines: s.max_machines,
         max_users: s.max_users,
+        offline_days: s.offline_days,
+        floating: s.floating,
+        meters: s.meters.clone(),
         version,
         created_at,
         updated_at: now,

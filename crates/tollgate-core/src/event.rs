@@ -7,8 +7,12 @@
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Plan, Product};
-use crate::ids::{LicenseId, PlanKey};
+use crate::ids::{LicenseId, MeterKey, PlanKey};
+use crate::lease::{Lease, LeaseId};
 use crate::license::License;
+use crate::machine::{Fingerprint, Machine};
+use crate::overrides::Overrides;
+use crate::seat::UserId;
 use crate::timestamp::Timestamp;
 
 /// The envelope's schema version. Bump it, and teach `decode` to upcast, when an
@@ -54,6 +58,22 @@ pub enum EventKind {
     LicenseRevoked { license: LicenseId },
     LicenseRenewed { expires_at: Option<Timestamp>, license: LicenseId },
     LicensePlanChanged { expires_at: Option<Timestamp>, license: LicenseId, plan: PlanKey, trial: bool },
+    MachineActivated { license: LicenseId, machine: Machine },
+    MachineDeactivated { fingerprint: Fingerprint, license: LicenseId },
+    UserAssigned { license: LicenseId, user: UserId },
+    UserUnassigned { license: LicenseId, user: UserId },
+    LeaseCheckedOut { lease: Lease, license: LicenseId },
+    /// A heartbeat, or a checkout by a fingerprint that already held a lease.
+    LeaseRenewed { expires_at: Timestamp, lease: LeaseId, license: LicenseId },
+    LeaseReleased { lease: LeaseId, license: LicenseId },
+    /// Recorded by the reaper once a lease's heartbeat stopped; its slot was free from
+    /// the lease's `expires_at` on, whatever this event's time.
+    LeaseExpired { lease: LeaseId, license: LicenseId },
+    UsageRecorded { license: LicenseId, meter: MeterKey, quantity: u64 },
+    LicenseOverridesSet { license: LicenseId, overrides: Overrides },
+    SigningKeyCreated { kid: String, public_key: String },
+    SigningKeyRetired { keep_until: Timestamp, kid: String },
+    LicenseTokenRevoked { fingerprint: Option<String>, jti: String, license: LicenseId },
 }
 
 impl EventKind {
@@ -69,6 +89,19 @@ impl EventKind {
             EventKind::LicenseRevoked { .. } => "license_revoked",
             EventKind::LicenseRenewed { .. } => "license_renewed",
             EventKind::LicensePlanChanged { .. } => "license_plan_changed",
+            EventKind::MachineActivated { .. } => "machine_activated",
+            EventKind::MachineDeactivated { .. } => "machine_deactivated",
+            EventKind::UserAssigned { .. } => "user_assigned",
+            EventKind::UserUnassigned { .. } => "user_unassigned",
+            EventKind::LeaseCheckedOut { .. } => "lease_checked_out",
+            EventKind::LeaseRenewed { .. } => "lease_renewed",
+            EventKind::LeaseReleased { .. } => "lease_released",
+            EventKind::LeaseExpired { .. } => "lease_expired",
+            EventKind::UsageRecorded { .. } => "usage_recorded",
+            EventKind::LicenseOverridesSet { .. } => "license_overrides_set",
+            EventKind::SigningKeyCreated { .. } => "signing_key_created",
+            EventKind::SigningKeyRetired { .. } => "signing_key_retired",
+            EventKind::LicenseTokenRevoked { .. } => "license_token_revoked",
         }
     }
 
@@ -80,7 +113,18 @@ impl EventKind {
             | EventKind::LicenseReinstated { license }
             | EventKind::LicenseRevoked { license }
             | EventKind::LicenseRenewed { license, .. }
-            | EventKind::LicensePlanChanged { license, .. } => Some(license),
+            | EventKind::LicensePlanChanged { license, .. }
+            | EventKind::MachineActivated { license, .. }
+            | EventKind::MachineDeactivated { license, .. }
+            | EventKind::UserAssigned { license, .. }
+            | EventKind::UserUnassigned { license, .. }
+            | EventKind::LeaseCheckedOut { license, .. }
+            | EventKind::LeaseRenewed { license, .. }
+            | EventKind::LeaseReleased { license, .. }
+            | EventKind::LeaseExpired { license, .. }
+            | EventKind::UsageRecorded { license, .. }
+            | EventKind::LicenseOverridesSet { license, .. }
+            | EventKind::LicenseTokenRevoked { license, .. } => Some(license),
             _ => None,
         }
     }

@@ -88,6 +88,11 @@ slug!(
     PlanKey,
     "plan key"
 );
+slug!(
+    /// A usage meter's key within a plan, e.g. `api-calls`.
+    MeterKey,
+    "meter key"
+);
 
 /// A license's stable identifier, `lic_` followed by 26 lowercase base-32 characters.
 /// The server draws it at random; core only checks its shape.

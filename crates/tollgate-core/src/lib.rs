@@ -6,6 +6,8 @@
 //! - [`event`]: the events and their canonical (RFC 8785) encoding, the ledger's leaves.
 //! - [`state`]: the fold of events (`State::apply`), its canonical encoding and digest.
 //! - [`validate`]: online validation against a state at an instant.
+//! - [`models`]: the licensing models of a license ([`machine`], [`seat`], [`lease`],
+//!   [`meter`], [`overrides`]), decided and folded beside it.
 //! - [`merkle`], [`note`], [`checkpoint`]: the RFC 6962 log, C2SP signed notes and
 //!   checkpoints that make the ledger tamper-evident.
 //!
@@ -17,15 +19,24 @@ pub mod canonical;
 pub mod catalog;
 pub mod checkpoint;
 pub mod command;
+pub mod entitlements;
 pub mod event;
 pub mod ids;
 pub mod key;
+pub mod keys;
+pub mod lease;
 pub mod license;
+pub mod machine;
+pub mod meter;
+pub mod models;
 pub mod merkle;
 pub mod note;
+pub mod overrides;
 pub mod refusal;
+pub mod seat;
 pub mod state;
 pub mod timestamp;
+pub mod token;
 pub mod validate;
 
 pub use command::{Command, decide};

@@ -14,7 +14,10 @@ use crate::catalog::{Plan, Product};
 use crate::event::{Event, EventKind};
 use crate::ids::{LicenseId, PlanKey, ProductKey};
 use crate::key::LicenseKey;
+use crate::keys::{KeyRing, SigningKeyInfo};
+use crate::lease::LeaseId;
 use crate::license::{License, Status};
+use crate::models::Models;
 type Hash = [u8; 32];
 
 #[derive(Clone, Default, Debug)]
@@ -22,8 +25,15 @@ pub struct State {
     /// Number of events folded in: sequence N is the state after the first N events.
     seq: u64,
     products: OrdMap<ProductKey, Arc<Product>>,
-    plans: OrdMap<PlanKey, Arc<Plan>>,
-    licenses: OrdMap<LicenseId, Arc<License>>,
+    /// Token signing keys (public halves).
+    keys: KeyRing,
+    pub(crate) plans: OrdMap<PlanKey, Arc<Plan>>,
+    pub(crate) licenses: OrdMap<LicenseId, Arc<License>>,
+    /// Machines, seats, leases, usage and overrides, only for licenses that have any
+    /// (see `models`): a plain license pays nothing for them.
+    pub(crate) models: HashMap<LicenseId, Arc<Models>>,
+    /// Derived index (lease id to license), rebuilt on load; not part of the digest.
+    pub(crate) lease_index: HashMap<LeaseId, LicenseId>,
     /// Derived index, rebuilt on load; not part of the digest.
     by_key: HashMap<LicenseKey, LicenseId>,
 }
@@ -44,6 +54,10 @@ struct Doc {
     products: Vec<Arc<Product>>,
     plans: Vec<Arc<Plan>>,
     licenses: Vec<Arc<License>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    keys: Vec<Arc<SigningKeyInfo>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    models: Vec<Arc<Models>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +73,11 @@ pub enum SnapshotError {
 impl State {
     pub fn seq(&self) -> u64 {
         self.seq
+    }
+
+    /// Token signing keys.
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
     }
 
     pub fn product(&self, key: &str) -> Option<&Arc<Product>> {
@@ -168,6 +187,27 @@ impl State {
                 })
                 .map_err(|()| missing("license", license))?
             }
+            EventKind::MachineActivated { .. }
+            | EventKind::MachineDeactivated { .. }
+            | EventKind::UserAssigned { .. }
+            | EventKind::UserUnassigned { .. }
+            | EventKind::LeaseCheckedOut { .. }
+            | EventKind::LeaseRenewed { .. }
+            | EventKind::LeaseReleased { .. }
+            | EventKind::LeaseExpired { .. }
+            | EventKind::UsageRecorded { .. }
+            | EventKind::LicenseOverridesSet { .. } => self.apply_model(seq, event)?,
+            EventKind::SigningKeyCreated { .. } | EventKind::SigningKeyRetired { .. } => {
+                self.keys.apply(&event.event, event.at).map_err(|(how, kid)| match how {
+                    "duplicate" => duplicate("signing key", &kid),
+                    _ => missing("signing key", &kid),
+                })?
+            }
+            EventKind::LicenseTokenRevoked { license, .. } => {
+                if !self.licenses.contains_key(license) {
+                    return Err(missing("license", license));
+                }
+            }
         }
         self.seq = seq;
         Ok(())
@@ -190,6 +230,12 @@ impl State {
             products: self.products.values().cloned().collect(),
             plans: self.plans.values().cloned().collect(),
             licenses: self.licenses.values().cloned().collect(),
+            keys: self.keys.to_vec(),
+            models: {
+                let mut m: Vec<_> = self.models.values().cloned().collect();
+                m.sort_by(|a, b| a.license.cmp(&b.license));
+                m
+            },
         };
         crate::canonical::to_vec(&doc).map_err(|e| SnapshotError::Encode(e.to_string()))
     }
@@ -199,7 +245,7 @@ impl State {
         if doc.format != 1 {
             return Err(SnapshotError::Format(doc.format));
         }
-        let mut s = State { seq: doc.seq, ..State::default() };
+        let mut s = State { seq: doc.seq, keys: KeyRing::from_vec(doc.keys), ..State::default() };
         for p in doc.products {
             s.products.insert(p.key.clone(), p);
         }
@@ -209,6 +255,12 @@ impl State {
         for l in doc.licenses {
             s.by_key.insert(l.key.clone(), l.id.clone());
             s.licenses.insert(l.id.clone(), l);
+        }
+        for m in doc.models {
+            for id in m.leases.keys() {
+                s.lease_index.insert(id.clone(), m.license.clone());
+            }
+            s.models.insert(m.license.clone(), m);
         }
         Ok(s)
     }

@@ -7,6 +7,7 @@ use serde::Serialize;
 use crate::catalog::Plan;
 use crate::key;
 use crate::license::{License, Standing};
+use crate::overrides::Effective;
 use crate::state::State;
 use crate::timestamp::Timestamp;
 
@@ -21,6 +22,10 @@ pub enum Code {
     Revoked,
     Expired,
     FeatureNotEntitled,
+    /// A fingerprint was given that is neither activated nor holding a live lease.
+    FingerprintNotActivated,
+    /// A user was given that holds no seat.
+    UserNotAssigned,
 }
 
 impl Code {
@@ -34,6 +39,8 @@ impl Code {
             Code::Revoked => "REVOKED",
             Code::Expired => "EXPIRED",
             Code::FeatureNotEntitled => "FEATURE_NOT_ENTITLED",
+            Code::FingerprintNotActivated => "FINGERPRINT_NOT_ACTIVATED",
+            Code::UserNotAssigned => "USER_NOT_ASSIGNED",
         }
     }
 
@@ -65,6 +72,10 @@ pub struct Scope<'a> {
     pub feature: Option<&'a str>,
     /// Restricts the answer to one product's licenses (a product-scoped token).
     pub product: Option<&'a str>,
+    /// The machine asking: must be activated on the license, or hold a live lease.
+    pub fingerprint: Option<&'a str>,
+    /// The user asking: must hold a seat.
+    pub user: Option<&'a str>,
 }
 
 pub fn validate<'s>(state: &'s State, key_text: &str, scope: Scope<'_>, now: Timestamp) -> Validation<'s> {
@@ -93,8 +104,17 @@ pub fn validate<'s>(state: &'s State, key_text: &str, scope: Scope<'_>, now: Tim
         Standing::Suspended => Code::Suspended,
         Standing::Expired => Code::Expired,
         Standing::Active | Standing::Grace { .. } => {
-            if scope.feature.is_some_and(|f| !plan.features.contains(f)) {
+            // Machines, seats and overrides live beside the license; look them up only
+            // when the question needs them (one hash lookup, no allocation).
+            let scoped = scope.feature.is_some() || scope.fingerprint.is_some() || scope.user.is_some();
+            let models = if scoped { state.models(license.id.as_str()) } else { None };
+            let effective = Effective { plan, overrides: models.and_then(|m| m.overrides.as_ref()) };
+            if scope.feature.is_some_and(|f| !effective.has_feature(f)) {
                 Code::FeatureNotEntitled
+            } else if scope.fingerprint.is_some_and(|f| !models.is_some_and(|m| m.knows_fingerprint(f, now))) {
+                Code::FingerprintNotActivated
+            } else if scope.user.is_some_and(|u| !models.is_some_and(|m| m.seats.contains_key(u))) {
+                Code::UserNotAssigned
             } else if matches!(standing, Standing::Grace { .. }) {
                 Code::GracePeriod
             } else {

@@ -1,12 +1,25 @@
 //! Tollgate's client library for vendors' applications.
 //!
-//! This first cut validates online: [`Client::validate`] asks the server and returns
-//! a typed answer. Offline verification of signed tokens, JWKS handling and local gate
-//! evaluation arrive with the issues that add tokens and rollouts; they will reuse the
-//! core crate's verification, exactly as the server does.
+//! - [`Client::validate`] asks the server, caches the answer for a TTL, keeps the
+//!   signed token that comes with it, and when the network fails answers from the last
+//!   verified token while it is valid, saying so in [`Validation::source`].
+//! - [`offline`]: [`verify_token`] checks a license token against a JWKS with no
+//!   network, with core's code, exactly as the server signs it.
+//! - [`activation`]: air-gapped activation requests, license files and deactivation
+//!   proofs.
+//!
+//! Local gate evaluation arrives with the rollouts issue.
 #![forbid(unsafe_code)]
 
+pub mod activation;
+mod fallback;
+pub mod offline;
+
+use std::sync::Arc;
 use std::time::Duration;
+
+pub use fallback::ClientConfig;
+pub use offline::{Claims, Jwks, Revocations, TokenError, VerifyOptions, verify_token, verify_token_with};
 
 use serde::Deserialize;
 
@@ -48,6 +61,25 @@ pub struct Validation {
     pub license: Option<LicenseInfo>,
     #[serde(default)]
     pub features: Vec<String>,
+    /// The signed license token the server sent with the answer.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Where the answer came from.
+    #[serde(skip)]
+    pub source: Source,
+}
+
+/// Where an answer came from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Source {
+    /// The server, just now.
+    #[default]
+    Online,
+    /// An online answer younger than the cache TTL.
+    Cached,
+    /// The server could not be reached: answered from the last verified token, valid
+    /// until `token_expires_at` (seconds since the epoch).
+    Offline { token_expires_at: i64, license: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +90,9 @@ pub enum Error {
     Refused { status: u16, code: String, detail: String },
     #[error("the server's answer was not understood: {0}")]
     Protocol(String),
+    /// A token was refused: forged, expired, for another product or machine, revoked…
+    #[error("token refused: {0}")]
+    Token(TokenError),
 }
 
 #[derive(Deserialize)]
@@ -73,34 +108,66 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     token: String,
+    config: ClientConfig,
+    memory: Arc<fallback::Shared>,
+}
+
+/// The body of a 2xx answer, or the problem of any other.
+pub(crate) async fn read_ok(res: reqwest::Response) -> Result<Vec<u8>, Error> {
+    let status = res.status();
+    let bytes = res.bytes().await.map_err(Error::Network)?;
+    if !status.is_success() {
+        let p: Problem = serde_json::from_slice(&bytes).map_err(|e| Error::Protocol(format!("{status}: {e}")))?;
+        return Err(Error::Refused { status: status.as_u16(), code: p.code, detail: p.detail });
+    }
+    Ok(bytes.to_vec())
 }
 
 impl Client {
     pub fn new(base_url: &str, token: &str) -> Result<Self, Error> {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().map_err(Error::Network)?;
-        Ok(Self { http, base: base_url.trim_end_matches('/').to_string(), token: token.to_string() })
+        Self::with_config(base_url, token, ClientConfig::default())
     }
 
-    /// Validates a license key, optionally for one feature.
+    pub fn with_config(base_url: &str, token: &str, config: ClientConfig) -> Result<Self, Error> {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().map_err(Error::Network)?;
+        Ok(Self {
+            http,
+            base: base_url.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            config,
+            memory: Arc::default(),
+        })
+    }
+
+    /// Validates a license key, optionally for one feature (the scope). Answers from the
+    /// cache within its TTL; otherwise asks the server (which also sends a signed token,
+    /// verified here and kept) and applies the revocation feed. If the server cannot be
+    /// reached, answers from the last verified token while it is valid, with
+    /// [`Source::Offline`]; a refused token is [`Error::Token`].
     pub async fn validate(&self, key: &str, feature: Option<&str>) -> Result<Validation, Error> {
-        let mut body = serde_json::json!({ "key": key });
+        if let Some(v) = self.cached(key, feature) {
+            return Ok(v);
+        }
+        let mut body = serde_json::json!({ "key": key, "token": true });
         if let Some(f) = feature {
             body["feature"] = serde_json::Value::from(f);
         }
-        let res = self
-            .http
-            .post(format!("{}/v1/validate", self.base))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await
-            .map_err(Error::Network)?;
-        let status = res.status();
-        let bytes = res.bytes().await.map_err(Error::Network)?;
-        if !status.is_success() {
-            let p: Problem = serde_json::from_slice(&bytes).map_err(|e| Error::Protocol(format!("{status}: {e}")))?;
-            return Err(Error::Refused { status: status.as_u16(), code: p.code, detail: p.detail });
+        if let Some(fp) = &self.config.fingerprint {
+            body["fingerprint"] = serde_json::Value::from(fp.as_str());
+            body["offline"] = serde_json::Value::from(self.config.offline_tokens);
         }
-        serde_json::from_slice(&bytes).map_err(|e| Error::Protocol(e.to_string()))
+        let sent =
+            self.http.post(format!("{}/v1/validate", self.base)).bearer_auth(&self.token).json(&body).send().await;
+        let res = match sent {
+            Ok(r) => r,
+            Err(e) if e.is_connect() || e.is_timeout() || e.is_request() => return self.fallback(key, feature, e),
+            Err(e) => return Err(Error::Network(e)),
+        };
+        let bytes = read_ok(res).await?;
+        let v: Validation = serde_json::from_slice(&bytes).map_err(|e| Error::Protocol(e.to_string()))?;
+        self.remember(key, feature, &v).await?;
+        // Best effort: a feed that cannot be read now is read at the next contact.
+        let _ = self.sync_revocations().await;
+        Ok(v)
     }
 }

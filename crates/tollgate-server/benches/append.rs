@@ -50,6 +50,9 @@ fn catalog() -> (ProductSpec, PlanSpec) {
         grace_days: Some(7),
         max_machines: Some(3),
         max_users: None,
+        offline_days: None,
+        floating: None,
+        meters: vec![],
     };
     (product, plan)
 }

@@ -15,6 +15,8 @@ pub mod auth;
 pub mod durability;
 pub mod engine;
 pub mod extract;
+pub mod kek;
+pub mod keys;
 pub mod openapi;
 pub mod problem;
 pub mod replay;
@@ -52,6 +54,10 @@ pub struct Config {
     pub engine: EngineConfig,
     /// How often a checkpoint is signed while the log grows.
     pub checkpoint_interval: Duration,
+    /// The key-encryption key for signing keys; `None`: generated into the data directory.
+    pub master_key: Option<kek::MasterKeySource>,
+    /// The `iss` of license tokens.
+    pub token_issuer: String,
 }
 
 impl Config {
@@ -61,6 +67,8 @@ impl Config {
             bootstrap_token: None,
             engine: EngineConfig::default(),
             checkpoint_interval: Duration::from_secs(1),
+            master_key: None,
+            token_issuer: "tollgate".into(),
         }
     }
 }
@@ -71,6 +79,8 @@ pub struct AppState {
     /// A side connection for reads of the ledger and token administration.
     pub reader: Mutex<Box<dyn LedgerStore>>,
     checkpoint_interval: Duration,
+    /// Token signing keys, sealed under the master key.
+    pub keys: keys::KeyVault,
 }
 
 /// How the first start provided an admin token.
@@ -104,12 +114,17 @@ pub fn open(config: &Config) -> anyhow::Result<Opened> {
     let bootstrap = bootstrap_tokens(&mut store, config)?;
     let reader = SqliteStore::open(&path)?;
     let token_reader = SqliteStore::open_read_only(&path)?;
+    let (kek, kek_origin) = kek::MasterKey::load(config.master_key.as_ref(), &config.data_dir)?;
+    if let kek::KekOrigin::Generated(p) = &kek_origin {
+        tracing::warn!(path = %p.display(), "no TOLLGATE_MASTER_KEY or key file given: generated a master key beside the data (mode 0600); keep a copy elsewhere, and prefer TOLLGATE_MASTER_KEY in production");
+    }
     let (engine, writer) = Engine::start(Box::new(store), config.engine.clone())?;
     let app = Arc::new(AppState {
         engine,
         tokens: TokenCache::new(Box::new(token_reader)),
         reader: Mutex::new(Box::new(reader)),
         checkpoint_interval: config.checkpoint_interval,
+        keys: keys::KeyVault::new(kek, kek_origin, config.token_issuer.clone()),
     });
     Ok(Opened { app, writer, bootstrap })
 }
@@ -200,7 +215,24 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/v1/licenses/{id}/revoke", post(licenses::revoke))
         .route("/v1/licenses/{id}/renew", post(licenses::renew))
         .route("/v1/licenses/{id}/change-plan", post(licenses::change_plan))
+        .route("/v1/licenses/{id}/machines", post(machines::activate).get(machines::list))
+        .route("/v1/licenses/{id}/machines/{fingerprint}", delete(machines::deactivate))
+        .route("/v1/licenses/{id}/users", post(machines::assign).get(machines::users))
+        .route("/v1/licenses/{id}/users/{user}", delete(machines::unassign))
+        .route("/v1/licenses/{id}/leases", post(leases::checkout).get(leases::list))
+        .route("/v1/leases/{lease_id}/heartbeat", post(leases::heartbeat))
+        .route("/v1/leases/{lease_id}", delete(leases::release))
+        .route("/v1/licenses/{id}/usage", post(usage::record))
+        .route("/v1/licenses/{id}/overrides", post(entitlements::set_overrides))
+        .route("/v1/licensees/{licensee}/entitlements", get(entitlements::entitlements))
         .route("/v1/validate", post(validate::validate))
+        .route("/.well-known/jwks.json", get(keys::jwks))
+        .route("/v1/keys", get(keys::list))
+        .route("/v1/keys/rotate", post(keys::rotate))
+        .route("/v1/licenses/{id}/tokens", post(license_tokens::issue))
+        .route("/v1/revocations", get(revocations::feed))
+        .route("/v1/offline/activate", post(offline::activate))
+        .route("/v1/offline/deactivate", post(offline::deactivate))
         .route("/v1/events", get(events::list))
         .route("/v1/ledger/checkpoint", get(ledger::checkpoint))
         .route("/v1/ledger/key", get(ledger::key))
@@ -225,11 +257,17 @@ pub async fn serve(
     app: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // The first token signing key is created before the first request, so the JWKS is never empty.
+    if let Err(e) = app.keys.current(&app).await {
+        tracing::warn!(error = %e.detail, "could not create the first token signing key");
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let reaper = tokio::spawn(api::leases::reaper(app.clone(), stop_rx.clone()));
     let ticker = tokio::spawn(checkpoint_job(app.clone(), stop_rx));
     let result = axum::serve(listener, router(app)).with_graceful_shutdown(shutdown).await;
     let _ = stop_tx.send(true);
     let _ = ticker.await;
+    let _ = reaper.await;
     result
 }
 

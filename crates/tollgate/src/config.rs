@@ -84,6 +84,7 @@ impl Settings {
     pub fn server_config(&self) -> tollgate_server::Config {
         let mut c = tollgate_server::Config::new(&self.data);
         c.bootstrap_token = std::env::var("TOLLGATE_BOOTSTRAP_TOKEN").ok().filter(|s| !s.is_empty());
+        c.master_key = crate::signing::master_key_from_env();
         c.engine.snapshot_every = self.snapshot_every;
         c.engine.snapshot_interval = (self.snapshot_seconds > 0).then(|| Duration::from_secs(self.snapshot_seconds));
         c.engine.snapshot_keep = self.snapshot_keep;

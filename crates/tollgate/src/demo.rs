@@ -38,6 +38,9 @@ fn plan(key: &str, name: &str, features: &[&str]) -> anyhow::Result<PlanSpec> {
         grace_days: None,
         max_machines: None,
         max_users: None,
+        offline_days: None,
+        floating: None,
+        meters: vec![],
     })
 }
 

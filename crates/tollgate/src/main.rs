@@ -10,6 +10,7 @@ use config::{ServeArgs, Settings};
 mod config;
 mod demo;
 mod ops;
+mod signing;
 
 #[derive(Parser)]
 #[command(name = "tollgate", version, about = "License and entitlement server", propagate_version = true)]
@@ -52,6 +53,16 @@ enum Cmd {
         #[arg(long)]
         until_time: Option<String>,
     },
+    /// Token signing keys on a running server (TOLLGATE_URL, TOLLGATE_TOKEN).
+    Keys {
+        #[command(subcommand)]
+        command: signing::KeysCmd,
+    },
+    /// Air-gapped activation through a running server.
+    Offline {
+        #[command(subcommand)]
+        command: signing::OfflineCmd,
+    },
     /// Manage API tokens.
     Token {
         #[command(subcommand)]
@@ -90,6 +101,8 @@ enum TokenCmd {
         #[arg(long)]
         product: Option<String>,
     },
+    /// Verify a license token offline against a JWKS (URL or file), as the SDK does.
+    Verify(signing::VerifyArgs),
 }
 
 fn main() -> ExitCode {
@@ -133,6 +146,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             token_create(data, &role, &name, product)?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Token { command: TokenCmd::Verify(args) } => signing::verify(args),
+        Cmd::Keys { command } => signing::keys(command),
+        Cmd::Offline { command } => signing::offline(command),
     }
 }
 

@@ -4,5 +4,7 @@
 mod checkpoint;
 mod conformance;
 mod fixture;
+mod domain;
 mod merkle;
+mod models;
 mod note;

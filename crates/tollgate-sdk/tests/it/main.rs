@@ -1,5 +1,7 @@
 //! The SDK against the real server on a random port.
 
+mod tokens;
+
 use tollgate_sdk::{Client, Code, Error};
 
 #[tokio::test]

@@ -45,6 +45,7 @@ pub struct LicenseView<'a> {
 pub fn license_view<'a>(s: &'a tollgate_core::State, l: &'a License, now: Timestamp) -> LicenseView<'a> {
     let plan = s.plan(l.plan.as_str());
     let standing = plan.map(|p| l.standing(p, now));
+    let effective = tollgate_core::models::effective(s, l).ok();
     LicenseView {
         id: l.id.as_str(),
         key: l.key.as_str(),
@@ -58,9 +59,10 @@ pub fn license_view<'a>(s: &'a tollgate_core::State, l: &'a License, now: Timest
         grace_ends_at: plan.and_then(|p| l.grace_ends_at(p)).filter(|g| Some(*g) != l.expires_at),
         in_grace: matches!(standing, Some(Standing::Grace { .. })),
         updated_at: l.updated_at,
-        features: plan.map(|p| p.features.iter().map(|f| f.as_str()).collect()).unwrap_or_default(),
-        max_machines: plan.and_then(|p| p.max_machines),
-        max_users: plan.and_then(|p| p.max_users),
+        // The plan seen through the license's overrides (issue 3).
+        features: effective.map(|e| e.features().map(|f| f.as_str()).collect()).unwrap_or_default(),
+        max_machines: effective.and_then(|e| e.max_machines()),
+        max_users: effective.and_then(|e| e.max_users()),
         metadata: &l.metadata,
         version: l.version,
     }
@@ -83,6 +85,9 @@ pub struct IssueBody {
     expires_at: Option<Timestamp>,
     #[serde(default)]
     metadata: Metadata,
+    /// Per-license overrides of the plan (issue 3).
+    #[serde(default)]
+    overrides: Option<tollgate_core::overrides::Overrides>,
 }
 
 fn random<const N: usize>() -> [u8; N] {
@@ -91,7 +96,7 @@ fn random<const N: usize>() -> [u8; N] {
     b
 }
 
-#[utoipa::path(post, path = "/v1/licenses", tag = "licenses", request_body(content = Object, description = "{product, plan, licensee, expires_at?, metadata?}"), responses((status = 201, description = "the new license with its key"), (status = 404, body = crate::problem::Problem), (status = 422, body = crate::problem::Problem)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/licenses", tag = "licenses", request_body(content = Object, description = "{product, plan, licensee, expires_at?, metadata?, overrides?}"), responses((status = 201, description = "the new license with its key"), (status = 404, body = crate::problem::Problem), (status = 422, body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn issue(
     State(app): State<Arc<AppState>>,
     principal: Principal,
@@ -102,7 +107,7 @@ pub async fn issue(
     principal.require(Permission::LicenseWrite)?;
     let b = body.value;
     let id = LicenseId::from_random(random());
-    let command = Command::IssueLicense(IssueLicense {
+    let issue = IssueLicense {
         id: id.clone(),
         key: LicenseKey::from_random(random()),
         product: b.product,
@@ -110,7 +115,11 @@ pub async fn issue(
         licensee: b.licensee,
         expires_at: b.expires_at,
         metadata: b.metadata,
-    });
+    };
+    let command = match b.overrides {
+        Some(overrides) => Command::Models(tollgate_core::models::ModelCommand::IssueWithOverrides { issue, overrides }),
+        None => Command::IssueLicense(issue),
+    };
     let ctx = WriteCtx { principal, request_id, idempotency, request_hash: body.request_hash };
     execute(&app, ctx, None, command, StatusCode::CREATED, render_license(id)).await
 }

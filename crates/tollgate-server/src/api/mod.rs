@@ -3,9 +3,17 @@
 
 pub mod catalog;
 pub mod events;
+pub mod entitlements;
+pub mod keys;
+pub mod leases;
 pub mod ledger;
+pub mod license_tokens;
 pub mod licenses;
+pub mod machines;
+pub mod offline;
+pub mod revocations;
 pub mod system;
+pub mod usage;
 pub mod validate;
 
 use std::sync::Arc;

@@ -21,6 +21,16 @@ pub struct ValidateBody {
     key: String,
     #[serde(default)]
     feature: Option<String>,
+    #[serde(default)]
+    fingerprint: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
+    /// Also return a fresh license token: short-lived, or with `offline` one bound to
+    /// `fingerprint` and lasting the plan's `offline_days`.
+    #[serde(default)]
+    token: bool,
+    #[serde(default)]
+    offline: bool,
 }
 
 #[derive(Serialize)]
@@ -33,9 +43,14 @@ struct ValidateResponse<'a> {
     grace_ends_at: Option<Timestamp>,
     license: Option<LicenseView<'a>>,
     features: Vec<&'a str>,
+    /// Per meter of the plan: used and remaining in the current period.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    usage: Vec<super::usage::MeterReport<'a>>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    token: Option<super::license_tokens::TokenPart>,
 }
 
-#[utoipa::path(post, path = "/v1/validate", tag = "validation", request_body(content = Object, description = "{key, feature?}"), responses((status = 200, description = "{valid, code, license, features}; code is VALID, GRACE_PERIOD, NOT_FOUND, SUSPENDED, REVOKED, EXPIRED, FEATURE_NOT_ENTITLED or MALFORMED_KEY")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/validate", tag = "validation", request_body(content = Object, description = "{key, feature?, fingerprint?, user?}"), responses((status = 200, description = "{valid, code, license, features, grace_ends_at?, usage?}; code is VALID, GRACE_PERIOD, NOT_FOUND, SUSPENDED, REVOKED, EXPIRED, FEATURE_NOT_ENTITLED, FINGERPRINT_NOT_ACTIVATED, USER_NOT_ASSIGNED or MALFORMED_KEY")), security(("bearer" = [])))]
 pub async fn validate(
     State(app): State<Arc<AppState>>,
     principal: Principal,
@@ -48,7 +63,12 @@ pub async fn validate(
     }
     let s = app.engine.state();
     let now = crate::engine::now();
-    let scope = Scope { feature: b.feature.as_deref(), product: principal.product.as_deref() };
+    let scope = Scope {
+        feature: b.feature.as_deref(),
+        product: principal.product.as_deref(),
+        fingerprint: b.fingerprint.as_deref(),
+        user: b.user.as_deref(),
+    };
     let v = core_validate(&s, &b.key, scope, now);
     let grace_ends_at = match v.standing {
         Some(tollgate_core::license::Standing::Grace { ends_at }) => Some(ends_at),
@@ -61,10 +81,35 @@ pub async fn validate(
         (None, tollgate_core::validate::Code::FeatureNotEntitled) => {
             b.feature.as_ref().map(|f| format!("the license's plan does not include feature '{f}'"))
         }
+        (None, tollgate_core::validate::Code::FingerprintNotActivated) => {
+            Some("the fingerprint is not activated on the license and holds no lease".to_string())
+        }
+        (None, tollgate_core::validate::Code::UserNotAssigned) => Some("the user holds no seat on the license".to_string()),
         _ => None,
     };
+    let token = match (b.token, v.valid(), v.license) {
+        (true, true, Some(l)) => {
+            let m = super::license_tokens::Mint {
+                fingerprint: b.fingerprint.clone(),
+                offline: b.offline,
+                ..Default::default()
+            };
+            Some(super::license_tokens::mint(&app, l.id.as_str(), m).await?.part())
+        }
+        _ => None,
+    };
+    let usage = v.license.map(|l| super::usage::report(&s, l, now)).unwrap_or_default();
     json(
-        &ValidateResponse { valid: v.valid(), code: v.code.as_str(), detail, grace_ends_at, license: view, features },
+        &ValidateResponse {
+            valid: v.valid(),
+            code: v.code.as_str(),
+            detail,
+            grace_ends_at,
+            license: view,
+            features,
+            usage,
+            token,
+        },
         s.seq(),
     )
 }

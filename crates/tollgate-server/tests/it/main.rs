@@ -5,4 +5,7 @@ mod auth;
 mod contract;
 mod input;
 mod ledger;
+mod models;
+mod pyjwt;
 mod support;
+mod tokens;

@@ -1,0 +1,199 @@
+//! The client's memory: a TTL cache of answers, the last verified token per license
+//! key (the offline fallback), the JWKS (refetched on an unknown `kid`, at most once per
+//! `jwks_refetch_interval`) and the revocations learned from the signed feed.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use tollgate_core::token::{Claims, Jwks, RevocationList, Revocations, TokenError};
+
+use crate::offline::{VerifyOptions, verify_token_with};
+use crate::{Client, Code, Error, Source, Validation};
+
+/// How the client caches and falls back. `Default` gives sensible values.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// How long an online answer is reused without asking again.
+    pub cache_ttl: Duration,
+    /// This machine's fingerprint: sent with validations, required by bound tokens.
+    pub fingerprint: Option<String>,
+    /// Ask for offline tokens (bound to `fingerprint`, lasting the plan's
+    /// `offline_days`) so that the fallback lasts days, not minutes.
+    pub offline_tokens: bool,
+    /// Clock-skew leeway on `exp`/`nbf`.
+    pub leeway_seconds: i64,
+    /// The least time between two JWKS fetches caused by an unknown `kid`.
+    pub jwks_refetch_interval: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            cache_ttl: Duration::from_secs(30),
+            fingerprint: None,
+            offline_tokens: false,
+            leeway_seconds: crate::offline::DEFAULT_LEEWAY_SECONDS,
+            jwks_refetch_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Memory {
+    answers: HashMap<(String, Option<String>), (Validation, Instant)>,
+    tokens: HashMap<String, String>,
+    jwks: Option<Jwks>,
+    jwks_fetched: Option<Instant>,
+    pub(crate) revocations: Revocations,
+}
+
+impl Client {
+    fn mem(&self) -> std::sync::MutexGuard<'_, Memory> {
+        self.memory.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn cached(&self, key: &str, feature: Option<&str>) -> Option<Validation> {
+        let mem = self.mem();
+        let (v, at) = mem.answers.get(&(key.to_string(), feature.map(String::from)))?;
+        (at.elapsed() < self.config.cache_ttl).then(|| Validation { source: Source::Cached, ..v.clone() })
+    }
+
+    /// Keeps an online answer: its token (after verifying it) becomes the fallback; an
+    /// invalid answer drops the fallback, so a revoked license cannot be resurrected by
+    /// a later network failure.
+    pub(crate) async fn remember(&self, key: &str, feature: Option<&str>, v: &Validation) -> Result<(), Error> {
+        match (&v.token, v.valid) {
+            (Some(t), true) => {
+                self.verify_online(t).await?;
+                self.mem().tokens.insert(key.to_string(), t.clone());
+            }
+            (_, false) => {
+                self.mem().tokens.remove(key);
+            }
+            _ => {}
+        }
+        self.mem().answers.insert((key.to_string(), feature.map(String::from)), (v.clone(), Instant::now()));
+        Ok(())
+    }
+
+    fn options(&self) -> VerifyOptions {
+        VerifyOptions {
+            fingerprint: self.config.fingerprint.clone(),
+            leeway_seconds: self.config.leeway_seconds,
+            ..VerifyOptions::default()
+        }
+    }
+
+    /// The offline answer from the last verified token, when the server is unreachable.
+    pub(crate) fn fallback(
+        &self,
+        key: &str,
+        feature: Option<&str>,
+        network: reqwest::Error,
+    ) -> Result<Validation, Error> {
+        let mem = self.mem();
+        let (Some(token), Some(jwks)) = (mem.tokens.get(key), mem.jwks.as_ref()) else {
+            return Err(Error::Network(network));
+        };
+        let claims = verify_token_with(token, jwks, &self.options(), Some(&mem.revocations))?;
+        Ok(offline_answer(&claims, feature, network.to_string()))
+    }
+
+    /// The cached JWKS, fetched if absent or if it lacks `kid` (rate-limited).
+    pub async fn jwks(&self, kid: Option<&str>) -> Result<Jwks, Error> {
+        {
+            let mem = self.mem();
+            if let Some(j) = &mem.jwks {
+                let known = kid.is_none_or(|k| j.get(k).is_some());
+                let recent = mem.jwks_fetched.is_some_and(|t| t.elapsed() < self.config.jwks_refetch_interval);
+                if known || recent {
+                    return Ok(j.clone());
+                }
+            }
+        }
+        let res = self.http.get(format!("{}/.well-known/jwks.json", self.base)).send().await.map_err(Error::Network)?;
+        let bytes = crate::read_ok(res).await?;
+        let jwks: Jwks = serde_json::from_slice(&bytes).map_err(|e| Error::Protocol(format!("JWKS: {e}")))?;
+        let mut mem = self.mem();
+        mem.jwks = Some(jwks.clone());
+        mem.jwks_fetched = Some(Instant::now());
+        Ok(jwks)
+    }
+
+    async fn verify_online(&self, token: &str) -> Result<Claims, Error> {
+        let kid = tollgate_core::token::parse(token, tollgate_core::token::TYP_JWT)?.header.kid;
+        let jwks = self.jwks(kid.as_deref()).await?;
+        let revocations = self.mem().revocations.clone();
+        Ok(verify_token_with(token, &jwks, &self.options(), Some(&revocations))?)
+    }
+
+    /// Fetches the signed revocation feed since the last one and applies it. Called on
+    /// every online validation; call it yourself to refresh without validating.
+    pub async fn sync_revocations(&self) -> Result<Revocations, Error> {
+        let since = self.mem().revocations.tree_size;
+        let res = self
+            .http
+            .get(format!("{}/v1/revocations?since={since}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(Error::Network)?;
+        let bytes = crate::read_ok(res).await?;
+        let text = String::from_utf8(bytes.to_vec()).map_err(|_| Error::Protocol("feed is not text".into()))?;
+        let kid = tollgate_core::token::parse(&text, tollgate_core::token::TYP_REVOCATIONS)?.header.kid;
+        let jwks = self.jwks(kid.as_deref()).await?;
+        let list = RevocationList::verify(&text, &jwks)?;
+        let mut mem = self.mem();
+        mem.revocations.apply(&list);
+        let revoked = &mem.revocations;
+        let drop: Vec<String> = mem
+            .tokens
+            .iter()
+            .filter(|(_, t)| {
+                let Ok(p) = tollgate_core::token::parse(t, tollgate_core::token::TYP_JWT) else { return true };
+                serde_json::from_slice::<Claims>(p.payload())
+                    .map(|c| revoked.licenses.contains(&c.sub) || revoked.jtis.contains(&c.jti))
+                    .unwrap_or(true)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        mem.answers.retain(|(k, _), _| !drop.contains(k));
+        Ok(mem.revocations.clone())
+    }
+
+    /// The revocations learned so far.
+    pub fn revocations(&self) -> Revocations {
+        self.mem().revocations.clone()
+    }
+}
+
+fn offline_answer(c: &Claims, feature: Option<&str>, network: String) -> Validation {
+    let entitled = feature.is_none_or(|f| c.has_feature(f));
+    let in_grace = c.license.expires_at.is_some_and(|e| {
+        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        now >= e
+    });
+    let code = match (entitled, in_grace) {
+        (false, _) => Code::FeatureNotEntitled,
+        (true, true) => Code::GracePeriod,
+        (true, false) => Code::Valid,
+    };
+    Validation {
+        valid: entitled,
+        code,
+        detail: Some(format!("offline: the server could not be reached ({network}); answered from a verified token")),
+        license: None,
+        features: if entitled { c.license.features.clone() } else { Vec::new() },
+        token: None,
+        source: Source::Offline { token_expires_at: c.exp, license: c.sub.clone() },
+    }
+}
+
+impl From<TokenError> for Error {
+    fn from(e: TokenError) -> Self {
+        Error::Token(e)
+    }
+}
+
+pub(crate) type Shared = Mutex<Memory>;

@@ -1,0 +1,212 @@
+//! Offline use through the real server: fallback with the server stopped, a revocation
+//! reaching an offline client through the signed feed, JWKS refetch after rotation,
+//! and the air-gapped activation round trip.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tollgate_sdk::activation::{activation_request, deactivation_proof, verify_license_file};
+use tollgate_sdk::{Client, ClientConfig, Code, Error, Source, TokenError, VerifyOptions, verify_token_with};
+
+const ADMIN: &str = "tg_sdk_tokens_admin_0123456789";
+
+struct Server {
+    base: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    opened: Option<tollgate_server::Opened>,
+    _tmp: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start() -> Server {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut cfg = tollgate_server::Config::new(tmp.path());
+        cfg.bootstrap_token = Some(ADMIN.into());
+        let opened = tollgate_server::open(&cfg).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(tollgate_server::serve(listener, opened.app.clone(), async {
+            let _ = stopped.await;
+        }));
+        Server { base, stop: Some(stop), task: Some(task), opened: Some(opened), _tmp: tmp }
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let r = reqwest::Client::new()
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(ADMIN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let v: Value = r.json().await.unwrap();
+        assert!(status.is_success(), "{path}: {status} {v}");
+        v
+    }
+
+    /// A product with an offline-capable plan, a license, and a product token.
+    async fn seed(&self) -> (String, String, String) {
+        self.post(
+            "/v1/products",
+            json!({"key":"app","name":"App","features":[{"key":"pro","name":"Pro"},{"key":"x","name":"X"}]}),
+        )
+        .await;
+        self.post("/v1/plans", json!({"key":"p","product":"app","name":"P","features":["pro"],"offline_days":7})).await;
+        let lic = self.post("/v1/licenses", json!({"product":"app","plan":"p","licensee":"l"})).await;
+        let tok = self.post("/v1/tokens", json!({"role":"product","product":"app"})).await;
+        (
+            lic["key"].as_str().unwrap().to_string(),
+            lic["id"].as_str().unwrap().to_string(),
+            tok["token"].as_str().unwrap().to_string(),
+        )
+    }
+
+    async fn stop(&mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap().unwrap();
+        let opened = self.opened.take().unwrap();
+        drop(opened.app);
+        tokio::task::spawn_blocking(move || opened.writer.join().unwrap()).await.unwrap();
+    }
+}
+
+fn no_cache() -> ClientConfig {
+    ClientConfig { cache_ttl: Duration::ZERO, ..ClientConfig::default() }
+}
+
+#[tokio::test]
+async fn falls_back_to_the_last_verified_token_with_the_server_stopped() {
+    let mut server = Server::start().await;
+    let (key, id, product_token) = server.seed().await;
+    let client = Client::with_config(&server.base, &product_token, no_cache()).unwrap();
+    let v = client.validate(&key, Some("pro")).await.unwrap();
+    assert_eq!((v.valid, v.code, &v.source), (true, Code::Valid, &Source::Online));
+    assert!(v.token.is_some(), "the server sends a token");
+
+    // With a TTL, a second call is answered from the cache.
+    let cached = Client::new(&server.base, &product_token).unwrap();
+    cached.validate(&key, None).await.unwrap();
+    assert_eq!(cached.validate(&key, None).await.unwrap().source, Source::Cached);
+
+    server.stop().await;
+    let v = client.validate(&key, Some("pro")).await.unwrap();
+    assert!(v.valid);
+    match &v.source {
+        Source::Offline { license, token_expires_at } => {
+            assert_eq!(license, &id);
+            assert!(*token_expires_at > 0);
+        }
+        other => panic!("expected an offline answer, got {other:?}"),
+    }
+    assert!(v.detail.unwrap().starts_with("offline"), "says so");
+    let v = client.validate(&key, Some("x")).await.unwrap();
+    assert_eq!((v.valid, v.code), (false, Code::FeatureNotEntitled), "entitlements come from the token");
+    // A key the client never validated has no fallback.
+    assert!(matches!(client.validate("AAAAA-BBBBB-CCCCC", None).await, Err(Error::Network(_))));
+}
+
+#[tokio::test]
+async fn a_revocation_reaches_an_offline_client_through_the_feed() {
+    let mut server = Server::start().await;
+    let (key, id, product_token) = server.seed().await;
+    // Validating with a fingerprint asks that the machine be activated (issue 3's machines).
+    server.post(&format!("/v1/licenses/{id}/machines"), json!({"fingerprint": "machine-1"})).await;
+    let config = ClientConfig { fingerprint: Some("machine-1".into()), offline_tokens: true, ..no_cache() };
+    let client = Client::with_config(&server.base, &product_token, config).unwrap();
+    let v = client.validate(&key, None).await.unwrap();
+    assert!(v.valid);
+    let jwks = client.jwks(None).await.unwrap();
+    let claims = tollgate_sdk::verify_token_with(
+        v.token.as_deref().unwrap(),
+        &jwks,
+        &VerifyOptions { fingerprint: Some("machine-1".into()), ..VerifyOptions::default() },
+        None,
+    )
+    .unwrap();
+    assert!(claims.license.offline && claims.exp - claims.iat >= 7 * 86_400 - 1, "an offline token: {claims:?}");
+
+    // Revoked on the server; the client's next contact reads the feed.
+    server.post(&format!("/v1/licenses/{id}/revoke"), json!({"reason":"chargeback"})).await;
+    let seen = client.sync_revocations().await.unwrap();
+    assert!(seen.licenses.contains(&id), "{seen:?}");
+    server.stop().await;
+    // The offline token would still be within its window; the feed refuses it.
+    match client.validate(&key, None).await {
+        Err(Error::Token(TokenError::Revoked { what: "license", id: rid })) => assert_eq!(rid, id),
+        other => panic!("expected a revocation refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn jwks_is_refetched_on_an_unknown_kid_after_rotation() {
+    let mut server = Server::start().await;
+    let (key, _, product_token) = server.seed().await;
+    let client = Client::with_config(
+        &server.base,
+        &product_token,
+        ClientConfig { jwks_refetch_interval: Duration::ZERO, ..no_cache() },
+    )
+    .unwrap();
+    client.validate(&key, None).await.unwrap();
+    let before: Vec<String> = client.jwks(None).await.unwrap().kids().map(String::from).collect();
+    let r = server.post("/v1/keys/rotate", json!({})).await;
+    let new_kid = r["current"].as_str().unwrap().to_string();
+    let v = client.validate(&key, None).await.unwrap();
+    assert!(v.valid, "a token signed by the new key verifies after a refetch");
+    let after: Vec<String> = client.jwks(None).await.unwrap().kids().map(String::from).collect();
+    assert!(!before.contains(&new_kid) && after.contains(&new_kid) && after.len() == 2);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn air_gapped_activation_round_trip() {
+    let mut server = Server::start().await;
+    let (key, id, product_token) = server.seed().await;
+    let client = Client::new(&server.base, &product_token).unwrap();
+    // The vendor ships the JWKS with the application; here it is fetched once.
+    let jwks = client.jwks(None).await.unwrap();
+
+    // On the air-gapped machine: a request file.
+    let (request, secret) = activation_request(&key, "fp-air").unwrap();
+    let request_text = serde_json::to_string(&request).unwrap();
+    // Elsewhere, an operator turns it into a license file.
+    let file: tollgate_core::token::LicenseFile =
+        serde_json::from_value(server.post("/v1/offline/activate", serde_json::from_str(&request_text).unwrap()).await)
+            .unwrap();
+    assert_eq!(file.license, id);
+    // Back on the machine, with no network.
+    let claims = verify_license_file(&file, &request, &jwks, None).unwrap();
+    assert_eq!(claims.license.fingerprint.as_deref(), Some("fp-air"));
+    assert!(claims.license.offline);
+    // Another machine, or another request, cannot use it.
+    let (other, _) = activation_request(&key, "fp-other").unwrap();
+    assert!(verify_license_file(&file, &other, &jwks, None).is_err());
+    let (same_fp, _) = activation_request(&key, "fp-air").unwrap();
+    assert!(verify_license_file(&file, &same_fp, &jwks, None).is_err(), "the nonce binds it to its request");
+
+    // Deactivated offline: the proof is accepted later and the token is revoked in the feed.
+    let proof = deactivation_proof(&file, &secret, None).unwrap();
+    let (_, forged_secret) = activation_request(&key, "fp-air").unwrap();
+    let forged = deactivation_proof(&file, &forged_secret, None).unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/offline/deactivate", server.base))
+        .bearer_auth(ADMIN)
+        .json(&json!({"token": file.token, "proof": forged}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422, "a proof not signed by the machine key is refused");
+    let done = server.post("/v1/offline/deactivate", json!({"token": file.token, "proof": proof})).await;
+    assert_eq!(done["jti"], claims.jti);
+    let revoked = client.sync_revocations().await.unwrap();
+    assert!(revoked.jtis.contains(&claims.jti));
+    let o = VerifyOptions { fingerprint: Some("fp-air".into()), ..VerifyOptions::default() };
+    assert!(matches!(
+        verify_token_with(&file.token, &jwks, &o, Some(&revoked)),
+        Err(TokenError::Revoked { what: "token", .. })
+    ));
+    server.stop().await;
+}

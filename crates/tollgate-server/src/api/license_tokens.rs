@@ -1,0 +1,175 @@
+//! License tokens: `POST /v1/licenses/{id}/tokens`, and the minting that validation
+//! (`"token": true`) and offline activation share.
+//!
+//! Minting reads the committed state and is not a ledger event (like a validation);
+//! only the signing key's expiry high-water mark is persisted, see `crate::keys`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use tollgate_core::Timestamp;
+use tollgate_core::license::Standing;
+use tollgate_core::token::{Claims, Confirmation, LicenseClaim, Limits, TYP_JWT, seconds};
+
+use super::json;
+use crate::AppState;
+use crate::auth::{Permission, Principal};
+use crate::extract::ApiJson;
+use crate::problem::ApiError;
+
+/// Online tokens are short-lived: five minutes unless asked otherwise.
+pub const DEFAULT_ONLINE_TTL: i64 = 300;
+/// The longest online token: a day. Longer use is what offline tokens are for.
+pub const MAX_ONLINE_TTL: i64 = 86_400;
+const MAX_FINGERPRINT: usize = 256;
+
+/// What a token is asked for.
+#[derive(Clone, Debug, Default)]
+pub struct Mint {
+    pub fingerprint: Option<String>,
+    pub ttl_seconds: Option<i64>,
+    pub offline: bool,
+    pub nonce: Option<String>,
+    pub cnf: Option<Confirmation>,
+}
+
+pub struct Minted {
+    pub token: String,
+    pub claims: Claims,
+}
+
+fn conflict(code: &'static str, detail: String) -> ApiError {
+    ApiError::new(axum::http::StatusCode::CONFLICT, code, detail)
+}
+
+/// Signs a token for a license as it stands now.
+pub async fn mint(app: &Arc<AppState>, license_id: &str, m: Mint) -> Result<Minted, ApiError> {
+    if let Some(fp) = &m.fingerprint
+        && (fp.is_empty() || fp.len() > MAX_FINGERPRINT || fp.chars().any(char::is_control))
+    {
+        return Err(ApiError::unprocessable("INVALID_INPUT", "fingerprint must be 1 to 256 bytes of printable text"));
+    }
+    if m.ttl_seconds.is_some_and(|t| t < 1) {
+        return Err(ApiError::unprocessable("INVALID_INPUT", "ttl_seconds must be positive"));
+    }
+    let signer = app.keys.current(app).await?;
+    let s = app.engine.state();
+    let now = crate::engine::now();
+    let l = s
+        .license(license_id)
+        .ok_or_else(|| ApiError::not_found("LICENSE_NOT_FOUND", format!("no license with id '{license_id}'")))?;
+    let plan = s
+        .plan(l.plan.as_str())
+        .ok_or_else(|| ApiError::internal(format!("license '{license_id}' names a plan that does not exist")))?;
+    let standing = l.standing(plan, now);
+    if !matches!(standing, Standing::Active | Standing::Grace { .. }) {
+        return Err(conflict(
+            "LICENSE_NOT_VALID",
+            format!("license '{license_id}' is {}; no token is issued for it", standing.as_str()),
+        ));
+    }
+    let now_s = seconds(now);
+    let mut exp = if m.offline {
+        if m.fingerprint.is_none() {
+            return Err(ApiError::unprocessable(
+                "FINGERPRINT_REQUIRED",
+                "an offline token is bound to a machine: send its fingerprint",
+            ));
+        }
+        let Some(days) = plan.offline_days else {
+            return Err(conflict(
+                "OFFLINE_NOT_ALLOWED",
+                format!("plan '{}' allows no offline use; set its offline_days", plan.key),
+            ));
+        };
+        let max = i64::from(days) * 86_400;
+        now_s + m.ttl_seconds.map_or(max, |t| t.min(max))
+    } else {
+        now_s + m.ttl_seconds.unwrap_or(DEFAULT_ONLINE_TTL).min(MAX_ONLINE_TTL)
+    };
+    // A token never outlives the license it speaks for.
+    let grace_end = l.grace_ends_at(plan);
+    if let Some(g) = grace_end {
+        exp = exp.min(seconds(g));
+    }
+    let claims = Claims {
+        iss: app.keys.issuer.clone(),
+        sub: l.id.to_string(),
+        aud: l.product.to_string(),
+        iat: now_s,
+        nbf: now_s,
+        exp,
+        jti: crate::auth::random_hex(16),
+        license: LicenseClaim {
+            status: standing.as_str().to_string(),
+            plan: plan.key.to_string(),
+            features: plan.features.iter().map(|f| f.to_string()).collect(),
+            limits: Limits { max_machines: plan.max_machines, max_users: plan.max_users },
+            fingerprint: m.fingerprint,
+            expires_at: l.expires_at.map(seconds),
+            grace_ends_at: grace_end.filter(|g| Some(*g) != l.expires_at).map(seconds),
+            offline: m.offline,
+        },
+        nonce: m.nonce,
+        cnf: m.cnf,
+    };
+    app.keys.note_expiry(app, &signer.kid, exp)?;
+    let token = signer.sign_claims(TYP_JWT, &claims).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Minted { token, claims })
+}
+
+pub fn instant(secs: i64) -> Timestamp {
+    Timestamp::from_millis(secs.saturating_mul(1000)).unwrap_or_else(crate::engine::now)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenBody {
+    #[serde(default)]
+    fingerprint: Option<String>,
+    #[serde(default)]
+    ttl_seconds: Option<i64>,
+    #[serde(default)]
+    offline: bool,
+}
+
+#[derive(Serialize)]
+pub struct TokenResponse {
+    pub token: String,
+    pub expires_at: Timestamp,
+    pub jti: String,
+}
+
+#[utoipa::path(post, path = "/v1/licenses/{id}/tokens", tag = "tokens", request_body(content = Object, description = "{fingerprint?, ttl_seconds?, offline?}"), responses((status = 200, description = "{token, expires_at, jti}: a compact JWS (EdDSA) to verify with /.well-known/jwks.json"), (status = 404, body = crate::problem::Problem), (status = 409, body = crate::problem::Problem)), security(("bearer" = [])))]
+pub async fn issue(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    principal: Principal,
+    body: ApiJson<TokenBody>,
+) -> Result<Response, ApiError> {
+    principal.require(Permission::LicenseWrite)?;
+    let b = body.value;
+    let m = mint(
+        &app,
+        &id,
+        Mint { fingerprint: b.fingerprint, ttl_seconds: b.ttl_seconds, offline: b.offline, ..Mint::default() },
+    )
+    .await?;
+    let seq = app.engine.state().seq();
+    json(&TokenResponse { expires_at: instant(m.claims.exp), jti: m.claims.jti, token: m.token }, seq)
+}
+
+/// The token fields added to a validation answer.
+#[derive(Serialize)]
+pub struct TokenPart {
+    pub token: String,
+    pub token_expires_at: Timestamp,
+}
+
+impl Minted {
+    pub fn part(self) -> TokenPart {
+        TokenPart { token_expires_at: instant(self.claims.exp), token: self.token }
+    }
+}

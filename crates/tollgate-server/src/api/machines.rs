@@ -1,0 +1,209 @@
+//! Node-locked machines and user seats of a license (issue 3). Activation, seats and
+//! the limits are decided in core (`tollgate_core::models`); this only adapts HTTP.
+//!
+//! Who may do what: activating and deactivating a machine are what a vendor's
+//! application does, so a `product` token (validate permission) may do them for its
+//! product's licenses; seats are assigned by issuers.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use tollgate_core::Command;
+use tollgate_core::ids::LicenseId;
+use tollgate_core::machine::{Fingerprint, Machine, MachineSpec};
+use tollgate_core::models::{ModelCommand, effective};
+use tollgate_core::seat::{Seat, UserId};
+
+use super::{WriteCtx, execute, json};
+use crate::AppState;
+use crate::auth::{Permission, Principal};
+use crate::extract::{ApiJson, IdempotencyKey, RequestId};
+use crate::problem::ApiError;
+
+/// Resolves a license id from the path for a principal with `permission`; a license
+/// of another product than a product-scoped token's is not found, as if absent.
+pub(crate) fn license_for(
+    app: &AppState,
+    principal: &Principal,
+    id: &str,
+    permission: Permission,
+) -> Result<LicenseId, ApiError> {
+    principal.require(permission)?;
+    let not_found = || ApiError::not_found("LICENSE_NOT_FOUND", format!("no license with id '{id}'"));
+    let id = LicenseId::parse(id).map_err(|_| not_found())?;
+    if let Some(product) = principal.product.as_deref() {
+        let s = app.engine.state();
+        if s.license(id.as_str()).is_none_or(|l| l.product.as_str() != product) {
+            return Err(not_found());
+        }
+    }
+    Ok(id)
+}
+
+/// An optional `{reason}` body, for deletions.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonBody {
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Serialize)]
+struct MachineList<'a> {
+    license: &'a str,
+    /// `null` is unlimited.
+    max_machines: Option<u32>,
+    items: Vec<&'a Machine>,
+}
+
+fn machine_list(s: &tollgate_core::State, id: &LicenseId) -> serde_json::Value {
+    let Some(l) = s.license(id.as_str()) else { return serde_json::Value::Null };
+    let m = s.models(id.as_str());
+    serde_json::to_value(MachineList {
+        license: id.as_str(),
+        max_machines: effective(s, l).ok().and_then(|e| e.max_machines()),
+        items: m.map(|m| m.machines.values().collect()).unwrap_or_default(),
+    })
+    .unwrap_or_default()
+}
+
+#[utoipa::path(post, path = "/v1/licenses/{id}/machines", tag = "machines", request_body(content = Object, description = "{fingerprint, name?, components?}"), responses((status = 201, description = "the machine; activating an active fingerprint again changes nothing"), (status = 409, description = "MACHINE_LIMIT, LICENSE_SUSPENDED, LICENSE_REVOKED, LICENSE_EXPIRED", body = crate::problem::Problem)), security(("bearer" = [])))]
+pub async fn activate(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    principal: Principal,
+    request_id: RequestId,
+    idempotency: IdempotencyKey,
+    body: ApiJson<MachineSpec>,
+) -> Result<Response, ApiError> {
+    let id = license_for(&app, &principal, &id, Permission::Validate)?;
+    let ApiJson { value: machine, request_hash } = body;
+    let fingerprint = machine.fingerprint.clone();
+    let ctx = WriteCtx { principal, request_id, idempotency, request_hash };
+    let render_id = id.clone();
+    let render: crate::engine::Render = Box::new(move |s, _| {
+        s.models(render_id.as_str())
+            .and_then(|m| m.machines.get(&fingerprint))
+            .map(|m| serde_json::to_value(m).unwrap_or_default())
+            .unwrap_or_default()
+    });
+    let command = Command::Models(ModelCommand::ActivateMachine { license: id, machine });
+    execute(&app, ctx, None, command, StatusCode::CREATED, render).await
+}
+
+#[utoipa::path(delete, path = "/v1/licenses/{id}/machines/{fingerprint}", tag = "machines", responses((status = 200, description = "the machines left; deactivating an inactive fingerprint changes nothing")), security(("bearer" = [])))]
+pub async fn deactivate(
+    State(app): State<Arc<AppState>>,
+    Path((id, fingerprint)): Path<(String, String)>,
+    principal: Principal,
+    request_id: RequestId,
+    idempotency: IdempotencyKey,
+    body: ApiJson<ReasonBody>,
+) -> Result<Response, ApiError> {
+    let id = license_for(&app, &principal, &id, Permission::Validate)?;
+    let fingerprint = Fingerprint::parse(&fingerprint).map_err(ApiError::from)?;
+    let ApiJson { value, request_hash } = body;
+    let ctx = WriteCtx { principal, request_id, idempotency, request_hash };
+    let render_id = id.clone();
+    let command = Command::Models(ModelCommand::DeactivateMachine { license: id, fingerprint });
+    execute(&app, ctx, value.reason, command, StatusCode::OK, Box::new(move |s, _| machine_list(s, &render_id))).await
+}
+
+#[utoipa::path(get, path = "/v1/licenses/{id}/machines", tag = "machines", responses((status = 200, description = "{license, max_machines, items}")), security(("bearer" = [])))]
+pub async fn list(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    principal: Principal,
+) -> Result<Response, ApiError> {
+    let permission = if principal.product.is_some() { Permission::Validate } else { Permission::LicenseRead };
+    let id = license_for(&app, &principal, &id, permission)?;
+    let s = app.engine.state();
+    if s.license(id.as_str()).is_none() {
+        return Err(ApiError::not_found("LICENSE_NOT_FOUND", format!("no license with id '{id}'")));
+    }
+    json(&machine_list(&s, &id), s.seq())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssignBody {
+    user: UserId,
+}
+
+#[derive(Serialize)]
+struct SeatList<'a> {
+    license: &'a str,
+    /// `null` is unlimited.
+    max_users: Option<u32>,
+    items: Vec<&'a Seat>,
+}
+
+fn seat_list(s: &tollgate_core::State, id: &LicenseId) -> serde_json::Value {
+    let Some(l) = s.license(id.as_str()) else { return serde_json::Value::Null };
+    let m = s.models(id.as_str());
+    serde_json::to_value(SeatList {
+        license: id.as_str(),
+        max_users: effective(s, l).ok().and_then(|e| e.max_users()),
+        items: m.map(|m| m.seats.values().collect()).unwrap_or_default(),
+    })
+    .unwrap_or_default()
+}
+
+fn seat_view(s: &tollgate_core::State, id: &LicenseId, user: &UserId) -> serde_json::Value {
+    s.models(id.as_str())
+        .and_then(|m| m.seats.get(user))
+        .map(|seat| serde_json::to_value(seat).unwrap_or_default())
+        .unwrap_or_default()
+}
+
+#[utoipa::path(post, path = "/v1/licenses/{id}/users", tag = "seats", request_body(content = Object, description = "{user}"), responses((status = 201, description = "the seat; assigning an assigned user again changes nothing"), (status = 409, description = "SEAT_LIMIT, LICENSE_SUSPENDED, LICENSE_REVOKED, LICENSE_EXPIRED", body = crate::problem::Problem)), security(("bearer" = [])))]
+pub async fn assign(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    principal: Principal,
+    request_id: RequestId,
+    idempotency: IdempotencyKey,
+    body: ApiJson<AssignBody>,
+) -> Result<Response, ApiError> {
+    let id = license_for(&app, &principal, &id, Permission::LicenseWrite)?;
+    let ApiJson { value, request_hash } = body;
+    let ctx = WriteCtx { principal, request_id, idempotency, request_hash };
+    let (render_id, user) = (id.clone(), value.user.clone());
+    let command = Command::Models(ModelCommand::AssignUser { license: id, user: value.user });
+    execute(&app, ctx, None, command, StatusCode::CREATED, Box::new(move |s, _| seat_view(s, &render_id, &user))).await
+}
+
+#[utoipa::path(delete, path = "/v1/licenses/{id}/users/{user}", tag = "seats", responses((status = 200, description = "the seats left; unassigning an unassigned user changes nothing")), security(("bearer" = [])))]
+pub async fn unassign(
+    State(app): State<Arc<AppState>>,
+    Path((id, user)): Path<(String, String)>,
+    principal: Principal,
+    request_id: RequestId,
+    idempotency: IdempotencyKey,
+    body: ApiJson<ReasonBody>,
+) -> Result<Response, ApiError> {
+    let id = license_for(&app, &principal, &id, Permission::LicenseWrite)?;
+    let user = UserId::parse(&user).map_err(ApiError::from)?;
+    let ApiJson { value, request_hash } = body;
+    let ctx = WriteCtx { principal, request_id, idempotency, request_hash };
+    let render_id = id.clone();
+    let command = Command::Models(ModelCommand::UnassignUser { license: id, user });
+    execute(&app, ctx, value.reason, command, StatusCode::OK, Box::new(move |s, _| seat_list(s, &render_id))).await
+}
+
+#[utoipa::path(get, path = "/v1/licenses/{id}/users", tag = "seats", responses((status = 200, description = "{license, max_users, items}")), security(("bearer" = [])))]
+pub async fn users(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    principal: Principal,
+) -> Result<Response, ApiError> {
+    let id = license_for(&app, &principal, &id, Permission::LicenseRead)?;
+    let s = app.engine.state();
+    if s.license(id.as_str()).is_none() {
+        return Err(ApiError::not_found("LICENSE_NOT_FOUND", format!("no license with id '{id}'")));
+    }
+    json(&seat_list(&s, &id), s.seq())
+}

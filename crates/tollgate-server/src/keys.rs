@@ -1,0 +1,183 @@
+//! Token signing keys on the server: private halves sealed under the master key in the
+//! store's meta table, public halves and lifetimes in the ledger (`SigningKeyCreated`,
+//! `SigningKeyRetired`).
+//!
+//! A retired key must stay in the JWKS until the last token it signed has expired. Tokens
+//! are not ledger events, so the vault keeps a per-key high-water mark of the `exp` it
+//! signed, persisted (rounded up to the hour, so it is written about once an hour per
+//! key, never per token) *before* the token is handed out; rotation publishes the old
+//! key until that mark.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use ed25519_dalek::SigningKey;
+use tollgate_core::keys::KeyCommand;
+use tollgate_core::token::{Jwks, TokenSigner};
+use tollgate_core::{Command, Meta, Timestamp};
+use tollgate_store::LedgerStore;
+
+use crate::AppState;
+use crate::kek::{KekOrigin, MasterKey};
+use crate::problem::ApiError;
+
+const SEALED_PREFIX: &str = "token_key/";
+const HWM_PREFIX: &str = "token_key_hwm/";
+const HOUR: i64 = 3600;
+
+pub struct KeyVault {
+    kek: MasterKey,
+    pub origin: KekOrigin,
+    /// The `iss` of every token.
+    pub issuer: String,
+    signers: RwLock<HashMap<String, Arc<TokenSigner>>>,
+    /// Persisted high-water marks of signed `exp` (seconds), by kid.
+    hwm: Mutex<HashMap<String, i64>>,
+    /// Serializes key creation and rotation.
+    change: tokio::sync::Mutex<()>,
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::internal(e.to_string())
+}
+
+impl KeyVault {
+    pub fn new(kek: MasterKey, origin: KekOrigin, issuer: String) -> Self {
+        Self {
+            kek,
+            origin,
+            issuer,
+            signers: RwLock::new(HashMap::new()),
+            hwm: Mutex::new(HashMap::new()),
+            change: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn load_signer(&self, store: &dyn LedgerStore, kid: &str) -> Result<Arc<TokenSigner>, ApiError> {
+        if let Some(s) = self.signers.read().unwrap_or_else(|p| p.into_inner()).get(kid) {
+            return Ok(s.clone());
+        }
+        let name = format!("{SEALED_PREFIX}{kid}");
+        let sealed = store
+            .meta(&name)?
+            .ok_or_else(|| internal(format!("the private half of signing key '{kid}' is missing from the store")))?;
+        let seed: [u8; 32] = self
+            .kek
+            .open(&name, &sealed)
+            .map_err(internal)?
+            .try_into()
+            .map_err(|_| internal("a sealed signing key is not 32 bytes"))?;
+        let signer = Arc::new(TokenSigner::new(SigningKey::from_bytes(&seed)));
+        if signer.kid != kid {
+            return Err(internal(format!("the sealed key stored as '{kid}' is another key")));
+        }
+        self.signers.write().unwrap_or_else(|p| p.into_inner()).insert(kid.to_string(), signer.clone());
+        Ok(signer)
+    }
+
+    /// Draws a key and seals its private half into the store, before the ledger hears of it.
+    fn draw(&self, store: &mut dyn LedgerStore) -> Result<Arc<TokenSigner>, ApiError> {
+        let seed: [u8; 32] = crate::kek::random().map_err(internal)?;
+        let signer = Arc::new(TokenSigner::new(SigningKey::from_bytes(&seed)));
+        let name = format!("{SEALED_PREFIX}{}", signer.kid);
+        store.set_meta(&name, &self.kek.seal(&name, &seed).map_err(internal)?)?;
+        self.signers.write().unwrap_or_else(|p| p.into_inner()).insert(signer.kid.clone(), signer.clone());
+        Ok(signer)
+    }
+
+    /// The current signer, creating the first key (a ledger event) if there is none.
+    pub async fn current(&self, app: &Arc<AppState>) -> Result<Arc<TokenSigner>, ApiError> {
+        if let Some(k) = app.engine.state().keys().current() {
+            let store = app.reader.lock().unwrap_or_else(|p| p.into_inner());
+            return self.load_signer(&**store, &k.kid);
+        }
+        let _guard = self.change.lock().await;
+        if let Some(k) = app.engine.state().keys().current() {
+            let store = app.reader.lock().unwrap_or_else(|p| p.into_inner());
+            return self.load_signer(&**store, &k.kid);
+        }
+        let signer = {
+            let mut store = app.reader.lock().unwrap_or_else(|p| p.into_inner());
+            self.draw(&mut **store)?
+        };
+        let meta = Meta {
+            actor: "system".into(),
+            reason: Some("first token signing key".into()),
+            request_id: format!("req_{}", crate::auth::random_hex(8)),
+        };
+        let command = Command::Keys(KeyCommand::Create {
+            kid: signer.kid.clone(),
+            public_key: b64url(signer.verifying_key().as_bytes()),
+        });
+        app.engine.submit(command, meta, 201, None, Box::new(|_, _| serde_json::Value::Null)).await?;
+        tracing::info!(kid = %signer.kid, "created the first token signing key");
+        Ok(signer)
+    }
+
+    /// Draws a new key and builds the rotate command: the current key is published
+    /// until the last expiry it signed.
+    pub async fn prepare_rotation(
+        &self,
+        app: &Arc<AppState>,
+        now: Timestamp,
+    ) -> Result<(tokio::sync::MutexGuard<'_, ()>, Command, String), ApiError> {
+        let guard = self.change.lock().await;
+        let old = app.engine.state().keys().current().map(|k| k.kid.clone());
+        let mut store = app.reader.lock().unwrap_or_else(|p| p.into_inner());
+        let keep_until = match &old {
+            Some(kid) => {
+                let secs = self.hwm_of(&**store, kid)?;
+                Timestamp::from_millis(secs.saturating_mul(1000)).unwrap_or(now).max(now)
+            }
+            None => now,
+        };
+        let signer = self.draw(&mut **store)?;
+        let command = Command::Keys(KeyCommand::Rotate {
+            kid: signer.kid.clone(),
+            public_key: b64url(signer.verifying_key().as_bytes()),
+            keep_until,
+        });
+        Ok((guard, command, signer.kid.clone()))
+    }
+
+    fn hwm_of(&self, store: &dyn LedgerStore, kid: &str) -> Result<i64, ApiError> {
+        if let Some(v) = self.hwm.lock().unwrap_or_else(|p| p.into_inner()).get(kid) {
+            return Ok(*v);
+        }
+        let v = store
+            .meta(&format!("{HWM_PREFIX}{kid}"))?
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(i64::from_be_bytes)
+            .unwrap_or(0);
+        self.hwm.lock().unwrap_or_else(|p| p.into_inner()).insert(kid.to_string(), v);
+        Ok(v)
+    }
+
+    /// Records that `kid` is about to sign a token expiring at `exp` (seconds). Call it
+    /// before handing the token out.
+    pub fn note_expiry(&self, app: &AppState, kid: &str, exp: i64) -> Result<(), ApiError> {
+        let known = self.hwm.lock().unwrap_or_else(|p| p.into_inner()).get(kid).copied();
+        if known.is_some_and(|h| exp <= h) {
+            return Ok(());
+        }
+        let mut store = app.reader.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.hwm_of(&**store, kid)?;
+        if exp <= current {
+            return Ok(());
+        }
+        let mark = (exp + HOUR - 1).div_euclid(HOUR) * HOUR;
+        store.set_meta(&format!("{HWM_PREFIX}{kid}"), &mark.to_be_bytes())?;
+        self.hwm.lock().unwrap_or_else(|p| p.into_inner()).insert(kid.to_string(), mark);
+        Ok(())
+    }
+
+    /// The JWKS at `now`: the current key and retired keys whose tokens may still live.
+    pub fn jwks(app: &AppState, now: Timestamp) -> Jwks {
+        app.engine.state().keys().jwks(now)
+    }
+}

@@ -1,0 +1,236 @@
+//! Signing keys, the JWKS, license tokens, the revocation feed and offline activation,
+//! through the real server. Tokens are verified with the same core code the SDK uses.
+
+use serde_json::{Value, json};
+use tollgate_core::Timestamp;
+use tollgate_core::token::{self, Claims, Jwks, RevocationList, Verify};
+
+use crate::support::{ADMIN, TestApp, assert_problem, spawn_app};
+
+pub async fn jwks(app: &TestApp) -> Jwks {
+    let r = app.call(reqwest::Method::GET, "/.well-known/jwks.json", None, None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    serde_json::from_str(&r.text).unwrap()
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_millis(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+    )
+    .unwrap()
+}
+
+/// The catalog of `seed_catalog` plus a plan allowing 30 days offline.
+pub async fn seed(app: &TestApp) -> Value {
+    app.seed_catalog().await;
+    let r = app
+        .post("/v1/plans", json!({"key":"roam","product":"cad","name":"Roam","features":["a","c"],"offline_days":30}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body["offline_days"], 30, "{}", r.text);
+    app.issue("roam", "acme").await
+}
+
+pub async fn token(app: &TestApp, id: &str, body: Value) -> (String, Value) {
+    let r = app.post(&format!("/v1/licenses/{id}/tokens"), body).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    (r.body["token"].as_str().unwrap().to_string(), r.body)
+}
+
+#[tokio::test]
+async fn jwks_is_rfc7517_and_tokens_verify_with_core() {
+    let app = spawn_app().await;
+    let lic = seed(&app).await;
+    let id = lic["id"].as_str().unwrap();
+    let r = app.call(reqwest::Method::GET, "/.well-known/jwks.json", None, None).await;
+    let keys = r.body["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1, "the first key exists before the first token: {}", r.text);
+    let k = &keys[0];
+    for (f, v) in [("kty", "OKP"), ("crv", "Ed25519"), ("alg", "EdDSA"), ("use", "sig")] {
+        assert_eq!(k[f], v, "{f}");
+    }
+    assert_eq!(k["x"].as_str().unwrap().len(), 43);
+    assert!(k["d"].is_null(), "never the private half");
+
+    let (t, body) = token(&app, id, json!({})).await;
+    assert!(body["expires_at"].is_string() && body["jti"].is_string());
+    let set = jwks(&app).await;
+    let c: Claims = token::verify(&t, &set, &Verify { audience: Some("cad"), ..Verify::at(now()) }).expect("verifies");
+    assert_eq!((c.sub.as_str(), c.aud.as_str(), c.iss.as_str()), (id, "cad", "tollgate"));
+    assert!(c.exp - c.iat <= 300 && c.exp > c.iat && c.nbf == c.iat, "online tokens are short-lived: {c:?}");
+    assert_eq!(c.license.plan, "roam");
+    assert_eq!(c.license.features, vec!["a", "c"]);
+    assert!(!c.license.offline && c.license.fingerprint.is_none());
+    assert_eq!(c.jti, body["jti"]);
+    let header: Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, t.split('.').next().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["alg"], "EdDSA");
+    assert_eq!(header["kid"], k["kid"]);
+
+    // Offline: bound to a fingerprint, lasting the plan's offline_days.
+    let (t, _) = token(&app, id, json!({"offline": true, "fingerprint": "fp-1"})).await;
+    let v = Verify { audience: Some("cad"), fingerprint: Some("fp-1"), ..Verify::at(now()) };
+    let c = token::verify(&t, &set, &v).unwrap();
+    assert!(c.license.offline);
+    assert!((c.exp - c.iat - 30 * 86_400).abs() <= 1, "{c:?}");
+    assert_eq!(
+        token::verify(&t, &set, &Verify { fingerprint: Some("fp-2"), ..v }).unwrap_err(),
+        token::TokenError::FingerprintMismatch
+    );
+
+    // Refusals of the endpoint.
+    let r = app.post(&format!("/v1/licenses/{id}/tokens"), json!({"offline": true})).await;
+    assert_problem(&r, 422, "FINGERPRINT_REQUIRED");
+    let basic = app.issue("basic", "b").await;
+    let r = app
+        .post(
+            &format!("/v1/licenses/{}/tokens", basic["id"].as_str().unwrap()),
+            json!({"offline": true, "fingerprint": "x"}),
+        )
+        .await;
+    assert_problem(&r, 409, "OFFLINE_NOT_ALLOWED");
+    let r = app.post(&format!("/v1/licenses/{id}/tokens"), json!({"alg": "none"})).await;
+    assert_problem(&r, 422, "INVALID_INPUT");
+    app.post(&format!("/v1/licenses/{id}/suspend"), json!({})).await;
+    let r = app.post(&format!("/v1/licenses/{id}/tokens"), json!({})).await;
+    assert_problem(&r, 409, "LICENSE_NOT_VALID");
+    let r = app.post("/v1/licenses/lic_0000000000000000000000000/tokens", json!({})).await;
+    assert_eq!(r.status, 404);
+}
+
+#[tokio::test]
+async fn validate_returns_a_fresh_token_on_request() {
+    let app = spawn_app().await;
+    let lic = seed(&app).await;
+    let key = lic["key"].as_str().unwrap();
+    let plain = app.validate(key, None).await;
+    assert!(plain["token"].is_null(), "no token unless asked");
+    let r = app.post("/v1/validate", json!({"key": key, "token": true})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let t = r.body["token"].as_str().unwrap();
+    assert!(r.body["token_expires_at"].is_string());
+    let c = token::verify(t, &jwks(&app).await, &Verify::at(now())).unwrap();
+    assert_eq!(c.sub, lic["id"]);
+    let r = app.post("/v1/validate", json!({"key": "AAAAA-BBBBB", "token": true})).await;
+    assert!(r.body["token"].is_null(), "no token for an invalid answer: {}", r.text);
+}
+
+#[tokio::test]
+async fn rotation_keeps_the_old_key_published_while_its_tokens_live() {
+    let app = spawn_app().await;
+    let lic = seed(&app).await;
+    let id = lic["id"].as_str().unwrap();
+    let (old_token, _) = token(&app, id, json!({"offline": true, "fingerprint": "m"})).await;
+    let before = jwks(&app).await;
+    let old_kid: Vec<String> = before.kids().map(String::from).collect();
+
+    // Only admins rotate.
+    let r = app.post("/v1/tokens", json!({"role": "issuer"})).await;
+    let issuer = r.body["token"].as_str().unwrap().to_string();
+    let r = app.call(reqwest::Method::POST, "/v1/keys/rotate", Some(&issuer), Some(json!({}))).await;
+    assert_problem(&r, 403, "FORBIDDEN");
+
+    let r = app.post("/v1/keys/rotate", json!({"reason": "scheduled"})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let new_kid = r.body["current"].as_str().unwrap().to_string();
+    assert_ne!(vec![new_kid.clone()], old_kid);
+    let keys = r.body["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2);
+    let old = keys.iter().find(|k| k["kid"] == old_kid[0].as_str()).unwrap();
+    assert_eq!(old["published"], true);
+    let keep_until = Timestamp::parse(old["keep_until"].as_str().unwrap()).unwrap();
+    let old_claims =
+        token::verify(&old_token, &before, &Verify { fingerprint: Some("m"), ..Verify::at(now()) }).unwrap();
+    assert!(token::seconds(keep_until) >= old_claims.exp, "published until the last token it signed expires");
+
+    let after = jwks(&app).await;
+    assert_eq!(after.len(), 2);
+    token::verify(&old_token, &after, &Verify { fingerprint: Some("m"), ..Verify::at(now()) }).unwrap();
+    let (new_token, _) = token(&app, id, json!({})).await;
+    let (h, _) = token::verify_jws(&new_token, token::TYP_JWT, &after).unwrap();
+    assert_eq!(h.kid.as_deref(), Some(new_kid.as_str()));
+
+    // Past keep_until the retired key leaves the JWKS (judged by the state at that instant).
+    let s = app.app.as_ref().unwrap().engine.state();
+    let later = Timestamp::from_millis(keep_until.millis() + 1).unwrap();
+    assert_eq!(s.keys().jwks(later).kids().collect::<Vec<_>>(), vec![new_kid.as_str()]);
+
+    // Both are ledger events.
+    let r = app.get("/v1/ledger/entries?start=0&end=100").await;
+    let text = r.text;
+    assert!(text.contains("signing_key_created") || text.contains("c2lnbmluZ19rZXlfY3JlYXRlZ"), "events listed");
+    let r = app.get("/v1/keys").await;
+    assert_eq!(r.body["current"], new_kid.as_str());
+}
+
+#[tokio::test]
+async fn private_keys_are_sealed_and_survive_a_restart() {
+    let app = spawn_app().await;
+    let lic = seed(&app).await;
+    let id = lic["id"].as_str().unwrap().to_string();
+    let (t1, _) = token(&app, &id, json!({})).await;
+    let dir = app.dir.clone();
+    let tmp = app.stop().await;
+    {
+        let conn = rusqlite::Connection::open(dir.join(tollgate_server::DB_FILE)).unwrap();
+        let rows: Vec<(String, Vec<u8>)> = conn
+            .prepare("SELECT key, value FROM meta WHERE key LIKE 'token_key/%'")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].1.len(), 1 + 24 + 32 + 16, "version, nonce, sealed seed, tag");
+    }
+    let master = std::fs::read_to_string(dir.join(tollgate_server::kek::MASTER_KEY_FILE)).unwrap();
+    assert_eq!(base64::Engine::decode(&base64::engine::general_purpose::STANDARD, master.trim()).unwrap().len(), 32);
+    let app = crate::support::spawn_at(&dir).await;
+    let (t2, _) = token(&app, &id, json!({})).await;
+    let set = jwks(&app).await;
+    let (h1, _) = token::verify_jws(&t1, token::TYP_JWT, &set).unwrap();
+    let (h2, _) = token::verify_jws(&t2, token::TYP_JWT, &set).unwrap();
+    assert_eq!(h1.kid, h2.kid, "same key after restart");
+    app.stop().await;
+    drop(tmp);
+}
+
+#[tokio::test]
+async fn revocation_feed_is_signed_and_incremental() {
+    let app = spawn_app().await;
+    let lic = seed(&app).await;
+    let other = app.issue("roam", "other").await;
+    let id = lic["id"].as_str().unwrap();
+    let r = app.call(reqwest::Method::GET, "/v1/revocations", None, None).await;
+    assert_eq!(r.status, 401);
+    let r = app.get("/v1/revocations?since=0").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.headers["content-type"], "application/jwt");
+    let set = jwks(&app).await;
+    let first = RevocationList::verify(&r.text, &set).unwrap();
+    assert!(first.licenses.is_empty() && first.jtis.is_empty());
+    assert!(first.tree_size > 0);
+
+    app.post(&format!("/v1/licenses/{id}/revoke"), json!({})).await;
+    app.post(&format!("/v1/licenses/{}/suspend", other["id"].as_str().unwrap()), json!({})).await;
+    let r = app.get(&format!("/v1/revocations?since={}", first.tree_size)).await;
+    let page = RevocationList::verify(&r.text, &set).unwrap();
+    assert_eq!(page.since, first.tree_size);
+    assert_eq!(page.tree_size, first.tree_size + 2);
+    let mut want = vec![id.to_string(), other["id"].as_str().unwrap().to_string()];
+    want.sort();
+    assert_eq!(page.licenses, want);
+
+    app.post(&format!("/v1/licenses/{}/reinstate", other["id"].as_str().unwrap()), json!({})).await;
+    let r = app.get(&format!("/v1/revocations?since={}", page.tree_size)).await;
+    let next = RevocationList::verify(&r.text, &set).unwrap();
+    assert_eq!(next.reinstated, vec![other["id"].as_str().unwrap().to_string()]);
+    assert!(next.licenses.is_empty());
+    let r = app.get(&format!("/v1/revocations?since={}", next.tree_size)).await;
+    let empty = RevocationList::verify(&r.text, &set).unwrap();
+    assert_eq!((empty.tree_size, empty.licenses.len()), (next.tree_size, 0));
+    let _ = ADMIN;
+}
