@@ -80,6 +80,7 @@ fn build() -> (State, u64) {
             licensee: format!("customer-{n}@example.com"),
             expires_at: None,
             metadata: Default::default(),
+            external_id: None,
         });
         for e in decide(&state, &cmd, &meta, now).unwrap() {
             state.apply(&e).unwrap();

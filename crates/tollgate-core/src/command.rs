@@ -32,6 +32,8 @@ pub enum Command {
     RevokeToken { fingerprint: Option<String>, jti: String, license: LicenseId },
     /// Machines, seats, leases, usage and overrides (see [`crate::models`]).
     Models(crate::models::ModelCommand),
+    /// Licenses from another system, all or nothing (see [`crate::import`]).
+    ImportLicenses(Vec<crate::import::ImportRow>),
 }
 
 /// Issuing a license. The id and key are drawn at random by the caller (core has no
@@ -46,6 +48,8 @@ pub struct IssueLicense {
     /// Overrides the expiry the plan would give.
     pub expires_at: Option<Timestamp>,
     pub metadata: Metadata,
+    /// The license's id elsewhere; unique.
+    pub external_id: Option<String>,
 }
 
 fn license<'a>(state: &'a State, id: &LicenseId) -> Result<&'a License, Refusal> {
@@ -186,6 +190,15 @@ pub(crate) fn decide_kinds(state: &State, command: &Command, now: Timestamp) -> 
             product(state, &c.product)?;
             check_licensee(&c.licensee)?;
             check_metadata(&c.metadata)?;
+            if let Some(x) = &c.external_id {
+                check_external_id(x)?;
+                if let Some(other) = state.license_by_external_id(x) {
+                    return Err(Refusal::conflict(
+                        "EXTERNAL_ID_EXISTS",
+                        format!("external id '{x}' already belongs to license '{}'", other.id),
+                    ));
+                }
+            }
             if state.license(c.id.as_str()).is_some() || state.license_by_key(c.key.as_str()).is_some() {
                 return Err(Refusal::conflict(
                     "LICENSE_EXISTS",
@@ -215,6 +228,7 @@ pub(crate) fn decide_kinds(state: &State, command: &Command, now: Timestamp) -> 
                 expires_at,
                 updated_at: now,
                 metadata: c.metadata.clone(),
+                external_id: c.external_id.clone(),
                 version: 1,
             })])
         }
@@ -305,6 +319,7 @@ pub(crate) fn decide_kinds(state: &State, command: &Command, now: Timestamp) -> 
             Ok(vec![EventKind::LicensePlanChanged { license: id.clone(), plan: new.clone(), expires_at, trial }])
         }
         Command::Models(c) => crate::models::decide(state, c, now),
+        Command::ImportLicenses(rows) => crate::import::decide(state, rows, now),
     }
 }
 
@@ -345,6 +360,13 @@ fn new_plan(s: &PlanSpec, version: u64, created_at: Timestamp, now: Timestamp) -
 fn check_licensee(licensee: &str) -> Result<(), Refusal> {
     if licensee.trim().is_empty() || licensee.len() > MAX_LICENSEE || licensee.chars().any(char::is_control) {
         return Err(Refusal::invalid(format!("licensee must be 1 to {MAX_LICENSEE} bytes of printable text")));
+    }
+    Ok(())
+}
+
+fn check_external_id(x: &str) -> Result<(), Refusal> {
+    if x.trim().is_empty() || x.len() > 128 || x.chars().any(char::is_control) {
+        return Err(Refusal::invalid("external_id must be 1 to 128 bytes of printable text"));
     }
     Ok(())
 }

@@ -22,6 +22,7 @@ pub mod command;
 pub mod entitlements;
 pub mod event;
 pub mod ids;
+pub mod import;
 pub mod key;
 pub mod keys;
 pub mod lease;

@@ -51,6 +51,10 @@ pub type Metadata = BTreeMap<String, serde_json::Value>;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct License {
     pub expires_at: Option<Timestamp>,
+    /// The license's id in the vendor's other systems (CRM, a previous license server),
+    /// unique among licenses; set on import or at issue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
     pub id: LicenseId,
     pub issued_at: Timestamp,
     pub key: LicenseKey,

@@ -36,6 +36,8 @@ pub struct State {
     pub(crate) lease_index: HashMap<LeaseId, LicenseId>,
     /// Derived index, rebuilt on load; not part of the digest.
     by_key: HashMap<LicenseKey, LicenseId>,
+    /// Derived index of external ids, rebuilt on load; not part of the digest.
+    by_external: HashMap<Arc<str>, LicenseId>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -105,6 +107,11 @@ impl State {
     }
 
     /// Looks a license up by its canonical key text.
+    /// Looks a license up by its id in another system.
+    pub fn license_by_external_id(&self, external_id: &str) -> Option<&Arc<License>> {
+        self.by_external.get(external_id).and_then(|id| self.licenses.get(id))
+    }
+
     pub fn license_by_key(&self, key: &str) -> Option<&Arc<License>> {
         self.by_key.get(key).and_then(|id| self.licenses.get(id))
     }
@@ -160,6 +167,12 @@ impl State {
                 }
                 if self.by_key.contains_key(&l.key) {
                     return Err(duplicate("license key", &l.id));
+                }
+                if let Some(x) = &l.external_id {
+                    if self.by_external.contains_key(x.as_str()) {
+                        return Err(duplicate("external id", &l.id));
+                    }
+                    self.by_external.insert(Arc::from(x.as_str()), l.id.clone());
                 }
                 self.by_key.insert(l.key.clone(), l.id.clone());
                 self.licenses.insert(l.id.clone(), Arc::new(l.clone()));
@@ -254,6 +267,9 @@ impl State {
         }
         for l in doc.licenses {
             s.by_key.insert(l.key.clone(), l.id.clone());
+            if let Some(x) = &l.external_id {
+                s.by_external.insert(Arc::from(x.as_str()), l.id.clone());
+            }
             s.licenses.insert(l.id.clone(), l);
         }
         for m in doc.models {

@@ -72,6 +72,7 @@ fn issue(n: u64) -> Command {
         licensee: format!("customer-{n}@example.com"),
         expires_at: None,
         metadata: Default::default(),
+        external_id: None,
     })
 }
 

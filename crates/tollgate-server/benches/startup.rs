@@ -84,6 +84,7 @@ fn main() {
             licensee: format!("customer-{i}@example.com"),
             expires_at: None,
             metadata: Default::default(),
+            external_id: None,
         });
         push(&mut state, cmd, &mut batch, &mut store, i + 1 == n);
     }

@@ -234,6 +234,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/v1/offline/activate", post(offline::activate))
         .route("/v1/offline/deactivate", post(offline::deactivate))
         .route("/v1/events", get(events::list))
+        .route("/v1/import/licenses", post(import::licenses))
         .route("/v1/ledger/checkpoint", get(ledger::checkpoint))
         .route("/v1/ledger/key", get(ledger::key))
         .route("/v1/ledger/entries", get(ledger::entries))

@@ -34,6 +34,7 @@ impl Modify for Bearer {
         api::keys::jwks, api::keys::list, api::keys::rotate, api::license_tokens::issue, api::revocations::feed,
         api::offline::activate, api::offline::deactivate,
         api::events::list,
+        api::import::licenses,
         api::ledger::checkpoint, api::ledger::key, api::ledger::entries, api::ledger::inclusion, api::ledger::consistency,
         api::system::create_token, api::system::list_tokens, api::system::revoke_token,
     ),

@@ -118,6 +118,7 @@ pub async fn seed(app: &Arc<AppState>) -> anyhow::Result<()> {
                 licensee: licensee.into(),
                 expires_at: None,
                 metadata: Default::default(),
+                external_id: None,
             }),
         )
         .await?;

@@ -10,6 +10,7 @@ use config::{ServeArgs, Settings};
 mod config;
 mod demo;
 mod ops;
+mod transfer;
 mod signing;
 
 #[derive(Parser)]
@@ -62,6 +63,36 @@ enum Cmd {
     Offline {
         #[command(subcommand)]
         command: signing::OfflineCmd,
+    },
+    /// Import licenses (CSV or JSONL rows) into a running server, or a ledger export
+    /// into a new data directory.
+    Import {
+        #[arg(long, value_enum)]
+        format: transfer::Format,
+        /// The file to import.
+        file: PathBuf,
+        /// Check every row and report, without writing anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// The server to import license rows into.
+        #[arg(long, env = "TOLLGATE_SERVER", default_value = "http://127.0.0.1:8080")]
+        server: String,
+        /// An admin or issuer token.
+        #[arg(long, env = "TOLLGATE_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// For a ledger export: the new, empty data directory to replay it into.
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// Write the whole ledger out, one event per line (import it with `import --format jsonl --data NEWDIR`).
+    Export {
+        #[arg(long, value_enum)]
+        format: transfer::Format,
+        #[arg(long, env = "TOLLGATE_DATA", default_value = "./tollgate-data")]
+        data: PathBuf,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Manage API tokens.
     Token {
@@ -136,6 +167,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Ledger { command: LedgerCmd::Verify { data } } => ledger_verify(data),
         Cmd::Ledger { command: LedgerCmd::Digest { data, at } } => ops::digest(&data, at).map(|()| ExitCode::SUCCESS),
+        Cmd::Import { format, file, dry_run, server, token, data } => {
+            let ok = transfer::import(transfer::ImportArgs { format, file, dry_run, server, token, data })?;
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Cmd::Export { format, data, out } => {
+            if format != transfer::Format::Jsonl {
+                anyhow::bail!("export writes --format jsonl (the ledger, one event per line)");
+            }
+            transfer::export(&data, out.as_deref()).map(|()| ExitCode::SUCCESS)
+        }
         Cmd::Backup { data, out } => {
             ops::backup(&data, &out.unwrap_or_else(ops::default_backup_name)).map(|()| ExitCode::SUCCESS)
         }

@@ -81,6 +81,7 @@ fn issue_cmd(l: &Lic, plan: &str) -> IssueLicense {
         licensee: "Acme Ltd".into(),
         expires_at: None,
         metadata: Default::default(),
+        external_id: None,
     }
 }
 

@@ -49,6 +49,7 @@ fn write_fixture() {
             licensee: licensee.into(),
             expires_at: None,
             metadata,
+            external_id: None,
         })
     };
     let id = |n: u8| LicenseId::from_random([n; 16]);

@@ -81,6 +81,7 @@ impl World {
             licensee: licensee.into(),
             expires_at: None,
             metadata: Default::default(),
+            external_id: None,
         };
         let command = match overrides {
             Some(overrides) => Command::Models(ModelCommand::IssueWithOverrides { issue, overrides }),

@@ -23,6 +23,8 @@ use crate::problem::ApiError;
 #[derive(Serialize)]
 pub struct LicenseView<'a> {
     pub id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<&'a str>,
     pub key: &'a str,
     pub status: &'static str,
     pub product: &'a str,
@@ -48,6 +50,7 @@ pub fn license_view<'a>(s: &'a tollgate_core::State, l: &'a License, now: Timest
     let effective = tollgate_core::models::effective(s, l).ok();
     LicenseView {
         id: l.id.as_str(),
+        external_id: l.external_id.as_deref(),
         key: l.key.as_str(),
         status: standing.map(Standing::as_str).unwrap_or("active"),
         product: l.product.as_str(),
@@ -88,6 +91,9 @@ pub struct IssueBody {
     /// Per-license overrides of the plan (issue 3).
     #[serde(default)]
     overrides: Option<tollgate_core::overrides::Overrides>,
+    /// The license's id in another system; unique.
+    #[serde(default)]
+    external_id: Option<String>,
 }
 
 fn random<const N: usize>() -> [u8; N] {
@@ -115,6 +121,7 @@ pub async fn issue(
         licensee: b.licensee,
         expires_at: b.expires_at,
         metadata: b.metadata,
+        external_id: b.external_id,
     };
     let command = match b.overrides {
         Some(overrides) => Command::Models(tollgate_core::models::ModelCommand::IssueWithOverrides { issue, overrides }),
@@ -146,6 +153,7 @@ pub async fn get(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    external_id: Option<String>,
     licensee: Option<String>,
     status: Option<String>,
     product: Option<String>,
@@ -164,7 +172,7 @@ struct Page<'a> {
 
 const STATUSES: [&str; 4] = ["active", "suspended", "revoked", "expired"];
 
-#[utoipa::path(get, path = "/v1/licenses", tag = "licenses", params(("licensee" = Option<String>, Query), ("status" = Option<String>, Query, description = "active|suspended|revoked|expired"), ("product" = Option<String>, Query), ("plan" = Option<String>, Query), ("limit" = Option<usize>, Query, description = "1..=500, default 50"), ("cursor" = Option<String>, Query)), responses((status = 200, description = "a page of licenses in id order")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/licenses", tag = "licenses", params(("external_id" = Option<String>, Query, description = "the license's id in another system"), ("licensee" = Option<String>, Query), ("status" = Option<String>, Query, description = "active|suspended|revoked|expired"), ("product" = Option<String>, Query), ("plan" = Option<String>, Query), ("limit" = Option<usize>, Query, description = "1..=500, default 50"), ("cursor" = Option<String>, Query)), responses((status = 200, description = "a page of licenses in id order")), security(("bearer" = [])))]
 pub async fn list(
     State(app): State<Arc<AppState>>,
     principal: Principal,
@@ -184,8 +192,14 @@ pub async fn list(
     let now = crate::engine::now();
     let mut items = Vec::with_capacity(limit.min(64));
     let mut next = None;
-    let matching = s
-        .licenses_after(q.cursor.as_deref())
+    // An external id names at most one license: look it up instead of scanning.
+    let by_external: Vec<&std::sync::Arc<tollgate_core::license::License>> = match &q.external_id {
+        Some(x) => s.license_by_external_id(x).into_iter().filter(|l| q.cursor.as_deref().is_none_or(|c| l.id.as_str() > c)).collect(),
+        None => Vec::new(),
+    };
+    let source: Box<dyn Iterator<Item = &std::sync::Arc<tollgate_core::license::License>>> =
+        if q.external_id.is_some() { Box::new(by_external.into_iter()) } else { s.licenses_after(q.cursor.as_deref()) };
+    let matching = source
         .filter(|l| q.licensee.as_deref().is_none_or(|x| x == l.licensee))
         .filter(|l| q.product.as_deref().is_none_or(|x| x == l.product.as_str()))
         .filter(|l| q.plan.as_deref().is_none_or(|x| x == l.plan.as_str()));

@@ -3,6 +3,7 @@
 
 pub mod catalog;
 pub mod events;
+pub mod import;
 pub mod entitlements;
 pub mod keys;
 pub mod leases;

@@ -4,4 +4,5 @@ mod corruption;
 mod crash;
 mod durability;
 mod support;
+mod transfer;
 mod verify;

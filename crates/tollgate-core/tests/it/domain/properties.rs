@@ -74,6 +74,7 @@ fn license(metadata: impl Strategy<Value = Value>) -> impl Strategy<Value = Lice
                     version,
                     status: [Status::Active, Status::Suspended, Status::Revoked][usize::from(status)],
                     metadata,
+                    external_id: None,
                 }
             },
         )

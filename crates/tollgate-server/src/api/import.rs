@@ -1,0 +1,188 @@
+//! `POST /v1/import/licenses`: licenses from another system, all or nothing.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use tollgate_core::Command;
+use tollgate_core::command::IssueLicense;
+use tollgate_core::ids::{LicenseId, PlanKey, ProductKey};
+use tollgate_core::import::{self, ImportReport, ImportRow, Rejected};
+use tollgate_core::key::LicenseKey;
+use tollgate_core::license::{Metadata, Status};
+use tollgate_core::machine::MachineSpec;
+
+use super::{WriteCtx, execute, json};
+use crate::AppState;
+use crate::auth::{Permission, Principal};
+use crate::extract::{ApiJson, IdempotencyKey, RequestId};
+use crate::problem::{ApiError, PROBLEM_JSON};
+
+const MAX_ROWS: usize = 10_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportBody {
+    #[serde(default)]
+    dry_run: bool,
+    rows: Vec<serde_json::Value>,
+}
+
+/// One row as sent: the columns of the CSV, or a JSONL object.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RowIn {
+    line: Option<u64>,
+    external_id: String,
+    product: ProductKey,
+    plan: PlanKey,
+    licensee: String,
+    #[serde(default)]
+    expires_at: Option<tollgate_core::Timestamp>,
+    #[serde(default)]
+    status: Option<Status>,
+    #[serde(default)]
+    machines: Vec<MachineIn>,
+    #[serde(default)]
+    metadata: Metadata,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum MachineIn {
+    Fingerprint(String),
+    Spec(MachineSpec),
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).expect("the OS random source is available");
+    b
+}
+
+fn parse_rows(rows: &[serde_json::Value]) -> (Vec<ImportRow>, Vec<Rejected>) {
+    let mut ok = Vec::new();
+    let mut bad = Vec::new();
+    for (i, raw) in rows.iter().enumerate() {
+        let line = raw.get("line").and_then(|l| l.as_u64()).unwrap_or(i as u64 + 1);
+        let external_id = raw.get("external_id").and_then(|x| x.as_str()).map(str::to_string);
+        let row: RowIn = match serde_path_to_error::deserialize(raw) {
+            Ok(r) => r,
+            Err(e) => {
+                bad.push(Rejected {
+                    line,
+                    external_id,
+                    code: "INVALID_INPUT",
+                    detail: format!("{}: {}", e.path(), e.inner()),
+                });
+                continue;
+            }
+        };
+        let mut machines = Vec::new();
+        for m in row.machines {
+            let spec = match m {
+                MachineIn::Spec(s) => Ok(s),
+                MachineIn::Fingerprint(f) => {
+                    serde_json::from_value::<MachineSpec>(serde_json::json!({ "fingerprint": f }))
+                }
+            };
+            match spec {
+                Ok(s) => machines.push(s),
+                Err(e) => bad.push(Rejected {
+                    line,
+                    external_id: external_id.clone(),
+                    code: "INVALID_INPUT",
+                    detail: format!("machines: {e}"),
+                }),
+            }
+        }
+        let issue = IssueLicense {
+            id: LicenseId::from_random(random()),
+            key: LicenseKey::from_random(random()),
+            product: row.product,
+            plan: row.plan,
+            licensee: row.licensee,
+            expires_at: row.expires_at,
+            metadata: row.metadata,
+            external_id: Some(row.external_id),
+        };
+        ok.push(ImportRow {
+            line: row.line.unwrap_or(line),
+            issue,
+            status: row.status.unwrap_or(Status::Active),
+            machines,
+        });
+    }
+    (ok, bad)
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    dry_run: bool,
+    imported: bool,
+    #[serde(flatten)]
+    report: &'a ImportReport,
+}
+
+fn merge(mut report: ImportReport, parse_rejects: Vec<Rejected>, total: usize) -> ImportReport {
+    report.total = total;
+    report.rejected.extend(parse_rejects);
+    report.rejected.sort_by_key(|r| r.line);
+    report
+}
+
+#[utoipa::path(post, path = "/v1/import/licenses", tag = "licenses", request_body(content = Object, description = "{dry_run?, rows:[{line?, external_id, product, plan, licensee, expires_at?, status?, machines?, metadata?}]}"), responses((status = 200, description = "{dry_run, imported, total, created:[[external_id, id]], unchanged, rejected:[{line, external_id, code, detail}]}"), (status = 422, description = "IMPORT_REJECTED: nothing was imported; the problem carries the report")), security(("bearer" = [])))]
+pub async fn licenses(
+    State(app): State<Arc<AppState>>,
+    principal: Principal,
+    request_id: RequestId,
+    idempotency: IdempotencyKey,
+    body: ApiJson<ImportBody>,
+) -> Result<Response, ApiError> {
+    principal.require(Permission::LicenseWrite)?;
+    let ImportBody { dry_run, rows } = body.value;
+    if rows.len() > MAX_ROWS {
+        return Err(ApiError::unprocessable(
+            "INVALID_INPUT",
+            format!("at most {MAX_ROWS} rows per request; split the file"),
+        ));
+    }
+    let total = rows.len();
+    let (parsed, parse_rejects) = parse_rows(&rows);
+    let state = app.engine.state();
+    let (_, planned) = import::plan(&state, &parsed, crate::engine::now());
+    let report = merge(planned, parse_rejects, total);
+    if dry_run {
+        return json(&Report { dry_run: true, imported: false, report: &report }, state.seq());
+    }
+    if !report.rejected.is_empty() {
+        let problem = serde_json::json!({
+            "type": "urn:tollgate:problem:import-rejected",
+            "title": "Unprocessable Entity",
+            "status": 422,
+            "code": "IMPORT_REJECTED",
+            "detail": format!("{} of {} rows were refused, so nothing was imported; fix them and run the import again", report.rejected.len(), total),
+            "report": Report { dry_run: false, imported: false, report: &report },
+        });
+        let mut res =
+            (StatusCode::UNPROCESSABLE_ENTITY, serde_json::to_vec(&problem).unwrap_or_default()).into_response();
+        res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        return Ok(res);
+    }
+    let rows_for_render = parsed.clone();
+    let render = Box::new(move |s: &tollgate_core::State, _| {
+        let mut report = ImportReport { total, ..ImportReport::default() };
+        for row in &rows_for_render {
+            let Some(x) = &row.issue.external_id else { continue };
+            if let Some(l) = s.license_by_external_id(x) {
+                let pair = (x.clone(), l.id.to_string());
+                if l.id == row.issue.id { report.created.push(pair) } else { report.unchanged.push(pair) }
+            }
+        }
+        serde_json::to_value(Report { dry_run: false, imported: true, report: &report }).unwrap_or_default()
+    });
+    let ctx = WriteCtx { principal, request_id, idempotency, request_hash: body.request_hash };
+    execute(&app, ctx, None, Command::ImportLicenses(parsed), StatusCode::OK, render).await
+}

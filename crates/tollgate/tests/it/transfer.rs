@@ -1,0 +1,135 @@
+//! Import and export through the real binary.
+
+use crate::support::*;
+
+fn run(args: &[&str]) -> (bool, String) {
+    let out = bin().args(args).env("TOLLGATE_LOG", "warn").output().expect("run tollgate");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+async fn count(c: &reqwest::Client, base: &str) -> usize {
+    let v: serde_json::Value =
+        c.get(format!("{base}/v1/licenses?limit=500")).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
+    v["items"].as_array().unwrap().len()
+}
+
+#[tokio::test]
+async fn csv_import_is_all_or_nothing_idempotent_and_export_round_trips_the_digest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let server = start(&data);
+    let c = client();
+    seed(&c, &server.base).await;
+    let base = server.base.clone();
+
+    let good = tmp.path().join("good.csv");
+    std::fs::write(
+        &good,
+        "external_id,product,plan,licensee,status,machines,crm\n\
+         K-1,app,std,Acme,,,C-17\n\
+         K-2,app,std,Globex,suspended,,\n\
+         K-3,app,std,Initech,,fp-a;fp-b,\n",
+    )
+    .unwrap();
+    let args = |file: &std::path::Path, extra: &[&str]| {
+        let mut v = vec![
+            "import".to_string(),
+            "--format".into(),
+            "csv".into(),
+            file.display().to_string(),
+            "--server".into(),
+            base.clone(),
+            "--token".into(),
+            ADMIN.into(),
+        ];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let call = |v: Vec<String>| run(&v.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let (ok, out) = call(args(&good, &["--dry-run"]));
+    assert!(ok, "{out}");
+    assert!(out.contains("would import 3 new, 0 unchanged, 0 refused, of 3 rows"), "{out}");
+    assert_eq!(count(&c, &base).await, 0, "a dry run writes nothing");
+
+    let (ok, out) = call(args(&good, &[]));
+    assert!(ok, "{out}");
+    assert!(out.contains("imported 3 new"), "{out}");
+    let k1_id = out.lines().find_map(|l| l.strip_prefix("K-1\t")).expect("the id map names K-1").to_string();
+    let r: serde_json::Value = c
+        .get(format!("{base}/v1/licenses?external_id=K-1"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["items"][0]["id"], k1_id.as_str());
+    assert_eq!(r["items"][0]["metadata"]["crm"], "C-17", "other columns become metadata");
+    let r: serde_json::Value = c
+        .get(format!("{base}/v1/licenses?external_id=K-2"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["items"][0]["status"], "suspended");
+    let k3 = c
+        .get(format!("{base}/v1/licenses?external_id=K-3"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    let k3_id = k3["items"][0]["id"].as_str().unwrap();
+    let machines: serde_json::Value = c
+        .get(format!("{base}/v1/licenses/{k3_id}/machines"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(machines.to_string().matches("fp-").count(), 2, "machines came along: {machines}");
+
+    // Running it again adds nothing.
+    let (ok, out) = call(args(&good, &[]));
+    assert!(ok, "{out}");
+    assert!(out.contains("0 new, 3 unchanged"), "{out}");
+    assert_eq!(count(&c, &base).await, 3);
+
+    // One bad row refuses the whole file, and the report says which line and why.
+    let bad = tmp.path().join("bad.csv");
+    std::fs::write(&bad, "external_id,product,plan,licensee\nK-4,app,std,Hooli\nK-5,app,nope,Umbrella\nK-6,app,std,\n")
+        .unwrap();
+    let (ok, out) = call(args(&bad, &[]));
+    assert!(!ok, "{out}");
+    assert!(out.contains("imported nothing"), "{out}");
+    assert!(out.contains("line 3: K-5 (PLAN_NOT_FOUND)"), "{out}");
+    assert!(out.contains("line 4: K-6"), "{out}");
+    assert_eq!(count(&c, &base).await, 3, "nothing half-imported");
+    server.stop();
+
+    // Export, then import into an empty store: the same root and state digest.
+    let export = tmp.path().join("ledger.jsonl");
+    let (ok, out) =
+        run(&["export", "--format", "jsonl", "--data", data.to_str().unwrap(), "--out", export.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let (_, before) = run(&["ledger", "digest", "--data", data.to_str().unwrap()]);
+    let copy = tmp.path().join("copy");
+    let (ok, out) = run(&["import", "--format", "jsonl", export.to_str().unwrap(), "--data", copy.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let digest = |s: &str| s.lines().find(|l| l.starts_with("state digest:")).map(str::to_string).unwrap();
+    assert_eq!(digest(&out), digest(&before), "export then import gives the same state digest");
+    let (_, after) = run(&["ledger", "digest", "--data", copy.to_str().unwrap()]);
+    assert_eq!(digest(&after), digest(&before));
+    let (ok, out) = run(&["import", "--format", "jsonl", export.to_str().unwrap(), "--data", copy.to_str().unwrap()]);
+    assert!(!ok && out.contains("already holds a ledger"), "{out}");
+}
