@@ -128,39 +128,7 @@ pub fn load(store: &dyn LedgerStore) -> Result<Loaded, ReplayError> {
             Err(e) => tracing::warn!(seq, error = %e, "snapshot does not decode; skipping it"),
         }
     }
-    let mut log = MerkleLog::new();
-    let mut failure: Option<ReplayError> = None;
-    let mut expected = 0u64;
-    store
-        .scan(0, &mut |e| {
-            let fail = |err: ReplayError, failure: &mut Option<ReplayError>| {
-                *failure = Some(err);
-                Err(StoreError::Invalid("replay stopped".into()))
-            };
-            if e.index != expected {
-                return fail(ReplayError::corrupt(expected, "missing from the store"), &mut failure);
-            }
-            expected += 1;
-            let hash = merkle::leaf_hash(&e.leaf);
-            if hash != e.leaf_hash {
-                return fail(
-                    ReplayError::corrupt(e.index, "its bytes do not hash to the stored leaf hash"),
-                    &mut failure,
-                );
-            }
-            log.push(hash);
-            if e.index >= snapshot_seq {
-                let event = match Event::decode(&e.leaf) {
-                    Ok(ev) => ev,
-                    Err(err) => return fail(ReplayError::corrupt(e.index, err.to_string()), &mut failure),
-                };
-                if let Err(err) = state.apply(&event) {
-                    return fail(ReplayError::corrupt(e.index, err.to_string()), &mut failure);
-                }
-            }
-            Ok(())
-        })
-        .map_err(|e| failure.take().unwrap_or(ReplayError::Store(e)))?;
+    let (state, log) = replay_events(store, state, snapshot_seq)?;
     if log.len() < snapshot_seq {
         return Err(ReplayError::Internal(format!(
             "snapshot at seq {snapshot_seq} is ahead of the ledger ({} events)",
@@ -171,6 +139,106 @@ pub fn load(store: &dyn LedgerStore) -> Result<Loaded, ReplayError> {
         check_checkpoint_root(&log, cp.size, &cp.root)?;
     }
     Ok(Loaded { state, log, snapshot_seq })
+}
+
+/// What the decoder thread hands back for one event: its verified leaf hash, and the
+/// event when it is past the snapshot.
+type Decoded = (merkle::Hash, Option<Event>);
+
+const CHUNK: usize = 512;
+
+/// Hashes and decodes one chunk, in order; stops at the first bad event.
+fn decode_chunk(chunk: Vec<StoredEvent>, snapshot_seq: u64) -> Result<Vec<Decoded>, ReplayError> {
+    chunk
+        .into_iter()
+        .map(|e| {
+            let hash = merkle::leaf_hash(&e.leaf);
+            if hash != e.leaf_hash {
+                return Err(ReplayError::corrupt(e.index, "its bytes do not hash to the stored leaf hash"));
+            }
+            let event = if e.index >= snapshot_seq {
+                Some(Event::decode(&e.leaf).map_err(|err| ReplayError::corrupt(e.index, err.to_string()))?)
+            } else {
+                None
+            };
+            Ok((hash, event))
+        })
+        .collect()
+}
+
+/// Replays the log onto `state` (the snapshot at `snapshot_seq`, or empty), verifying
+/// every leaf hash.
+///
+/// Two threads share the work: this one scans the store, keeps the events in order and
+/// folds them; a second one hashes and decodes chunks of them, which is the larger half
+/// of the cost. Errors come out in ledger order: before reporting a gap it found while
+/// scanning, this thread waits for the decoder to finish what came before it.
+fn replay_events(
+    store: &dyn LedgerStore,
+    mut state: State,
+    snapshot_seq: u64,
+) -> Result<(State, MerkleLog), ReplayError> {
+    let mut log = MerkleLog::new();
+    let (to_decoder, decoder_in) = std::sync::mpsc::sync_channel::<Vec<StoredEvent>>(4);
+    let (decoder_out, from_decoder) = std::sync::mpsc::channel::<Result<Vec<Decoded>, ReplayError>>();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for chunk in decoder_in {
+                let r = decode_chunk(chunk, snapshot_seq);
+                let stop = r.is_err();
+                if decoder_out.send(r).is_err() || stop {
+                    return;
+                }
+            }
+        });
+        // Folds whatever the decoder has finished; `wait` drains it completely.
+        let fold = |state: &mut State, log: &mut MerkleLog, wait: bool| -> Result<(), ReplayError> {
+            loop {
+                let next = if wait { from_decoder.recv().ok() } else { from_decoder.try_recv().ok() };
+                let Some(decoded) = next else { return Ok(()) };
+                for (hash, event) in decoded? {
+                    if let Some(event) = event {
+                        state.apply(&event).map_err(|err| ReplayError::corrupt(log.len(), err.to_string()))?;
+                    }
+                    log.push(hash);
+                }
+            }
+        };
+        let mut chunk = Vec::with_capacity(CHUNK);
+        let mut expected = 0u64;
+        let mut failure: Option<ReplayError> = None;
+        let stop = || StoreError::Invalid("replay stopped".into());
+        let scanned = store.scan(0, &mut |e| {
+            if e.index != expected {
+                failure = Some(ReplayError::corrupt(expected, "missing from the store"));
+                return Err(stop());
+            }
+            expected += 1;
+            chunk.push(e);
+            if chunk.len() == CHUNK {
+                if to_decoder.send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK))).is_err() {
+                    // The decoder stopped on a bad event; `fold` below reports it.
+                    return Err(stop());
+                }
+                if let Err(err) = fold(&mut state, &mut log, false) {
+                    failure = Some(err);
+                    return Err(stop());
+                }
+            }
+            Ok(())
+        });
+        if failure.is_none() && !chunk.is_empty() {
+            let _ = to_decoder.send(chunk);
+        }
+        drop(to_decoder);
+        // Everything before a scan failure is folded first, so the earliest error wins.
+        fold(&mut state, &mut log, true)?;
+        if let Some(f) = failure {
+            return Err(f);
+        }
+        scanned.map_err(ReplayError::Store)
+    })?;
+    Ok((state, log))
 }
 
 fn check_checkpoint_root(log: &MerkleLog, size: u64, root: &merkle::Hash) -> Result<(), ReplayError> {
