@@ -20,9 +20,11 @@
 
 pub mod conformance;
 mod error;
+mod postgres;
 mod sqlite;
 
 pub use error::{StoreError, Unique};
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// A SHA-256 digest: an RFC 6962 leaf hash, a tree root or a state digest.

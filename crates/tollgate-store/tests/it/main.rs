@@ -2,6 +2,7 @@
 //! has (files, schema versions, corruption, backups).
 
 mod conformance;
+mod postgres;
 mod sqlite;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,454 @@
+//! The PostgreSQL backend: the same ledger, for several Tollgate nodes on one database.
+//!
+//! Appends are optimistic: a writer inserts at the index it expects, and the primary key
+//! on `events.idx` lets exactly one of two racing writers win; the other gets
+//! `Conflict` and catches up. The events table is append-only by trigger, as in SQLite.
+//!
+//! The sync `postgres` client drives its own small runtime, so a `PostgresStore` must be
+//! used from plain threads (the engine's) or `spawn_blocking`, never directly from an
+//! async task.
+
+use std::cell::RefCell;
+
+use postgres::error::SqlState;
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::{Client, NoTls, Row};
+
+use crate::{
+    CheckpointRecord, Hash, IdempotencyRecord, LedgerStore, NewEvent, SnapshotRecord, StoreError, StoredEvent,
+    TokenRecord, Unique,
+};
+
+/// Versioned migrations; entry N takes the schema from version N to N+1.
+const MIGRATIONS: &[&str] = &["
+CREATE TABLE events (
+    idx       BIGINT PRIMARY KEY CHECK (idx >= 0),
+    leaf      BYTEA NOT NULL,
+    leaf_hash BYTEA NOT NULL CHECK (octet_length(leaf_hash) = 32)
+);
+CREATE FUNCTION tollgate_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'the ledger is append-only'; END $$;
+CREATE TRIGGER events_append_only BEFORE UPDATE OR DELETE ON events
+    FOR EACH ROW EXECUTE FUNCTION tollgate_append_only();
+CREATE TABLE idempotency (
+    scope        TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    request_hash BYTEA NOT NULL,
+    status       INTEGER NOT NULL,
+    body         BYTEA NOT NULL,
+    created_at   TEXT NOT NULL,
+    PRIMARY KEY (scope, key)
+);
+CREATE TABLE checkpoints (size BIGINT PRIMARY KEY CHECK (size >= 0), root BYTEA NOT NULL, note TEXT NOT NULL);
+CREATE TABLE snapshots (seq BIGINT PRIMARY KEY CHECK (seq >= 0), digest BYTEA NOT NULL, state BYTEA NOT NULL);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value BYTEA NOT NULL);
+CREATE TABLE tokens (
+    id         TEXT PRIMARY KEY,
+    hash       BYTEA NOT NULL UNIQUE,
+    role       TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    product    TEXT,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT
+);
+"];
+
+pub struct PostgresStore {
+    url: String,
+    client: RefCell<Client>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password.
+        f.debug_struct("PostgresStore").finish_non_exhaustive()
+    }
+}
+
+/// The server's own message where there is one: the client's `Display` says only
+/// "db error".
+fn pg(e: postgres::Error) -> StoreError {
+    match e.as_db_error() {
+        Some(db) => StoreError::Invalid(format!("PostgreSQL: {} ({})", db.message(), db.code().code())),
+        None => StoreError::Invalid(format!("PostgreSQL: {e}")),
+    }
+}
+
+fn int(v: u64, what: &str) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::Invalid(format!("{what} {v} is too large")))
+}
+
+fn uint(v: i64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt { index: None, detail: format!("{what} is negative: {v}") })
+}
+
+fn hash(bytes: &[u8], what: impl Fn() -> String) -> Result<Hash, StoreError> {
+    Hash::try_from(bytes).map_err(|_| StoreError::Corrupt {
+        index: None,
+        detail: format!("{}: hash is {} bytes, not 32", what(), bytes.len()),
+    })
+}
+
+fn is_unique_violation(e: &postgres::Error) -> bool {
+    e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+}
+
+impl PostgresStore {
+    /// Connects and migrates the schema to the current version (in one transaction,
+    /// under an advisory lock, so nodes starting together do not race).
+    pub fn open(url: &str) -> Result<Self, StoreError> {
+        let mut client = Client::connect(url, NoTls).map_err(pg)?;
+        let mut tx = client.transaction().map_err(pg)?;
+        tx.execute("SELECT pg_advisory_xact_lock(7347001)", &[]).map_err(pg)?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS tollgate_schema (version INTEGER NOT NULL)").map_err(pg)?;
+        let version: i32 = match tx.query_opt("SELECT version FROM tollgate_schema", &[]).map_err(pg)? {
+            Some(row) => row.get(0),
+            None => {
+                tx.execute("INSERT INTO tollgate_schema (version) VALUES (0)", &[]).map_err(pg)?;
+                0
+            }
+        };
+        let current = MIGRATIONS.len() as i32;
+        if version > current {
+            return Err(StoreError::Incompatible(format!(
+                "the database has schema version {version}, newer than this build knows ({current}); upgrade Tollgate"
+            )));
+        }
+        for step in &MIGRATIONS[version as usize..] {
+            tx.batch_execute(step).map_err(pg)?;
+        }
+        tx.execute("UPDATE tollgate_schema SET version = $1", &[&current]).map_err(pg)?;
+        tx.commit().map_err(pg)?;
+        Ok(Self { url: url.to_owned(), client: RefCell::new(client) })
+    }
+
+    /// A handle for reads only: the session refuses every write.
+    pub fn open_read_only(url: &str) -> Result<Self, StoreError> {
+        let mut client = Client::connect(url, NoTls).map_err(pg)?;
+        client.batch_execute("SET default_transaction_read_only = on").map_err(pg)?;
+        Ok(Self { url: url.to_owned(), client: RefCell::new(client) })
+    }
+
+    fn len_in(client: &mut impl postgres::GenericClient) -> Result<u64, StoreError> {
+        let row = client.query_one("SELECT COALESCE(MAX(idx) + 1, 0) FROM events", &[]).map_err(pg)?;
+        uint(row.get(0), "log length")
+    }
+}
+
+fn event_from_row(row: &Row, expected: u64) -> Result<StoredEvent, StoreError> {
+    let idx: i64 = row.get(0);
+    if u64::try_from(idx) != Ok(expected) {
+        return Err(StoreError::Corrupt {
+            index: Some(expected),
+            detail: format!("event is missing (the next stored index is {idx})"),
+        });
+    }
+    let leaf: Vec<u8> = row.get(1);
+    let h: &[u8] = row.get(2);
+    let leaf_hash = Hash::try_from(h).map_err(|_| StoreError::Corrupt {
+        index: Some(expected),
+        detail: format!("leaf_hash is {} bytes, not 32", h.len()),
+    })?;
+    Ok(StoredEvent { index: expected, leaf, leaf_hash })
+}
+
+fn checkpoint_from_row(row: &Row) -> Result<CheckpointRecord, StoreError> {
+    let size = uint(row.get(0), "checkpoint size")?;
+    Ok(CheckpointRecord { size, root: hash(row.get(1), || format!("checkpoint {size}"))?, note: row.get(2) })
+}
+
+fn token_from_row(row: &Row) -> Result<TokenRecord, StoreError> {
+    let id: String = row.get(0);
+    Ok(TokenRecord {
+        hash: hash(row.get(1), || format!("token {id}"))?,
+        role: row.get(2),
+        name: row.get(3),
+        product: row.get(4),
+        created_at: row.get(5),
+        revoked_at: row.get(6),
+        id,
+    })
+}
+
+impl LedgerStore for PostgresStore {
+    fn append(
+        &mut self,
+        expected_len: u64,
+        events: &[NewEvent<'_>],
+        idempotency: &[IdempotencyRecord],
+    ) -> Result<(), StoreError> {
+        let mut client = self.client.borrow_mut();
+        let mut tx = client.transaction().map_err(pg)?;
+        let actual = Self::len_in(&mut tx)?;
+        if actual != expected_len {
+            return Err(StoreError::Conflict { expected: expected_len, actual });
+        }
+        let insert = tx.prepare("INSERT INTO events (idx, leaf, leaf_hash) VALUES ($1, $2, $3)").map_err(pg)?;
+        let first = int(actual, "log length")?;
+        for (idx, e) in (first..).zip(events) {
+            if let Err(err) = tx.execute(&insert, &[&idx, &e.leaf, &&e.leaf_hash[..]]) {
+                // Another node appended at this index first: the caller catches up.
+                if is_unique_violation(&err) {
+                    drop(tx);
+                    let actual = Self::len_in(&mut *client)?;
+                    return Err(StoreError::Conflict { expected: expected_len, actual });
+                }
+                return Err(pg(err));
+            }
+        }
+        let remember = tx
+            .prepare(
+                "INSERT INTO idempotency (scope, key, request_hash, status, body, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            )
+            .map_err(pg)?;
+        for r in idempotency {
+            let status = i32::from(r.status);
+            let n = tx
+                .execute(&remember, &[&r.scope, &r.key, &&r.request_hash[..], &status, &r.body, &r.created_at])
+                .map_err(pg)?;
+            if n == 0 {
+                return Err(StoreError::Duplicate {
+                    what: Unique::IdempotencyKey,
+                    key: format!("{}/{}", r.scope, r.key),
+                });
+            }
+        }
+        match tx.commit() {
+            Ok(()) => Ok(()),
+            Err(err) if is_unique_violation(&err) => {
+                let actual = Self::len_in(&mut *client)?;
+                Err(StoreError::Conflict { expected: expected_len, actual })
+            }
+            Err(err) => Err(pg(err)),
+        }
+    }
+
+    fn len(&self) -> Result<u64, StoreError> {
+        Self::len_in(&mut *self.client.borrow_mut())
+    }
+
+    fn read(&self, start: u64, end: u64) -> Result<Vec<StoredEvent>, StoreError> {
+        if start > end {
+            return Err(StoreError::Invalid(format!("read range {start}..{end} is reversed")));
+        }
+        let (s, e) = (int(start, "start").unwrap_or(i64::MAX), int(end, "end").unwrap_or(i64::MAX));
+        let rows = self
+            .client
+            .borrow_mut()
+            .query("SELECT idx, leaf, leaf_hash FROM events WHERE idx >= $1 AND idx < $2 ORDER BY idx", &[&s, &e])
+            .map_err(pg)?;
+        rows.iter().zip(start..).map(|(row, next)| event_from_row(row, next)).collect()
+    }
+
+    fn scan(&self, start: u64, f: &mut dyn FnMut(StoredEvent) -> Result<(), StoreError>) -> Result<(), StoreError> {
+        // Rows stream from the server as the callback consumes them; one statement sees
+        // one snapshot of the log.
+        let s = int(start, "start").unwrap_or(i64::MAX);
+        let mut client = self.client.borrow_mut();
+        let mut rows = client
+            .query_raw("SELECT idx, leaf, leaf_hash FROM events WHERE idx >= $1 ORDER BY idx", [s])
+            .map_err(pg)?;
+        let mut next = start;
+        while let Some(row) = rows.next().map_err(pg)? {
+            f(event_from_row(&row, next)?)?;
+            next += 1;
+        }
+        Ok(())
+    }
+
+    fn idempotency(&self, scope: &str, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let row = self
+            .client
+            .borrow_mut()
+            .query_opt(
+                "SELECT request_hash, status, body, created_at FROM idempotency WHERE scope = $1 AND key = $2",
+                &[&scope, &key],
+            )
+            .map_err(pg)?;
+        let Some(row) = row else { return Ok(None) };
+        let status: i32 = row.get(1);
+        Ok(Some(IdempotencyRecord {
+            scope: scope.to_owned(),
+            key: key.to_owned(),
+            request_hash: hash(row.get(0), || format!("idempotency record {scope}/{key}"))?,
+            status: u16::try_from(status)
+                .map_err(|_| StoreError::Corrupt { index: None, detail: format!("idempotency status {status}") })?,
+            body: row.get(2),
+            created_at: row.get(3),
+        }))
+    }
+
+    fn put_checkpoint(&mut self, cp: &CheckpointRecord) -> Result<(), StoreError> {
+        let size = int(cp.size, "checkpoint size")?;
+        let mut client = self.client.borrow_mut();
+        let mut tx = client.transaction().map_err(pg)?;
+        let len = Self::len_in(&mut tx)?;
+        if cp.size > len {
+            return Err(StoreError::Invalid(format!("checkpoint size {} exceeds log length {len}", cp.size)));
+        }
+        let n = tx
+            .execute(
+                "INSERT INTO checkpoints (size, root, note) VALUES ($1, $2, $3) ON CONFLICT (size) DO NOTHING",
+                &[&size, &&cp.root[..], &cp.note],
+            )
+            .map_err(pg)?;
+        if n == 0 {
+            let root: Vec<u8> =
+                tx.query_one("SELECT root FROM checkpoints WHERE size = $1", &[&size]).map_err(pg)?.get(0);
+            if root != cp.root {
+                return Err(StoreError::Duplicate { what: Unique::Checkpoint, key: format!("size {}", cp.size) });
+            }
+        }
+        tx.commit().map_err(pg)
+    }
+
+    fn latest_checkpoint(&self) -> Result<Option<CheckpointRecord>, StoreError> {
+        let row = self
+            .client
+            .borrow_mut()
+            .query_opt("SELECT size, root, note FROM checkpoints ORDER BY size DESC LIMIT 1", &[])
+            .map_err(pg)?;
+        row.as_ref().map(checkpoint_from_row).transpose()
+    }
+
+    fn checkpoints(&self) -> Result<Vec<CheckpointRecord>, StoreError> {
+        let rows = self
+            .client
+            .borrow_mut()
+            .query("SELECT size, root, note FROM checkpoints ORDER BY size", &[])
+            .map_err(pg)?;
+        rows.iter().map(checkpoint_from_row).collect()
+    }
+
+    fn put_snapshot(&mut self, s: &SnapshotRecord) -> Result<(), StoreError> {
+        let seq = int(s.seq, "snapshot seq")?;
+        let mut client = self.client.borrow_mut();
+        let mut tx = client.transaction().map_err(pg)?;
+        let len = Self::len_in(&mut tx)?;
+        if s.seq > len {
+            return Err(StoreError::Invalid(format!("snapshot seq {} exceeds log length {len}", s.seq)));
+        }
+        let n = tx
+            .execute(
+                "INSERT INTO snapshots (seq, digest, state) VALUES ($1, $2, $3) ON CONFLICT (seq) DO NOTHING",
+                &[&seq, &&s.digest[..], &s.state],
+            )
+            .map_err(pg)?;
+        if n == 0 {
+            let digest: Vec<u8> =
+                tx.query_one("SELECT digest FROM snapshots WHERE seq = $1", &[&seq]).map_err(pg)?.get(0);
+            if digest != s.digest {
+                return Err(StoreError::Duplicate { what: Unique::Snapshot, key: format!("seq {}", s.seq) });
+            }
+        }
+        tx.commit().map_err(pg)
+    }
+
+    fn snapshot_seqs(&self) -> Result<Vec<(u64, Hash)>, StoreError> {
+        let rows =
+            self.client.borrow_mut().query("SELECT seq, digest FROM snapshots ORDER BY seq DESC", &[]).map_err(pg)?;
+        rows.iter()
+            .map(|row| {
+                let seq = uint(row.get(0), "snapshot seq")?;
+                Ok((seq, hash(row.get(1), || format!("snapshot {seq}"))?))
+            })
+            .collect()
+    }
+
+    fn load_snapshot(&self, seq: u64) -> Result<Option<SnapshotRecord>, StoreError> {
+        let Ok(s) = i64::try_from(seq) else { return Ok(None) };
+        let row = self
+            .client
+            .borrow_mut()
+            .query_opt("SELECT digest, state FROM snapshots WHERE seq = $1", &[&s])
+            .map_err(pg)?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(SnapshotRecord { seq, digest: hash(row.get(0), || format!("snapshot {seq}"))?, state: row.get(1) }))
+    }
+
+    fn prune_snapshots(&mut self, keep: usize) -> Result<(), StoreError> {
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        self.client
+            .borrow_mut()
+            .execute(
+                "DELETE FROM snapshots WHERE seq NOT IN (SELECT seq FROM snapshots ORDER BY seq DESC LIMIT $1)",
+                &[&keep],
+            )
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let row = self.client.borrow_mut().query_opt("SELECT value FROM meta WHERE key = $1", &[&key]).map_err(pg)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    fn set_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.client
+            .borrow_mut()
+            .execute(
+                "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                &[&key, &value],
+            )
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    fn insert_token(&mut self, t: &TokenRecord) -> Result<(), StoreError> {
+        let mut client = self.client.borrow_mut();
+        let n = client
+            .execute(
+                "INSERT INTO tokens (id, hash, role, name, product, created_at, revoked_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                &[&t.id, &&t.hash[..], &t.role, &t.name, &t.product, &t.created_at, &t.revoked_at],
+            )
+            .map_err(pg)?;
+        if n == 1 {
+            return Ok(());
+        }
+        let id_taken = client.query_opt("SELECT 1 FROM tokens WHERE id = $1", &[&t.id]).map_err(pg)?.is_some();
+        Err(if id_taken {
+            StoreError::Duplicate { what: Unique::TokenId, key: t.id.clone() }
+        } else {
+            StoreError::Duplicate { what: Unique::TokenHash, key: format!("for token {}", t.id) }
+        })
+    }
+
+    fn token_by_hash(&self, h: &Hash) -> Result<Option<TokenRecord>, StoreError> {
+        let row = self
+            .client
+            .borrow_mut()
+            .query_opt(
+                "SELECT id, hash, role, name, product, created_at, revoked_at FROM tokens WHERE hash = $1",
+                &[&&h[..]],
+            )
+            .map_err(pg)?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let rows = self
+            .client
+            .borrow_mut()
+            .query(
+                "SELECT id, hash, role, name, product, created_at, revoked_at FROM tokens ORDER BY created_at, id",
+                &[],
+            )
+            .map_err(pg)?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    fn revoke_token(&mut self, id: &str, at: &str) -> Result<bool, StoreError> {
+        let n = self
+            .client
+            .borrow_mut()
+            .execute("UPDATE tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL", &[&id, &at])
+            .map_err(pg)?;
+        Ok(n == 1)
+    }
+
+    fn reader(&self) -> Result<Box<dyn LedgerStore>, StoreError> {
+        Ok(Box::new(PostgresStore::open_read_only(&self.url)?))
+    }
+}
