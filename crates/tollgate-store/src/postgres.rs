@@ -4,14 +4,14 @@
 //! on `events.idx` lets exactly one of two racing writers win; the other gets
 //! `Conflict` and catches up. The events table is append-only by trigger, as in SQLite.
 //!
-//! The sync `postgres` client drives its own small runtime, so a `PostgresStore` must be
-//! used from plain threads (the engine's) or `spawn_blocking`, never directly from an
-//! async task.
+//! The sync `postgres` client drives its own small runtime, which must not run inside
+//! another runtime's worker. Every call therefore goes through `run`: directly on a plain
+//! thread (the engine's), through `block_in_place` on a multi-threaded runtime, and on a
+//! scoped thread on a single-threaded one, so the store is safe wherever it is called.
 
-use std::cell::RefCell;
+use std::sync::Mutex;
 
 use postgres::error::SqlState;
-use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls, Row};
 
 use crate::{
@@ -55,7 +55,7 @@ CREATE TABLE tokens (
 
 pub struct PostgresStore {
     url: String,
-    client: RefCell<Client>,
+    client: Mutex<Client>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -119,14 +119,25 @@ impl PostgresStore {
         }
         tx.execute("UPDATE tollgate_schema SET version = $1", &[&current]).map_err(pg)?;
         tx.commit().map_err(pg)?;
-        Ok(Self { url: url.to_owned(), client: RefCell::new(client) })
+        Ok(Self { url: url.to_owned(), client: Mutex::new(client) })
+    }
+
+    fn run<R: Send>(&self, f: impl FnOnce(&mut Client) -> R + Send) -> R {
+        let go = || f(&mut self.client.lock().unwrap_or_else(|p| p.into_inner()));
+        match tokio::runtime::Handle::try_current() {
+            Err(_) => go(),
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(go)
+            }
+            Ok(_) => std::thread::scope(|s| s.spawn(go).join().unwrap_or_else(|p| std::panic::resume_unwind(p))),
+        }
     }
 
     /// A handle for reads only: the session refuses every write.
     pub fn open_read_only(url: &str) -> Result<Self, StoreError> {
         let mut client = Client::connect(url, NoTls).map_err(pg)?;
         client.batch_execute("SET default_transaction_read_only = on").map_err(pg)?;
-        Ok(Self { url: url.to_owned(), client: RefCell::new(client) })
+        Ok(Self { url: url.to_owned(), client: Mutex::new(client) })
     }
 
     fn len_in(client: &mut impl postgres::GenericClient) -> Result<u64, StoreError> {
@@ -177,55 +188,56 @@ impl LedgerStore for PostgresStore {
         events: &[NewEvent<'_>],
         idempotency: &[IdempotencyRecord],
     ) -> Result<(), StoreError> {
-        let mut client = self.client.borrow_mut();
-        let mut tx = client.transaction().map_err(pg)?;
-        let actual = Self::len_in(&mut tx)?;
-        if actual != expected_len {
-            return Err(StoreError::Conflict { expected: expected_len, actual });
-        }
-        let insert = tx.prepare("INSERT INTO events (idx, leaf, leaf_hash) VALUES ($1, $2, $3)").map_err(pg)?;
-        let first = int(actual, "log length")?;
-        for (idx, e) in (first..).zip(events) {
-            if let Err(err) = tx.execute(&insert, &[&idx, &e.leaf, &&e.leaf_hash[..]]) {
-                // Another node appended at this index first: the caller catches up.
-                if is_unique_violation(&err) {
-                    drop(tx);
-                    let actual = Self::len_in(&mut *client)?;
-                    return Err(StoreError::Conflict { expected: expected_len, actual });
+        self.run(|client| {
+            let mut tx = client.transaction().map_err(pg)?;
+            let actual = Self::len_in(&mut tx)?;
+            if actual != expected_len {
+                return Err(StoreError::Conflict { expected: expected_len, actual });
+            }
+            let insert = tx.prepare("INSERT INTO events (idx, leaf, leaf_hash) VALUES ($1, $2, $3)").map_err(pg)?;
+            let first = int(actual, "log length")?;
+            for (idx, e) in (first..).zip(events) {
+                if let Err(err) = tx.execute(&insert, &[&idx, &e.leaf, &&e.leaf_hash[..]]) {
+                    // Another node appended at this index first: the caller catches up.
+                    if is_unique_violation(&err) {
+                        drop(tx);
+                        let actual = Self::len_in(client)?;
+                        return Err(StoreError::Conflict { expected: expected_len, actual });
+                    }
+                    return Err(pg(err));
                 }
-                return Err(pg(err));
             }
-        }
-        let remember = tx
-            .prepare(
-                "INSERT INTO idempotency (scope, key, request_hash, status, body, created_at)
+            let remember = tx
+                .prepare(
+                    "INSERT INTO idempotency (scope, key, request_hash, status, body, created_at)
                  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-            )
-            .map_err(pg)?;
-        for r in idempotency {
-            let status = i32::from(r.status);
-            let n = tx
-                .execute(&remember, &[&r.scope, &r.key, &&r.request_hash[..], &status, &r.body, &r.created_at])
+                )
                 .map_err(pg)?;
-            if n == 0 {
-                return Err(StoreError::Duplicate {
-                    what: Unique::IdempotencyKey,
-                    key: format!("{}/{}", r.scope, r.key),
-                });
+            for r in idempotency {
+                let status = i32::from(r.status);
+                let n = tx
+                    .execute(&remember, &[&r.scope, &r.key, &&r.request_hash[..], &status, &r.body, &r.created_at])
+                    .map_err(pg)?;
+                if n == 0 {
+                    return Err(StoreError::Duplicate {
+                        what: Unique::IdempotencyKey,
+                        key: format!("{}/{}", r.scope, r.key),
+                    });
+                }
             }
-        }
-        match tx.commit() {
-            Ok(()) => Ok(()),
-            Err(err) if is_unique_violation(&err) => {
-                let actual = Self::len_in(&mut *client)?;
-                Err(StoreError::Conflict { expected: expected_len, actual })
+            match tx.commit() {
+                Ok(()) => Ok(()),
+                Err(err) if is_unique_violation(&err) => {
+                    let actual = Self::len_in(client)?;
+                    Err(StoreError::Conflict { expected: expected_len, actual })
+                }
+                Err(err) => Err(pg(err)),
             }
-            Err(err) => Err(pg(err)),
-        }
+        })
     }
 
     fn len(&self) -> Result<u64, StoreError> {
-        Self::len_in(&mut *self.client.borrow_mut())
+        self.run(|c| Self::len_in(c))
     }
 
     fn read(&self, start: u64, end: u64) -> Result<Vec<StoredEvent>, StoreError> {
@@ -234,37 +246,36 @@ impl LedgerStore for PostgresStore {
         }
         let (s, e) = (int(start, "start").unwrap_or(i64::MAX), int(end, "end").unwrap_or(i64::MAX));
         let rows = self
-            .client
-            .borrow_mut()
-            .query("SELECT idx, leaf, leaf_hash FROM events WHERE idx >= $1 AND idx < $2 ORDER BY idx", &[&s, &e])
+            .run(|c| {
+                c.query("SELECT idx, leaf, leaf_hash FROM events WHERE idx >= $1 AND idx < $2 ORDER BY idx", &[&s, &e])
+            })
             .map_err(pg)?;
         rows.iter().zip(start..).map(|(row, next)| event_from_row(row, next)).collect()
     }
 
     fn scan(&self, start: u64, f: &mut dyn FnMut(StoredEvent) -> Result<(), StoreError>) -> Result<(), StoreError> {
-        // Rows stream from the server as the callback consumes them; one statement sees
-        // one snapshot of the log.
-        let s = int(start, "start").unwrap_or(i64::MAX);
-        let mut client = self.client.borrow_mut();
-        let mut rows = client
-            .query_raw("SELECT idx, leaf, leaf_hash FROM events WHERE idx >= $1 ORDER BY idx", [s])
-            .map_err(pg)?;
+        // Pages by primary key, up to the length the log had when the scan began: events
+        // never change once written, so the pages together are that log exactly.
+        const PAGE: u64 = 2_000;
+        let end = self.len()?;
         let mut next = start;
-        while let Some(row) = rows.next().map_err(pg)? {
-            f(event_from_row(&row, next)?)?;
-            next += 1;
+        while next < end {
+            for e in self.read(next, (next + PAGE).min(end))? {
+                next = e.index + 1;
+                f(e)?;
+            }
         }
         Ok(())
     }
 
     fn idempotency(&self, scope: &str, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
         let row = self
-            .client
-            .borrow_mut()
-            .query_opt(
-                "SELECT request_hash, status, body, created_at FROM idempotency WHERE scope = $1 AND key = $2",
-                &[&scope, &key],
-            )
+            .run(|c| {
+                c.query_opt(
+                    "SELECT request_hash, status, body, created_at FROM idempotency WHERE scope = $1 AND key = $2",
+                    &[&scope, &key],
+                )
+            })
             .map_err(pg)?;
         let Some(row) = row else { return Ok(None) };
         let status: i32 = row.get(1);
@@ -281,73 +292,68 @@ impl LedgerStore for PostgresStore {
 
     fn put_checkpoint(&mut self, cp: &CheckpointRecord) -> Result<(), StoreError> {
         let size = int(cp.size, "checkpoint size")?;
-        let mut client = self.client.borrow_mut();
-        let mut tx = client.transaction().map_err(pg)?;
-        let len = Self::len_in(&mut tx)?;
-        if cp.size > len {
-            return Err(StoreError::Invalid(format!("checkpoint size {} exceeds log length {len}", cp.size)));
-        }
-        let n = tx
-            .execute(
-                "INSERT INTO checkpoints (size, root, note) VALUES ($1, $2, $3) ON CONFLICT (size) DO NOTHING",
-                &[&size, &&cp.root[..], &cp.note],
-            )
-            .map_err(pg)?;
-        if n == 0 {
-            let root: Vec<u8> =
-                tx.query_one("SELECT root FROM checkpoints WHERE size = $1", &[&size]).map_err(pg)?.get(0);
-            if root != cp.root {
-                return Err(StoreError::Duplicate { what: Unique::Checkpoint, key: format!("size {}", cp.size) });
+        self.run(|client| {
+            let mut tx = client.transaction().map_err(pg)?;
+            let len = Self::len_in(&mut tx)?;
+            if cp.size > len {
+                return Err(StoreError::Invalid(format!("checkpoint size {} exceeds log length {len}", cp.size)));
             }
-        }
-        tx.commit().map_err(pg)
+            let n = tx
+                .execute(
+                    "INSERT INTO checkpoints (size, root, note) VALUES ($1, $2, $3) ON CONFLICT (size) DO NOTHING",
+                    &[&size, &&cp.root[..], &cp.note],
+                )
+                .map_err(pg)?;
+            if n == 0 {
+                let root: Vec<u8> =
+                    tx.query_one("SELECT root FROM checkpoints WHERE size = $1", &[&size]).map_err(pg)?.get(0);
+                if root != cp.root {
+                    return Err(StoreError::Duplicate { what: Unique::Checkpoint, key: format!("size {}", cp.size) });
+                }
+            }
+            tx.commit().map_err(pg)
+        })
     }
 
     fn latest_checkpoint(&self) -> Result<Option<CheckpointRecord>, StoreError> {
         let row = self
-            .client
-            .borrow_mut()
-            .query_opt("SELECT size, root, note FROM checkpoints ORDER BY size DESC LIMIT 1", &[])
+            .run(|c| c.query_opt("SELECT size, root, note FROM checkpoints ORDER BY size DESC LIMIT 1", &[]))
             .map_err(pg)?;
         row.as_ref().map(checkpoint_from_row).transpose()
     }
 
     fn checkpoints(&self) -> Result<Vec<CheckpointRecord>, StoreError> {
-        let rows = self
-            .client
-            .borrow_mut()
-            .query("SELECT size, root, note FROM checkpoints ORDER BY size", &[])
-            .map_err(pg)?;
+        let rows = self.run(|c| c.query("SELECT size, root, note FROM checkpoints ORDER BY size", &[])).map_err(pg)?;
         rows.iter().map(checkpoint_from_row).collect()
     }
 
     fn put_snapshot(&mut self, s: &SnapshotRecord) -> Result<(), StoreError> {
         let seq = int(s.seq, "snapshot seq")?;
-        let mut client = self.client.borrow_mut();
-        let mut tx = client.transaction().map_err(pg)?;
-        let len = Self::len_in(&mut tx)?;
-        if s.seq > len {
-            return Err(StoreError::Invalid(format!("snapshot seq {} exceeds log length {len}", s.seq)));
-        }
-        let n = tx
-            .execute(
-                "INSERT INTO snapshots (seq, digest, state) VALUES ($1, $2, $3) ON CONFLICT (seq) DO NOTHING",
-                &[&seq, &&s.digest[..], &s.state],
-            )
-            .map_err(pg)?;
-        if n == 0 {
-            let digest: Vec<u8> =
-                tx.query_one("SELECT digest FROM snapshots WHERE seq = $1", &[&seq]).map_err(pg)?.get(0);
-            if digest != s.digest {
-                return Err(StoreError::Duplicate { what: Unique::Snapshot, key: format!("seq {}", s.seq) });
+        self.run(|client| {
+            let mut tx = client.transaction().map_err(pg)?;
+            let len = Self::len_in(&mut tx)?;
+            if s.seq > len {
+                return Err(StoreError::Invalid(format!("snapshot seq {} exceeds log length {len}", s.seq)));
             }
-        }
-        tx.commit().map_err(pg)
+            let n = tx
+                .execute(
+                    "INSERT INTO snapshots (seq, digest, state) VALUES ($1, $2, $3) ON CONFLICT (seq) DO NOTHING",
+                    &[&seq, &&s.digest[..], &s.state],
+                )
+                .map_err(pg)?;
+            if n == 0 {
+                let digest: Vec<u8> =
+                    tx.query_one("SELECT digest FROM snapshots WHERE seq = $1", &[&seq]).map_err(pg)?.get(0);
+                if digest != s.digest {
+                    return Err(StoreError::Duplicate { what: Unique::Snapshot, key: format!("seq {}", s.seq) });
+                }
+            }
+            tx.commit().map_err(pg)
+        })
     }
 
     fn snapshot_seqs(&self) -> Result<Vec<(u64, Hash)>, StoreError> {
-        let rows =
-            self.client.borrow_mut().query("SELECT seq, digest FROM snapshots ORDER BY seq DESC", &[]).map_err(pg)?;
+        let rows = self.run(|c| c.query("SELECT seq, digest FROM snapshots ORDER BY seq DESC", &[])).map_err(pg)?;
         rows.iter()
             .map(|row| {
                 let seq = uint(row.get(0), "snapshot seq")?;
@@ -358,92 +364,87 @@ impl LedgerStore for PostgresStore {
 
     fn load_snapshot(&self, seq: u64) -> Result<Option<SnapshotRecord>, StoreError> {
         let Ok(s) = i64::try_from(seq) else { return Ok(None) };
-        let row = self
-            .client
-            .borrow_mut()
-            .query_opt("SELECT digest, state FROM snapshots WHERE seq = $1", &[&s])
-            .map_err(pg)?;
+        let row = self.run(|c| c.query_opt("SELECT digest, state FROM snapshots WHERE seq = $1", &[&s])).map_err(pg)?;
         let Some(row) = row else { return Ok(None) };
         Ok(Some(SnapshotRecord { seq, digest: hash(row.get(0), || format!("snapshot {seq}"))?, state: row.get(1) }))
     }
 
     fn prune_snapshots(&mut self, keep: usize) -> Result<(), StoreError> {
         let keep = i64::try_from(keep).unwrap_or(i64::MAX);
-        self.client
-            .borrow_mut()
-            .execute(
+        self.run(|c| {
+            c.execute(
                 "DELETE FROM snapshots WHERE seq NOT IN (SELECT seq FROM snapshots ORDER BY seq DESC LIMIT $1)",
                 &[&keep],
             )
-            .map_err(pg)?;
+        })
+        .map_err(pg)?;
         Ok(())
     }
 
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let row = self.client.borrow_mut().query_opt("SELECT value FROM meta WHERE key = $1", &[&key]).map_err(pg)?;
+        let row = self.run(|c| c.query_opt("SELECT value FROM meta WHERE key = $1", &[&key])).map_err(pg)?;
         Ok(row.map(|r| r.get(0)))
     }
 
     fn set_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.client
-            .borrow_mut()
-            .execute(
+        self.run(|c| {
+            c.execute(
                 "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 &[&key, &value],
             )
-            .map_err(pg)?;
+        })
+        .map_err(pg)?;
         Ok(())
     }
 
     fn insert_token(&mut self, t: &TokenRecord) -> Result<(), StoreError> {
-        let mut client = self.client.borrow_mut();
-        let n = client
-            .execute(
-                "INSERT INTO tokens (id, hash, role, name, product, created_at, revoked_at)
+        self.run(|client| {
+            let n = client
+                .execute(
+                    "INSERT INTO tokens (id, hash, role, name, product, created_at, revoked_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-                &[&t.id, &&t.hash[..], &t.role, &t.name, &t.product, &t.created_at, &t.revoked_at],
-            )
-            .map_err(pg)?;
-        if n == 1 {
-            return Ok(());
-        }
-        let id_taken = client.query_opt("SELECT 1 FROM tokens WHERE id = $1", &[&t.id]).map_err(pg)?.is_some();
-        Err(if id_taken {
-            StoreError::Duplicate { what: Unique::TokenId, key: t.id.clone() }
-        } else {
-            StoreError::Duplicate { what: Unique::TokenHash, key: format!("for token {}", t.id) }
+                    &[&t.id, &&t.hash[..], &t.role, &t.name, &t.product, &t.created_at, &t.revoked_at],
+                )
+                .map_err(pg)?;
+            if n == 1 {
+                return Ok(());
+            }
+            let id_taken = client.query_opt("SELECT 1 FROM tokens WHERE id = $1", &[&t.id]).map_err(pg)?.is_some();
+            Err(if id_taken {
+                StoreError::Duplicate { what: Unique::TokenId, key: t.id.clone() }
+            } else {
+                StoreError::Duplicate { what: Unique::TokenHash, key: format!("for token {}", t.id) }
+            })
         })
     }
 
     fn token_by_hash(&self, h: &Hash) -> Result<Option<TokenRecord>, StoreError> {
         let row = self
-            .client
-            .borrow_mut()
-            .query_opt(
-                "SELECT id, hash, role, name, product, created_at, revoked_at FROM tokens WHERE hash = $1",
-                &[&&h[..]],
-            )
+            .run(|c| {
+                c.query_opt(
+                    "SELECT id, hash, role, name, product, created_at, revoked_at FROM tokens WHERE hash = $1",
+                    &[&&h[..]],
+                )
+            })
             .map_err(pg)?;
         row.as_ref().map(token_from_row).transpose()
     }
 
     fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
         let rows = self
-            .client
-            .borrow_mut()
-            .query(
-                "SELECT id, hash, role, name, product, created_at, revoked_at FROM tokens ORDER BY created_at, id",
-                &[],
-            )
+            .run(|c| {
+                c.query(
+                    "SELECT id, hash, role, name, product, created_at, revoked_at FROM tokens ORDER BY created_at, id",
+                    &[],
+                )
+            })
             .map_err(pg)?;
         rows.iter().map(token_from_row).collect()
     }
 
     fn revoke_token(&mut self, id: &str, at: &str) -> Result<bool, StoreError> {
         let n = self
-            .client
-            .borrow_mut()
-            .execute("UPDATE tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL", &[&id, &at])
+            .run(|c| c.execute("UPDATE tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL", &[&id, &at]))
             .map_err(pg)?;
         Ok(n == 1)
     }

@@ -117,3 +117,33 @@ fn the_events_table_is_append_only() {
     let e = message(c.execute("DELETE FROM events", &[]).unwrap_err());
     assert!(e.contains("append-only"), "{e}");
 }
+
+/// The server calls its store from async handlers; the sync client must not panic there.
+fn use_store_inside_a_runtime(flavor: tokio::runtime::Builder) {
+    let Some(mut h) = PgHarness::new() else { return };
+    let mut store = h.create();
+    let mut builder = flavor;
+    let rt = builder.enable_all().build().unwrap();
+    rt.block_on(async {
+        store.append(0, &[tollgate_store::NewEvent { leaf: b"a", leaf_hash: [2; 32] }], &[]).unwrap();
+        assert_eq!(store.len().unwrap(), 1);
+        let mut n = 0;
+        store
+            .scan(0, &mut |_| {
+                n += 1;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(n, 1);
+    });
+}
+
+#[test]
+fn works_inside_a_single_threaded_runtime() {
+    use_store_inside_a_runtime(tokio::runtime::Builder::new_current_thread());
+}
+
+#[test]
+fn works_inside_a_multi_threaded_runtime() {
+    use_store_inside_a_runtime(tokio::runtime::Builder::new_multi_thread());
+}
