@@ -237,7 +237,7 @@ impl LedgerStore for PostgresStore {
     }
 
     fn len(&self) -> Result<u64, StoreError> {
-        self.run(|c| Self::len_in(c))
+        self.run(Self::len_in)
     }
 
     fn read(&self, start: u64, end: u64) -> Result<Vec<StoredEvent>, StoreError> {
