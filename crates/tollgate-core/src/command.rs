@@ -27,9 +27,16 @@ pub enum Command {
     Reinstate(LicenseId),
     Revoke(LicenseId),
     Renew(LicenseId),
-    ChangePlan { license: LicenseId, plan: PlanKey },
+    ChangePlan {
+        license: LicenseId,
+        plan: PlanKey,
+    },
     Keys(crate::keys::KeyCommand),
-    RevokeToken { fingerprint: Option<String>, jti: String, license: LicenseId },
+    RevokeToken {
+        fingerprint: Option<String>,
+        jti: String,
+        license: LicenseId,
+    },
     /// Machines, seats, leases, usage and overrides (see [`crate::models`]).
     Models(crate::models::ModelCommand),
     /// Licenses from another system, all or nothing (see [`crate::import`]).

@@ -53,27 +53,83 @@ pub enum EventKind {
     PlanCreated(Plan),
     PlanUpdated(Plan),
     LicenseIssued(License),
-    LicenseSuspended { license: LicenseId },
-    LicenseReinstated { license: LicenseId },
-    LicenseRevoked { license: LicenseId },
-    LicenseRenewed { expires_at: Option<Timestamp>, license: LicenseId },
-    LicensePlanChanged { expires_at: Option<Timestamp>, license: LicenseId, plan: PlanKey, trial: bool },
-    MachineActivated { license: LicenseId, machine: Machine },
-    MachineDeactivated { fingerprint: Fingerprint, license: LicenseId },
-    UserAssigned { license: LicenseId, user: UserId },
-    UserUnassigned { license: LicenseId, user: UserId },
-    LeaseCheckedOut { lease: Lease, license: LicenseId },
+    LicenseSuspended {
+        license: LicenseId,
+    },
+    LicenseReinstated {
+        license: LicenseId,
+    },
+    LicenseRevoked {
+        license: LicenseId,
+    },
+    LicenseRenewed {
+        expires_at: Option<Timestamp>,
+        license: LicenseId,
+    },
+    LicensePlanChanged {
+        expires_at: Option<Timestamp>,
+        license: LicenseId,
+        plan: PlanKey,
+        trial: bool,
+    },
+    MachineActivated {
+        license: LicenseId,
+        machine: Machine,
+    },
+    MachineDeactivated {
+        fingerprint: Fingerprint,
+        license: LicenseId,
+    },
+    UserAssigned {
+        license: LicenseId,
+        user: UserId,
+    },
+    UserUnassigned {
+        license: LicenseId,
+        user: UserId,
+    },
+    LeaseCheckedOut {
+        lease: Lease,
+        license: LicenseId,
+    },
     /// A heartbeat, or a checkout by a fingerprint that already held a lease.
-    LeaseRenewed { expires_at: Timestamp, lease: LeaseId, license: LicenseId },
-    LeaseReleased { lease: LeaseId, license: LicenseId },
+    LeaseRenewed {
+        expires_at: Timestamp,
+        lease: LeaseId,
+        license: LicenseId,
+    },
+    LeaseReleased {
+        lease: LeaseId,
+        license: LicenseId,
+    },
     /// Recorded by the reaper once a lease's heartbeat stopped; its slot was free from
     /// the lease's `expires_at` on, whatever this event's time.
-    LeaseExpired { lease: LeaseId, license: LicenseId },
-    UsageRecorded { license: LicenseId, meter: MeterKey, quantity: u64 },
-    LicenseOverridesSet { license: LicenseId, overrides: Overrides },
-    SigningKeyCreated { kid: String, public_key: String },
-    SigningKeyRetired { keep_until: Timestamp, kid: String },
-    LicenseTokenRevoked { fingerprint: Option<String>, jti: String, license: LicenseId },
+    LeaseExpired {
+        lease: LeaseId,
+        license: LicenseId,
+    },
+    UsageRecorded {
+        license: LicenseId,
+        meter: MeterKey,
+        quantity: u64,
+    },
+    LicenseOverridesSet {
+        license: LicenseId,
+        overrides: Overrides,
+    },
+    SigningKeyCreated {
+        kid: String,
+        public_key: String,
+    },
+    SigningKeyRetired {
+        keep_until: Timestamp,
+        kid: String,
+    },
+    LicenseTokenRevoked {
+        fingerprint: Option<String>,
+        jti: String,
+        license: LicenseId,
+    },
 }
 
 impl EventKind {

@@ -5,7 +5,7 @@
 //! costs at most ~10% of the signature check (ratio raw / SDK ≥ 0.9).
 //!
 //! Run: `cargo bench -p tollgate-sdk --bench verify`. After criterion's two benches the
-//! bench prints `ratio raw/sdk = …` from its own interleaved medians (same binary, same
+//! bench prints `ratio raw/sdk = …`: the medians of 15 interleaved rounds (same binary, same
 //! run), which is the figure docs/BENCHMARKS.md quotes.
 
 use std::hint::black_box;
@@ -54,7 +54,7 @@ fn fixture() -> (String, Jwks, VerifyOptions) {
     (token, jwks, o)
 }
 
-fn median_ns(mut f: impl FnMut(), iters: u32) -> f64 {
+fn mean_ns(mut f: impl FnMut(), iters: u32) -> f64 {
     let start = Instant::now();
     for _ in 0..iters {
         f();
@@ -86,8 +86,8 @@ fn main() {
     // Interleaved rounds so that both sides see the same machine noise.
     let (mut sdk, mut raw) = (Vec::new(), Vec::new());
     for _ in 0..15 {
-        sdk.push(median_ns(|| drop(black_box(verify_token_with(black_box(&token), &jwks, &o, None))), 400));
-        raw.push(median_ns(|| drop(black_box(key.verify_strict(black_box(&input), &sig))), 400));
+        sdk.push(mean_ns(|| drop(black_box(verify_token_with(black_box(&token), &jwks, &o, None))), 400));
+        raw.push(mean_ns(|| drop(black_box(key.verify_strict(black_box(&input), &sig))), 400));
     }
     sdk.sort_by(f64::total_cmp);
     raw.sort_by(f64::total_cmp);

@@ -64,10 +64,15 @@ impl Client {
     /// a later network failure.
     pub(crate) async fn remember(&self, key: &str, feature: Option<&str>, v: &Validation) -> Result<(), Error> {
         match (&v.token, v.valid) {
-            (Some(t), true) => {
-                self.verify_online(t).await?;
-                self.mem().tokens.insert(key.to_string(), t.clone());
-            }
+            (Some(t), true) => match self.verify_online(t).await {
+                Ok(_) => {
+                    self.mem().tokens.insert(key.to_string(), t.clone());
+                }
+                // A key rotated since the last JWKS fetch, and the refetch is rate-limited:
+                // the online answer stands, the token is just not kept for the fallback.
+                Err(Error::Token(TokenError::UnknownKid(_))) => {}
+                Err(e) => return Err(e),
+            },
             (_, false) => {
                 self.mem().tokens.remove(key);
             }

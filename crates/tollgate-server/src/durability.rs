@@ -152,6 +152,14 @@ pub fn backup(data_dir: &Path, out: &Path, progress: Progress<'_>) -> Result<Bac
         }
         None => None,
     };
+    // The sealed keys travel in the copy; a master key generated into the data directory
+    // must travel with it (as `<file>.master.key`, 0600), or the copy cannot sign again.
+    let master = data_dir.join(crate::kek::MASTER_KEY_FILE);
+    if master.exists() {
+        let text = std::fs::read_to_string(&master).map_err(StoreError::Io)?;
+        crate::write_secret(&PathBuf::from(format!("{}.master.key", out.display())), text.trim())
+            .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?;
+    }
     Ok(BackupReport { path: out.to_path_buf(), reached, checkpoint_path })
 }
 
@@ -218,6 +226,13 @@ pub fn restore(from: &Path, data_dir: &Path, until: Until, progress: Progress<'_
         Until::Time(t) => seq_at_time(&source, t)?,
     };
     std::fs::create_dir_all(data_dir).map_err(StoreError::Io)?;
+    let master = PathBuf::from(format!("{}.master.key", from.display()));
+    let master_dest = data_dir.join(crate::kek::MASTER_KEY_FILE);
+    if master.exists() && !master_dest.exists() {
+        let text = std::fs::read_to_string(&master).map_err(StoreError::Io)?;
+        crate::write_secret(&master_dest, text.trim())
+            .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?;
+    }
     source.backup_to(&dest)?;
     drop(source);
     let result = (|| {

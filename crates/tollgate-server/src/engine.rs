@@ -95,11 +95,13 @@ pub struct EngineConfig {
     pub snapshot_interval: Option<std::time::Duration>,
     /// Keep this many snapshots.
     pub snapshot_keep: usize,
+    /// Seals the checkpoint signing key at rest (`None`: kept in plaintext, as before).
+    pub master_key: Option<Arc<crate::kek::MasterKey>>,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { snapshot_every: 10_000, snapshot_interval: None, snapshot_keep: 3 }
+        Self { snapshot_every: 10_000, snapshot_interval: None, snapshot_keep: 3, master_key: None }
     }
 }
 
@@ -164,7 +166,7 @@ impl Engine {
         mut store: Box<dyn LedgerStore>,
         config: EngineConfig,
     ) -> Result<(Engine, thread::JoinHandle<()>), replay::ReplayError> {
-        let identity = replay::identity(&mut *store)?;
+        let identity = replay::identity(&mut *store, config.master_key.as_deref())?;
         let loaded = replay::load(&*store)?;
         let reader = store.reader()?;
         let state = Arc::new(ArcSwap::from_pointee(loaded.state));

@@ -26,7 +26,7 @@ const HWM_PREFIX: &str = "token_key_hwm/";
 const HOUR: i64 = 3600;
 
 pub struct KeyVault {
-    kek: MasterKey,
+    kek: Arc<MasterKey>,
     pub origin: KekOrigin,
     /// The `iss` of every token.
     pub issuer: String,
@@ -47,7 +47,7 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 }
 
 impl KeyVault {
-    pub fn new(kek: MasterKey, origin: KekOrigin, issuer: String) -> Self {
+    pub fn new(kek: Arc<MasterKey>, origin: KekOrigin, issuer: String) -> Self {
         Self {
             kek,
             origin,

@@ -34,7 +34,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use tokio::net::TcpListener;
-use tollgate_store::{LedgerStore, SqliteStore};
+use tollgate_store::{LedgerStore, PostgresStore, SqliteStore};
 
 use crate::auth::{Role, TokenCache, new_token};
 use crate::engine::{Engine, EngineConfig};
@@ -58,6 +58,9 @@ pub struct Config {
     pub master_key: Option<kek::MasterKeySource>,
     /// The `iss` of license tokens.
     pub token_issuer: String,
+    /// `postgres://…`: keep the ledger in PostgreSQL instead of `<data>/tollgate.db`. The
+    /// data directory still holds the generated master key and bootstrap token, if any.
+    pub database_url: Option<String>,
 }
 
 impl Config {
@@ -69,6 +72,7 @@ impl Config {
             checkpoint_interval: Duration::from_secs(1),
             master_key: None,
             token_issuer: "tollgate".into(),
+            database_url: None,
         }
     }
 }
@@ -109,20 +113,31 @@ pub fn db_path(data_dir: &Path) -> PathBuf {
 pub fn open(config: &Config) -> anyhow::Result<Opened> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", config.data_dir.display()))?;
-    let path = db_path(&config.data_dir);
-    let mut store = SqliteStore::open(&path)?;
-    let bootstrap = bootstrap_tokens(&mut store, config)?;
-    let reader = SqliteStore::open(&path)?;
-    let token_reader = SqliteStore::open_read_only(&path)?;
+    type Boxed = Box<dyn LedgerStore>;
+    let (mut store, reader, token_reader): (Boxed, Boxed, Boxed) = match &config.database_url {
+        Some(url) => (
+            Box::new(PostgresStore::open(url)?),
+            Box::new(PostgresStore::open(url)?),
+            Box::new(PostgresStore::open_read_only(url)?),
+        ),
+        None => {
+            let path = db_path(&config.data_dir);
+            let store = SqliteStore::open(&path)?;
+            (Box::new(store), Box::new(SqliteStore::open(&path)?), Box::new(SqliteStore::open_read_only(&path)?))
+        }
+    };
+    let bootstrap = bootstrap_tokens(&mut *store, config)?;
     let (kek, kek_origin) = kek::MasterKey::load(config.master_key.as_ref(), &config.data_dir)?;
     if let kek::KekOrigin::Generated(p) = &kek_origin {
         tracing::warn!(path = %p.display(), "no TOLLGATE_MASTER_KEY or key file given: generated a master key beside the data (mode 0600); keep a copy elsewhere, and prefer TOLLGATE_MASTER_KEY in production");
     }
-    let (engine, writer) = Engine::start(Box::new(store), config.engine.clone())?;
+    let kek = Arc::new(kek);
+    let engine_config = EngineConfig { master_key: Some(kek.clone()), ..config.engine.clone() };
+    let (engine, writer) = Engine::start(store, engine_config)?;
     let app = Arc::new(AppState {
         engine,
-        tokens: TokenCache::new(Box::new(token_reader)),
-        reader: Mutex::new(Box::new(reader)),
+        tokens: TokenCache::new(token_reader),
+        reader: Mutex::new(reader),
         checkpoint_interval: config.checkpoint_interval,
         keys: keys::KeyVault::new(kek, kek_origin, config.token_issuer.clone()),
     });

@@ -13,6 +13,8 @@ use tollgate_core::state::digest_of;
 use tollgate_core::{Event, State};
 use tollgate_store::{LedgerStore, StoreError, StoredEvent};
 
+use crate::kek::MasterKey;
+
 const META_SIGNING_KEY: &str = "ledger_signing_key";
 const META_ORIGIN: &str = "ledger_origin";
 pub const DEFAULT_ORIGIN: &str = "tollgate.local/ledger";
@@ -50,9 +52,10 @@ fn random_seed() -> Result<[u8; 32], ReplayError> {
     Ok(seed)
 }
 
-/// Reads the checkpoint signing key, or creates it on first start.
-// Issue 4 moves this key under the master key; until then it sits in the store's meta.
-pub fn identity(store: &mut dyn LedgerStore) -> Result<Identity, ReplayError> {
+/// Reads the checkpoint signing key, or creates it on first start. With a master key
+/// the seed is kept sealed (`crate::kek`), and a plaintext seed left by an older build
+/// is sealed and then blanked; see `seal_seed`.
+pub fn identity(store: &mut dyn LedgerStore, kek: Option<&MasterKey>) -> Result<Identity, ReplayError> {
     let origin = match store.meta(META_ORIGIN)? {
         Some(o) => {
             String::from_utf8(o).map_err(|_| ReplayError::Internal("stored ledger origin is not UTF-8".into()))?
@@ -62,24 +65,69 @@ pub fn identity(store: &mut dyn LedgerStore) -> Result<Identity, ReplayError> {
             DEFAULT_ORIGIN.to_string()
         }
     };
-    let seed: [u8; 32] = match store.meta(META_SIGNING_KEY)? {
-        Some(s) => {
+    let seed: [u8; 32] = match (kek, store.meta(META_SEALED_SIGNING_KEY)?, store.meta(META_SIGNING_KEY)?) {
+        (Some(kek), Some(sealed), plain) => {
+            let seed = open_seed(kek, &sealed)?;
+            if plain.is_some_and(|p| !p.is_empty()) {
+                // A sealing interrupted after the sealed copy was written: finish it.
+                store.set_meta(META_SIGNING_KEY, &[])?;
+            }
+            seed
+        }
+        (None, Some(_), plain) if plain.as_ref().is_none_or(Vec::is_empty) => {
+            return Err(ReplayError::Internal("the ledger signing key is sealed: the master key is needed".into()));
+        }
+        (_, _, Some(s)) if !s.is_empty() => {
             s.try_into().map_err(|_| ReplayError::Internal("stored ledger signing key is not 32 bytes".into()))?
         }
-        None => {
+        (kek, _, _) => {
             let seed = random_seed()?;
-            store.set_meta(META_SIGNING_KEY, &seed)?;
+            if kek.is_none() {
+                store.set_meta(META_SIGNING_KEY, &seed)?;
+            }
             seed
         }
     };
     let signer =
         note::Signer::new(&origin, SigningKey::from_bytes(&seed)).map_err(|e| ReplayError::Internal(e.to_string()))?;
     let verifier_key = signer.verifier_key();
+    if let Some(kek) = kek
+        && store.meta(META_SEALED_SIGNING_KEY)?.is_none()
+    {
+        seal_seed(store, kek, &seed, &verifier_key)?;
+    }
     Ok(Identity { origin, signer, verifier_key })
+}
+
+const META_SEALED_SIGNING_KEY: &str = "ledger_signing_key_sealed";
+const META_VERIFIER_KEY: &str = "ledger_verifier_key";
+
+fn open_seed(kek: &MasterKey, sealed: &[u8]) -> Result<[u8; 32], ReplayError> {
+    kek.open(META_SEALED_SIGNING_KEY, sealed)
+        .map_err(|e| ReplayError::Internal(format!("the ledger signing key: {e}")))?
+        .try_into()
+        .map_err(|_| ReplayError::Internal("the sealed ledger signing key is not 32 bytes".into()))
+}
+
+/// Seals the seed, records the public verifier key (so `ledger verify` needs no master
+/// key), and only then blanks the plaintext: a crash at any point leaves a readable key.
+fn seal_seed(store: &mut dyn LedgerStore, kek: &MasterKey, seed: &[u8; 32], vkey: &str) -> Result<(), ReplayError> {
+    let sealed =
+        kek.seal(META_SEALED_SIGNING_KEY, seed).map_err(|e| ReplayError::Internal(format!("sealing failed: {e}")))?;
+    store.set_meta(META_VERIFIER_KEY, vkey.as_bytes())?;
+    store.set_meta(META_SEALED_SIGNING_KEY, &sealed)?;
+    if store.meta(META_SIGNING_KEY)?.is_some() {
+        store.set_meta(META_SIGNING_KEY, &[])?;
+    }
+    Ok(())
 }
 
 /// The verifier key of a store's log, without creating anything.
 pub fn verifier(store: &dyn LedgerStore) -> Result<Option<note::Verifier>, ReplayError> {
+    if let Some(vkey) = store.meta(META_VERIFIER_KEY)? {
+        let text = String::from_utf8(vkey).map_err(|_| ReplayError::Internal("verifier key is not UTF-8".into()))?;
+        return note::Verifier::parse(&text).map(Some).map_err(|e| ReplayError::Internal(e.to_string()));
+    }
     let (Some(origin), Some(seed)) = (store.meta(META_ORIGIN)?, store.meta(META_SIGNING_KEY)?) else {
         return Ok(None);
     };

@@ -5,9 +5,9 @@
 //! `Conflict` and catches up. The events table is append-only by trigger, as in SQLite.
 //!
 //! The sync `postgres` client drives its own small runtime, which must not run inside
-//! another runtime's worker. Every call therefore goes through `run`: directly on a plain
-//! thread (the engine's), through `block_in_place` on a multi-threaded runtime, and on a
-//! scoped thread on a single-threaded one, so the store is safe wherever it is called.
+//! another runtime. Every call therefore goes through `offload`: directly on a plain
+//! thread (the engine's), on a scoped thread when called from async code, so the store
+//! is safe wherever it is called.
 
 use std::sync::Mutex;
 
@@ -55,7 +55,27 @@ CREATE TABLE tokens (
 
 pub struct PostgresStore {
     url: String,
-    client: Mutex<Client>,
+    /// `Some` until drop, which closes the connection off any async thread.
+    client: Mutex<Option<Client>>,
+}
+
+/// Runs `f` where the sync client may block: directly on a plain thread (the engine's),
+/// and on a scoped thread of its own when called from inside a tokio runtime (a
+/// handler, a test), where the client's own `block_on` would panic. `block_in_place` is
+/// not enough: it does not leave a runtime entered by `block_on`.
+fn offload<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|s| s.spawn(f).join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
+            offload(move || drop(client));
+        }
+    }
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -97,6 +117,10 @@ impl PostgresStore {
     /// Connects and migrates the schema to the current version (in one transaction,
     /// under an advisory lock, so nodes starting together do not race).
     pub fn open(url: &str) -> Result<Self, StoreError> {
+        offload(|| Self::open_here(url))
+    }
+
+    fn open_here(url: &str) -> Result<Self, StoreError> {
         let mut client = Client::connect(url, NoTls).map_err(pg)?;
         let mut tx = client.transaction().map_err(pg)?;
         tx.execute("SELECT pg_advisory_xact_lock(7347001)", &[]).map_err(pg)?;
@@ -119,25 +143,25 @@ impl PostgresStore {
         }
         tx.execute("UPDATE tollgate_schema SET version = $1", &[&current]).map_err(pg)?;
         tx.commit().map_err(pg)?;
-        Ok(Self { url: url.to_owned(), client: Mutex::new(client) })
+        Ok(Self { url: url.to_owned(), client: Mutex::new(Some(client)) })
     }
 
     fn run<R: Send>(&self, f: impl FnOnce(&mut Client) -> R + Send) -> R {
-        let go = || f(&mut self.client.lock().unwrap_or_else(|p| p.into_inner()));
-        match tokio::runtime::Handle::try_current() {
-            Err(_) => go(),
-            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(go)
-            }
-            Ok(_) => std::thread::scope(|s| s.spawn(go).join().unwrap_or_else(|p| std::panic::resume_unwind(p))),
-        }
+        offload(|| {
+            let mut guard = self.client.lock().unwrap_or_else(|p| p.into_inner());
+            // Only `drop` takes the client out, and nothing runs after it.
+            let client = guard.as_mut().expect("the connection is open until the store is dropped");
+            f(client)
+        })
     }
 
     /// A handle for reads only: the session refuses every write.
     pub fn open_read_only(url: &str) -> Result<Self, StoreError> {
-        let mut client = Client::connect(url, NoTls).map_err(pg)?;
-        client.batch_execute("SET default_transaction_read_only = on").map_err(pg)?;
-        Ok(Self { url: url.to_owned(), client: Mutex::new(client) })
+        offload(|| {
+            let mut client = Client::connect(url, NoTls).map_err(pg)?;
+            client.batch_execute("SET default_transaction_read_only = on").map_err(pg)?;
+            Ok(Self { url: url.to_owned(), client: Mutex::new(Some(client)) })
+        })
     }
 
     fn len_in(client: &mut impl postgres::GenericClient) -> Result<u64, StoreError> {

@@ -17,6 +17,9 @@ pub struct ServeArgs {
     /// Directory holding the SQLite ledger and the bootstrap token [default: ./tollgate-data, ./tollgate-demo-data for demo].
     #[arg(long, env = "TOLLGATE_DATA")]
     pub data: Option<PathBuf>,
+    /// Keep the ledger in PostgreSQL (postgres://user@host/db) instead of SQLite in --data.
+    #[arg(long, env = "TOLLGATE_DATABASE_URL", hide_env_values = true)]
+    pub database: Option<String>,
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, env = "TOLLGATE_LISTEN")]
     pub listen: Option<SocketAddr>,
@@ -39,6 +42,7 @@ pub struct ServeArgs {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     data: Option<PathBuf>,
+    database: Option<String>,
     listen: Option<SocketAddr>,
     snapshot_every: Option<u64>,
     snapshot_seconds: Option<u64>,
@@ -50,6 +54,7 @@ struct FileConfig {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
     pub data: PathBuf,
+    pub database: Option<String>,
     pub listen: SocketAddr,
     pub snapshot_every: u64,
     pub snapshot_seconds: u64,
@@ -71,6 +76,7 @@ impl ServeArgs {
         };
         Ok(Settings {
             data: self.data.or(file.data).unwrap_or_else(|| PathBuf::from(default_data)),
+            database: self.database.or(file.database),
             listen: self.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
             snapshot_every: self.snapshot_every.or(file.snapshot_every).unwrap_or(10_000),
             snapshot_seconds: self.snapshot_seconds.or(file.snapshot_seconds).unwrap_or(300),
@@ -89,6 +95,7 @@ impl Settings {
         c.engine.snapshot_interval = (self.snapshot_seconds > 0).then(|| Duration::from_secs(self.snapshot_seconds));
         c.engine.snapshot_keep = self.snapshot_keep;
         c.checkpoint_interval = Duration::from_secs(self.checkpoint_seconds);
+        c.database_url = self.database.clone();
         c
     }
 }

@@ -10,8 +10,8 @@ use config::{ServeArgs, Settings};
 mod config;
 mod demo;
 mod ops;
-mod transfer;
 mod signing;
+mod transfer;
 
 #[derive(Parser)]
 #[command(name = "tollgate", version, about = "License and entitlement server", propagate_version = true)]

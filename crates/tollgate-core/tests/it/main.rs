@@ -3,8 +3,8 @@
 
 mod checkpoint;
 mod conformance;
-mod fixture;
 mod domain;
+mod fixture;
 mod merkle;
 mod models;
 mod note;

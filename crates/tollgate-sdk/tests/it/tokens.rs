@@ -158,6 +158,17 @@ async fn jwks_is_refetched_on_an_unknown_kid_after_rotation() {
     assert!(v.valid, "a token signed by the new key verifies after a refetch");
     let after: Vec<String> = client.jwks(None).await.unwrap().kids().map(String::from).collect();
     assert!(!before.contains(&new_kid) && after.contains(&new_kid) && after.len() == 2);
+
+    // Rate-limited: a client that fetched the JWKS moments ago does not refetch for an
+    // unknown kid; the online answer stands, but its token is not kept as a fallback.
+    let limited = Client::with_config(&server.base, &product_token, no_cache()).unwrap();
+    limited.validate(&key, None).await.unwrap();
+    server.post("/v1/keys/rotate", json!({})).await;
+    let v = limited.validate(&key, None).await.unwrap();
+    assert!(v.valid && v.source == Source::Online);
+    let jwks = limited.jwks(None).await.unwrap();
+    let unknown = tollgate_sdk::verify_token(v.token.as_deref().unwrap(), &jwks).unwrap_err();
+    assert!(matches!(unknown, TokenError::UnknownKid(_)), "{unknown:?}");
     server.stop().await;
 }
 

@@ -124,7 +124,9 @@ pub async fn issue(
         external_id: b.external_id,
     };
     let command = match b.overrides {
-        Some(overrides) => Command::Models(tollgate_core::models::ModelCommand::IssueWithOverrides { issue, overrides }),
+        Some(overrides) => {
+            Command::Models(tollgate_core::models::ModelCommand::IssueWithOverrides { issue, overrides })
+        }
         None => Command::IssueLicense(issue),
     };
     let ctx = WriteCtx { principal, request_id, idempotency, request_hash: body.request_hash };
@@ -194,7 +196,11 @@ pub async fn list(
     let mut next = None;
     // An external id names at most one license: look it up instead of scanning.
     let by_external: Vec<&std::sync::Arc<tollgate_core::license::License>> = match &q.external_id {
-        Some(x) => s.license_by_external_id(x).into_iter().filter(|l| q.cursor.as_deref().is_none_or(|c| l.id.as_str() > c)).collect(),
+        Some(x) => s
+            .license_by_external_id(x)
+            .into_iter()
+            .filter(|l| q.cursor.as_deref().is_none_or(|c| l.id.as_str() > c))
+            .collect(),
         None => Vec::new(),
     };
     let source: Box<dyn Iterator<Item = &std::sync::Arc<tollgate_core::license::License>>> =

@@ -2,9 +2,9 @@
 //! do the rest.
 
 pub mod catalog;
+pub mod entitlements;
 pub mod events;
 pub mod import;
-pub mod entitlements;
 pub mod keys;
 pub mod leases;
 pub mod ledger;

@@ -84,7 +84,9 @@ pub async fn validate(
         (None, tollgate_core::validate::Code::FingerprintNotActivated) => {
             Some("the fingerprint is not activated on the license and holds no lease".to_string())
         }
-        (None, tollgate_core::validate::Code::UserNotAssigned) => Some("the user holds no seat on the license".to_string()),
+        (None, tollgate_core::validate::Code::UserNotAssigned) => {
+            Some("the user holds no seat on the license".to_string())
+        }
         _ => None,
     };
     let token = match (b.token, v.valid(), v.license) {

@@ -6,6 +6,7 @@ mod contract;
 mod input;
 mod ledger;
 mod models;
+mod postgres;
 mod pyjwt;
 mod support;
 mod tokens;

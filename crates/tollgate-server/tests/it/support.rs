@@ -33,8 +33,14 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_at(dir: &Path) -> TestApp {
-    let mut cfg = tollgate_server::Config::new(dir);
+    spawn_config(tollgate_server::Config::new(dir)).await
+}
+
+/// Starts a server with this configuration (the admin token is always `ADMIN`).
+pub async fn spawn_config(mut cfg: tollgate_server::Config) -> TestApp {
     cfg.bootstrap_token = Some(ADMIN.into());
+    let dir = cfg.data_dir.clone();
+    let dir = dir.as_path();
     let opened = tollgate_server::open(&cfg).expect("server opens");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().unwrap();

@@ -234,3 +234,45 @@ async fn revocation_feed_is_signed_and_incremental() {
     assert_eq!((empty.tree_size, empty.licenses.len()), (next.tree_size, 0));
     let _ = ADMIN;
 }
+
+#[tokio::test]
+async fn the_checkpoint_key_is_sealed_and_a_plaintext_one_is_migrated() {
+    use tollgate_server::kek::MasterKey;
+    use tollgate_server::replay::{identity, verifier};
+    use tollgate_store::{LedgerStore, SqliteStore};
+
+    // A store written by an older build: the checkpoint seed in plaintext.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(tollgate_server::DB_FILE);
+    let mut store = SqliteStore::open(&path).unwrap();
+    let old = identity(&mut store, None).unwrap();
+    assert_eq!(store.meta("ledger_signing_key").unwrap().unwrap().len(), 32);
+    let kek = MasterKey::from_bytes([9; 32]);
+    let migrated = identity(&mut store, Some(&kek)).unwrap();
+    assert_eq!(migrated.verifier_key, old.verifier_key, "the same key, now sealed");
+    assert_eq!(store.meta("ledger_signing_key").unwrap().unwrap(), Vec::<u8>::new(), "plaintext blanked");
+    assert_eq!(store.meta("ledger_signing_key_sealed").unwrap().unwrap().len(), 1 + 24 + 32 + 16);
+    assert_eq!(identity(&mut store, Some(&kek)).unwrap().verifier_key, old.verifier_key);
+    assert!(identity(&mut store, None).is_err(), "a sealed key needs the master key");
+    assert!(identity(&mut store, Some(&MasterKey::from_bytes([8; 32]))).is_err(), "a wrong master key is refused");
+    // `ledger verify` needs no master key: the public verifier key is stored.
+    let v = verifier(&store).unwrap().unwrap();
+    assert_eq!(v.name(), old.origin);
+    drop(store);
+
+    // A server started fresh seals from the first start, and keeps its key across restarts.
+    let app = spawn_app().await;
+    let key1 = app.call(reqwest::Method::GET, "/v1/ledger/key", None, None).await.text;
+    let dir = app.dir.clone();
+    let tmp = app.stop().await;
+    let conn = rusqlite::Connection::open(dir.join(tollgate_server::DB_FILE)).unwrap();
+    let plain: Option<Vec<u8>> =
+        conn.query_row("SELECT value FROM meta WHERE key = 'ledger_signing_key'", [], |r| r.get(0)).ok();
+    assert!(plain.is_none_or(|p| p.is_empty()), "never in plaintext");
+    drop(conn);
+    let app = crate::support::spawn_at(&dir).await;
+    let key2 = app.call(reqwest::Method::GET, "/v1/ledger/key", None, None).await.text;
+    assert_eq!(key1, key2);
+    app.stop().await;
+    drop(tmp);
+}

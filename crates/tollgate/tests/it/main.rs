@@ -3,6 +3,7 @@
 mod corruption;
 mod crash;
 mod durability;
+mod signing;
 mod support;
 mod transfer;
 mod verify;
