@@ -94,76 +94,101 @@ slug!(
     "meter key"
 );
 
-/// A license's stable identifier, `lic_` followed by 26 lowercase base-32 characters.
-/// The server draws it at random; core only checks its shape.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(transparent)]
-pub struct LicenseId(Arc<str>);
+/// An identifier drawn at random by the server: a prefix and 26 lowercase base-32
+/// characters (no i, l, o, u) holding 128 bits. Core only checks the shape.
+macro_rules! random_id {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(Arc<str>);
 
-impl LicenseId {
-    pub const PREFIX: &'static str = "lic_";
-    const BODY_LEN: usize = 26;
-    const ALPHABET: &'static [u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
+        impl $name {
+            pub const PREFIX: &'static str = $prefix;
 
-    pub fn parse(s: &str) -> Result<Self, IdError> {
-        let ok = s
-            .strip_prefix(Self::PREFIX)
-            .is_some_and(|body| body.len() == Self::BODY_LEN && body.bytes().all(|c| Self::ALPHABET.contains(&c)));
-        if ok {
-            Ok(Self(Arc::from(s)))
-        } else {
-            Err(IdError {
-                what: "license id",
-                value: s.chars().take(80).collect(),
-                rule: "expected 'lic_' followed by 26 characters of 0-9 and a-z (no i, l, o, u)",
-            })
+            pub fn parse(s: &str) -> Result<Self, IdError> {
+                if is_random_id(Self::PREFIX, s) {
+                    Ok(Self(Arc::from(s)))
+                } else {
+                    Err(IdError {
+                        what: $what,
+                        value: s.chars().take(80).collect(),
+                        rule: concat!("expected '", $prefix, "' followed by 26 characters of 0-9 and a-z (no i, l, o, u)"),
+                    })
+                }
+            }
+
+            /// Builds an id from 16 random bytes drawn by the caller.
+            pub fn from_random(bytes: [u8; 16]) -> Self {
+                Self(Arc::from(encode_random_id(Self::PREFIX, bytes)))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
         }
-    }
 
-    /// Builds an id from 16 random bytes drawn by the caller (128 bits; the top bits of
-    /// the 130 that 26 characters hold are zero).
-    pub fn from_random(bytes: [u8; 16]) -> Self {
-        let mut n = u128::from_be_bytes(bytes);
-        let mut body = [0u8; Self::BODY_LEN];
-        for slot in body.iter_mut().rev() {
-            *slot = Self::ALPHABET[(n & 31) as usize];
-            n >>= 5;
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
         }
-        let mut s = String::with_capacity(Self::PREFIX.len() + Self::BODY_LEN);
-        s.push_str(Self::PREFIX);
-        s.extend(body.iter().map(|&c| c as char));
-        Self(Arc::from(s))
-    }
 
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{:?}", &*self.0)
+            }
+        }
+
+        impl Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                Self::parse(&s).map_err(serde::de::Error::custom)
+            }
+        }
+    };
 }
 
-impl fmt::Display for LicenseId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+const ID_ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
+const ID_BODY_LEN: usize = 26;
+
+fn is_random_id(prefix: &str, s: &str) -> bool {
+    s.strip_prefix(prefix)
+        .is_some_and(|body| body.len() == ID_BODY_LEN && body.bytes().all(|c| ID_ALPHABET.contains(&c)))
 }
 
-impl fmt::Debug for LicenseId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", &*self.0)
+/// 128 bits in 26 base-32 characters (the top two bits of the 130 are zero).
+fn encode_random_id(prefix: &str, bytes: [u8; 16]) -> String {
+    let mut n = u128::from_be_bytes(bytes);
+    let mut body = [0u8; ID_BODY_LEN];
+    for slot in body.iter_mut().rev() {
+        *slot = ID_ALPHABET[(n & 31) as usize];
+        n >>= 5;
     }
+    let mut s = String::with_capacity(prefix.len() + ID_BODY_LEN);
+    s.push_str(prefix);
+    s.extend(body.iter().map(|&c| c as char));
+    s
 }
 
-impl Borrow<str> for LicenseId {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
-
-impl<'de> Deserialize<'de> for LicenseId {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Self::parse(&s).map_err(serde::de::Error::custom)
-    }
-}
+random_id!(
+    /// A license's stable identifier, `lic_…`.
+    LicenseId,
+    "lic_",
+    "license id"
+);
+random_id!(
+    /// A floating lease's identifier, `lse_…`.
+    LeaseId,
+    "lse_",
+    "lease id"
+);
 
 #[cfg(test)]
 mod tests {

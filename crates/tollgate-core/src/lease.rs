@@ -5,10 +5,7 @@
 //! limit is exact with no window: a lease whose heartbeat stopped frees its slot the
 //! moment it expires, whether or not the reaper has recorded `lease_expired` yet.
 
-use std::fmt;
-use std::sync::Arc;
-
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
 use crate::machine::Fingerprint;
 use crate::refusal::Refusal;
@@ -45,70 +42,7 @@ impl Floating {
     }
 }
 
-/// A lease's identifier, `lse_` followed by 26 lowercase base-32 characters, drawn at
-/// random by the server.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(transparent)]
-pub struct LeaseId(Arc<str>);
-
-impl LeaseId {
-    pub const PREFIX: &'static str = "lse_";
-    const BODY_LEN: usize = 26;
-    const ALPHABET: &'static [u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
-
-    pub fn parse(s: &str) -> Result<Self, Refusal> {
-        let ok = s
-            .strip_prefix(Self::PREFIX)
-            .is_some_and(|body| body.len() == Self::BODY_LEN && body.bytes().all(|c| Self::ALPHABET.contains(&c)));
-        if ok {
-            Ok(Self(Arc::from(s)))
-        } else {
-            Err(Refusal::not_found("LEASE_NOT_FOUND", "a lease id is 'lse_' followed by 26 characters of 0-9 and a-z"))
-        }
-    }
-
-    pub fn from_random(bytes: [u8; 16]) -> Self {
-        let mut n = u128::from_be_bytes(bytes);
-        let mut s = String::with_capacity(Self::PREFIX.len() + Self::BODY_LEN);
-        let mut body = [0u8; Self::BODY_LEN];
-        for slot in body.iter_mut().rev() {
-            *slot = Self::ALPHABET[(n & 31) as usize];
-            n >>= 5;
-        }
-        s.push_str(Self::PREFIX);
-        s.extend(body.iter().map(|&c| c as char));
-        Self(Arc::from(s))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for LeaseId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for LeaseId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", &*self.0)
-    }
-}
-
-impl std::borrow::Borrow<str> for LeaseId {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
-
-impl<'de> Deserialize<'de> for LeaseId {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Self::parse(&s).map_err(|r| serde::de::Error::custom(r.detail))
-    }
-}
+pub use crate::ids::LeaseId;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {

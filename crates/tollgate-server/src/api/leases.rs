@@ -59,7 +59,7 @@ fn random_lease_id() -> LeaseId {
 }
 
 fn parse_lease(id: &str) -> Result<LeaseId, ApiError> {
-    LeaseId::parse(id).map_err(ApiError::from)
+    LeaseId::parse(id).map_err(|e| ApiError::not_found("LEASE_NOT_FOUND", e.to_string()))
 }
 
 /// Leases are addressed by id alone; a product-scoped token reaches only its own.

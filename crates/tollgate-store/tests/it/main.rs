@@ -1,6 +1,46 @@
 //! The store's integration tests: the conformance suite on SQLite, then what only SQLite
 //! has (files, schema versions, corruption, backups).
 
+/// One test per conformance case, on a fresh harness from `$make` (an `Option`, `None`
+/// when the backend is not available here), plus a check that none is missing.
+#[macro_export]
+macro_rules! conformance_cases {
+    ($make:expr) => {
+        $crate::conformance_cases!(@cases $make;
+            append_len_read_scan,
+            wrong_expected_len_writes_nothing,
+            duplicate_idempotency_key_writes_nothing,
+            idempotency_round_trip,
+            checkpoints_ascending_and_latest,
+            snapshots_put_list_load_prune,
+            meta_round_trip,
+            tokens_insert_lookup_revoke,
+            survives_reopen,
+            reader_sees_committed_data,
+            second_writer_gets_conflict,
+            concurrent_appends_one_wins,
+            scan_streams_a_large_log,
+        );
+    };
+    (@cases $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                if let Some(mut h) = $make {
+                    tollgate_store::conformance::$name(&mut h);
+                }
+            }
+        )*
+
+        #[test]
+        fn every_case_is_listed() {
+            let listed = [$(stringify!($name)),*];
+            let all: Vec<&str> = tollgate_store::conformance::CASES.iter().map(|c| c.name).collect();
+            assert_eq!(listed.as_slice(), all.as_slice());
+        }
+    };
+}
+
 mod conformance;
 mod postgres;
 mod sqlite;

@@ -6,7 +6,7 @@
 
 use std::io::Write as _;
 
-use tollgate_store::conformance::{self, CASES, Harness};
+use tollgate_store::conformance::Harness;
 use tollgate_store::{LedgerStore, PostgresStore};
 
 fn base_url() -> String {
@@ -69,41 +69,7 @@ impl Harness for PgHarness {
     }
 }
 
-macro_rules! pg_cases {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $name() {
-                if let Some(mut h) = PgHarness::new() {
-                    conformance::$name(&mut h);
-                }
-            }
-        )*
-
-        #[test]
-        fn every_case_is_listed() {
-            let listed = [$(stringify!($name)),*];
-            let all: Vec<&str> = CASES.iter().map(|c| c.name).collect();
-            assert_eq!(listed.as_slice(), all.as_slice());
-        }
-    };
-}
-
-pg_cases!(
-    append_len_read_scan,
-    wrong_expected_len_writes_nothing,
-    duplicate_idempotency_key_writes_nothing,
-    idempotency_round_trip,
-    checkpoints_ascending_and_latest,
-    snapshots_put_list_load_prune,
-    meta_round_trip,
-    tokens_insert_lookup_revoke,
-    survives_reopen,
-    reader_sees_committed_data,
-    second_writer_gets_conflict,
-    concurrent_appends_one_wins,
-    scan_streams_a_large_log,
-);
+crate::conformance_cases!(PgHarness::new());
 
 #[test]
 fn the_events_table_is_append_only() {

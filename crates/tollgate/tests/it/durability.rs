@@ -2,12 +2,6 @@
 
 use crate::support::*;
 
-fn run(args: &[&str]) -> (bool, String) {
-    let out = bin().args(args).env("TOLLGATE_LOG", "warn").output().expect("run tollgate");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
-}
-
 fn field(out: &str, name: &str) -> String {
     out.lines()
         .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))

@@ -91,3 +91,10 @@ pub fn verify(data: &Path) -> (bool, String) {
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
 }
+
+/// Runs the binary with these arguments; success, and stdout followed by stderr.
+pub fn run(args: &[&str]) -> (bool, String) {
+    let out = bin().args(args).env("TOLLGATE_LOG", "warn").output().expect("run tollgate");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}

@@ -2,12 +2,6 @@
 
 use crate::support::*;
 
-fn run(args: &[&str]) -> (bool, String) {
-    let out = bin().args(args).env("TOLLGATE_LOG", "warn").output().expect("run tollgate");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
-}
-
 async fn count(c: &reqwest::Client, base: &str) -> usize {
     let v: serde_json::Value =
         c.get(format!("{base}/v1/licenses?limit=500")).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
