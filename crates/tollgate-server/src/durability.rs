@@ -50,54 +50,6 @@ fn open_existing(data_dir: &Path) -> Result<SqliteStore, DurabilityError> {
     Ok(SqliteStore::open_read_only(&path)?)
 }
 
-/// Folds the first `n` events (all when `None`), checking every leaf hash.
-pub fn fold_prefix(
-    store: &dyn LedgerStore,
-    n: Option<u64>,
-    progress: Progress<'_>,
-) -> Result<(State, MerkleLog), ReplayError> {
-    let total = store.len()?;
-    let n = n.unwrap_or(total);
-    if n > total {
-        return Err(ReplayError::Internal(format!("the ledger has only {total} events; cannot go to sequence {n}")));
-    }
-    let mut state = State::default();
-    let mut log = MerkleLog::new();
-    let mut failure = None;
-    let stop = || StoreError::Invalid("fold stopped".into());
-    let r = store.scan(0, &mut |e| {
-        if e.index >= n {
-            return Err(stop());
-        }
-        let result = check_event(&e).and_then(|event| {
-            state.apply(&event).map_err(|err| ReplayError::Corrupt {
-                seq: e.index + 1,
-                index: e.index,
-                detail: err.to_string(),
-            })
-        });
-        if let Err(err) = result {
-            failure = Some(err);
-            return Err(stop());
-        }
-        log.push(e.leaf_hash);
-        if log.len().is_multiple_of(10_000) {
-            progress(log.len(), n);
-        }
-        Ok(())
-    });
-    if let Some(f) = failure {
-        return Err(f);
-    }
-    if let Err(e) = r
-        && log.len() < n
-    {
-        return Err(e.into());
-    }
-    progress(n, n);
-    Ok((state, log))
-}
-
 fn reached(store: &dyn LedgerStore, state: &State, log: &MerkleLog) -> Result<Reached, DurabilityError> {
     let digest = state.digest().map_err(|e| ReplayError::Internal(e.to_string()))?;
     let checkpoint = store.checkpoints()?.into_iter().rev().find(|c| c.size <= log.len());
@@ -114,7 +66,7 @@ fn verified_reach(store: &dyn LedgerStore, progress: &mut dyn FnMut(u64)) -> Res
 /// The state digest (and tree root) at sequence `at`, or at the end.
 pub fn digest_at(data_dir: &Path, at: Option<u64>, progress: Progress<'_>) -> Result<Reached, DurabilityError> {
     let store = open_existing(data_dir)?;
-    let (state, log) = fold_prefix(&store, at, progress)?;
+    let (state, log) = replay::fold(&store, at, progress)?;
     reached(&store, &state, &log)
 }
 

@@ -308,34 +308,59 @@ pub struct VerifyReport {
     pub digest: merkle::Hash,
 }
 
-/// The full offline audit: every leaf hash, every event folds, every checkpoint's root
-/// and signature.
-pub fn verify(store: &dyn LedgerStore, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport, ReplayError> {
+/// Folds the first `upto` events (all when `None`) from genesis, checking that they
+/// are contiguous and that every leaf hash matches; reports (done, total) every 10,000
+/// events. Used by `verify`, `ledger digest` and restore.
+pub fn fold(
+    store: &dyn LedgerStore,
+    upto: Option<u64>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(State, MerkleLog), ReplayError> {
+    let total = store.len()?;
+    let n = upto.unwrap_or(total);
+    if n > total {
+        return Err(ReplayError::Internal(format!("the ledger has only {total} events; cannot go to sequence {n}")));
+    }
     let mut state = State::default();
     let mut log = MerkleLog::new();
     let mut failure = None;
-    let mut expected = 0u64;
-    store
-        .scan(0, &mut |e| {
-            let r = (|| {
-                if e.index != expected {
-                    return Err(ReplayError::corrupt(expected, "missing from the store"));
-                }
-                expected += 1;
-                let event = check_event(&e)?;
-                state.apply(&event).map_err(|err| ReplayError::corrupt(e.index, err.to_string()))?;
-                log.push(e.leaf_hash);
-                if expected.is_multiple_of(100_000) {
-                    progress(expected);
-                }
-                Ok(())
-            })();
-            r.map_err(|err| {
-                failure = Some(err);
-                StoreError::Invalid("verify stopped".into())
-            })
-        })
-        .map_err(|e| failure.take().unwrap_or(ReplayError::Store(e)))?;
+    let stop = || StoreError::Invalid("fold stopped".into());
+    let r = store.scan(0, &mut |e| {
+        if e.index >= n {
+            return Err(stop());
+        }
+        let result = if e.index != log.len() {
+            Err(ReplayError::corrupt(log.len(), "missing from the store"))
+        } else {
+            check_event(&e)
+                .and_then(|event| state.apply(&event).map_err(|err| ReplayError::corrupt(e.index, err.to_string())))
+        };
+        if let Err(err) = result {
+            failure = Some(err);
+            return Err(stop());
+        }
+        log.push(e.leaf_hash);
+        if log.len().is_multiple_of(10_000) {
+            progress(log.len(), n);
+        }
+        Ok(())
+    });
+    if let Some(f) = failure {
+        return Err(f);
+    }
+    if let Err(e) = r
+        && log.len() < n
+    {
+        return Err(e.into());
+    }
+    progress(n, n);
+    Ok((state, log))
+}
+
+/// The full offline audit: every leaf hash, every event folds, every checkpoint's root
+/// and signature. `progress` is called with the events done so far.
+pub fn verify(store: &dyn LedgerStore, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport, ReplayError> {
+    let (state, log) = fold(store, None, &mut |done, _| progress(done))?;
     let checkpoints = store.checkpoints()?;
     let verifier = verifier(store)?;
     for cp in &checkpoints {

@@ -265,7 +265,11 @@ fn open_existing(data: &std::path::Path) -> anyhow::Result<tollgate_store::Sqlit
 fn ledger_verify(data: PathBuf) -> anyhow::Result<ExitCode> {
     let store = open_existing(&data)?;
     let started = std::time::Instant::now();
-    match tollgate_server::replay::verify(&store, &mut |n| eprintln!("verified {n} events…")) {
+    match tollgate_server::replay::verify(&store, &mut |n| {
+        if n.is_multiple_of(100_000) {
+            eprintln!("verified {n} events…");
+        }
+    }) {
         Ok(r) => {
             use base64::Engine as _;
             let b64 = base64::engine::general_purpose::STANDARD;
