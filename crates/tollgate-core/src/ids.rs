@@ -25,27 +25,10 @@ fn is_slug(s: &str) -> bool {
         && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'-' | b'_' | b'.'))
 }
 
-/// A catalog key: cheap to clone (shared), ordered, and valid by construction.
-macro_rules! slug {
-    ($(#[$doc:meta])* $name:ident, $what:literal) => {
-        $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-        #[serde(transparent)]
-        pub struct $name(Arc<str>);
-
-        impl $name {
-            pub fn parse(s: &str) -> Result<Self, IdError> {
-                if is_slug(s) {
-                    Ok(Self(Arc::from(s)))
-                } else {
-                    Err(IdError { what: $what, value: s.into(), rule: SLUG_RULE })
-                }
-            }
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
+/// What every string identifier has: text display, a quoted debug form, lookup by
+/// `&str` in maps, and deserialization through its own `parse`.
+macro_rules! str_newtype_impls {
+    ($name:ident) => {
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(&self.0)
@@ -70,6 +53,31 @@ macro_rules! slug {
                 Self::parse(&s).map_err(serde::de::Error::custom)
             }
         }
+    };
+}
+
+/// A catalog key: cheap to clone (shared), ordered, and valid by construction.
+macro_rules! slug {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(Arc<str>);
+
+        impl $name {
+            pub fn parse(s: &str) -> Result<Self, IdError> {
+                if is_slug(s) {
+                    Ok(Self(Arc::from(s)))
+                } else {
+                    Err(IdError { what: $what, value: s.into(), rule: SLUG_RULE })
+                }
+            }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        str_newtype_impls!($name);
     };
 }
 
@@ -128,30 +136,7 @@ macro_rules! random_id {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{:?}", &*self.0)
-            }
-        }
-
-        impl Borrow<str> for $name {
-            fn borrow(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-                Self::parse(&s).map_err(serde::de::Error::custom)
-            }
-        }
+        str_newtype_impls!($name);
     };
 }
 
