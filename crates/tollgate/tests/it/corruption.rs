@@ -17,12 +17,6 @@ async fn licenses(c: &reqwest::Client, base: &str, n: usize) {
     }
 }
 
-async fn count(c: &reqwest::Client, base: &str) -> usize {
-    let v: serde_json::Value =
-        c.get(format!("{base}/v1/licenses?limit=500")).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
-    v["items"].as_array().unwrap().len()
-}
-
 #[tokio::test]
 async fn a_corrupt_snapshot_is_skipped_with_a_warning_and_nothing_is_lost() {
     let tmp = tempfile::tempdir().unwrap();

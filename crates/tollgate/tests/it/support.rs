@@ -98,3 +98,13 @@ pub fn run(args: &[&str]) -> (bool, String) {
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
 }
+
+/// An authenticated GET, as JSON.
+pub async fn get_json(c: &reqwest::Client, url: &str) -> serde_json::Value {
+    c.get(url).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap()
+}
+
+/// How many licenses the server lists (up to one page of 500).
+pub async fn count(c: &reqwest::Client, base: &str) -> usize {
+    get_json(c, &format!("{base}/v1/licenses?limit=500")).await["items"].as_array().unwrap().len()
+}

@@ -2,12 +2,6 @@
 
 use crate::support::*;
 
-async fn count(c: &reqwest::Client, base: &str) -> usize {
-    let v: serde_json::Value =
-        c.get(format!("{base}/v1/licenses?limit=500")).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
-    v["items"].as_array().unwrap().len()
-}
-
 #[tokio::test]
 async fn csv_import_is_all_or_nothing_idempotent_and_export_round_trips_the_digest() {
     let tmp = tempfile::tempdir().unwrap();
@@ -51,46 +45,14 @@ async fn csv_import_is_all_or_nothing_idempotent_and_export_round_trips_the_dige
     assert!(ok, "{out}");
     assert!(out.contains("imported 3 new"), "{out}");
     let k1_id = out.lines().find_map(|l| l.strip_prefix("K-1\t")).expect("the id map names K-1").to_string();
-    let r: serde_json::Value = c
-        .get(format!("{base}/v1/licenses?external_id=K-1"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: serde_json::Value = get_json(&c, &format!("{base}/v1/licenses?external_id=K-1")).await;
     assert_eq!(r["items"][0]["id"], k1_id.as_str());
     assert_eq!(r["items"][0]["metadata"]["crm"], "C-17", "other columns become metadata");
-    let r: serde_json::Value = c
-        .get(format!("{base}/v1/licenses?external_id=K-2"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: serde_json::Value = get_json(&c, &format!("{base}/v1/licenses?external_id=K-2")).await;
     assert_eq!(r["items"][0]["status"], "suspended");
-    let k3 = c
-        .get(format!("{base}/v1/licenses?external_id=K-3"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json::<serde_json::Value>()
-        .await
-        .unwrap();
+    let k3 = get_json(&c, &format!("{base}/v1/licenses?external_id=K-3")).await;
     let k3_id = k3["items"][0]["id"].as_str().unwrap();
-    let machines: serde_json::Value = c
-        .get(format!("{base}/v1/licenses/{k3_id}/machines"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let machines: serde_json::Value = get_json(&c, &format!("{base}/v1/licenses/{k3_id}/machines")).await;
     assert_eq!(machines.to_string().matches("fp-").count(), 2, "machines came along: {machines}");
 
     // Running it again adds nothing.
