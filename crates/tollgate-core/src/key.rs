@@ -28,9 +28,25 @@ pub enum KeyError {
     Check,
 }
 
+/// Symbol value of each byte (either case), or `NONE`: a table, because keys are
+/// normalized on every validation and every decoded license.
+const NONE: u8 = u8::MAX;
+const VALUE: [u8; 256] = {
+    let mut table = [NONE; 256];
+    let mut i = 0;
+    while i < ALPHABET.len() {
+        table[ALPHABET[i] as usize] = i as u8;
+        table[ALPHABET[i].to_ascii_lowercase() as usize] = i as u8;
+        i += 1;
+    }
+    table
+};
+
 fn value_of(c: u8) -> Option<u32> {
-    let c = c.to_ascii_uppercase();
-    ALPHABET.iter().position(|&a| a == c).map(|p| p as u32)
+    match VALUE[c as usize] {
+        NONE => None,
+        v => Some(u32::from(v)),
+    }
 }
 
 /// The Luhn mod N sum over `values`, rightmost doubled first when `double_first`.
