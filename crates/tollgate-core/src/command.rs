@@ -41,6 +41,8 @@ pub enum Command {
     Models(crate::models::ModelCommand),
     /// Licenses from another system, all or nothing (see [`crate::import`]).
     ImportLicenses(Vec<crate::import::ImportRow>),
+    /// Gates and their segments (see [`crate::gate`]).
+    Gates(crate::gate::GateCommand),
 }
 
 /// Issuing a license. The id and key are drawn at random by the caller (core has no
@@ -327,6 +329,7 @@ pub(crate) fn decide_kinds(state: &State, command: &Command, now: Timestamp) -> 
         }
         Command::Models(c) => crate::models::decide(state, c, now),
         Command::ImportLicenses(rows) => crate::import::decide(state, rows, now),
+        Command::Gates(c) => crate::gate::decide(state, c, now),
     }
 }
 

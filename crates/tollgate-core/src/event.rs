@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Plan, Product};
+use crate::gate::{GateKey, GateSpec, Segment};
 use crate::ids::{LicenseId, MeterKey, PlanKey};
 use crate::lease::{Lease, LeaseId};
 use crate::license::License;
@@ -130,6 +131,27 @@ pub enum EventKind {
         jti: String,
         license: LicenseId,
     },
+    /// A gate's new version (put or import), carrying its whole definition.
+    GatePublished {
+        gate: GateSpec,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        imported: bool,
+        version: u64,
+    },
+    /// A gate's new version whose definition is version `to`'s again.
+    GateRolledBack {
+        gate: GateSpec,
+        to: u64,
+        version: u64,
+    },
+    /// A gate's new version: the previous definition with `enabled: false`.
+    GateKilled {
+        key: GateKey,
+        version: u64,
+    },
+    GateSegmentPublished {
+        segment: Segment,
+    },
 }
 
 impl EventKind {
@@ -158,7 +180,24 @@ impl EventKind {
             EventKind::SigningKeyCreated { .. } => "signing_key_created",
             EventKind::SigningKeyRetired { .. } => "signing_key_retired",
             EventKind::LicenseTokenRevoked { .. } => "license_token_revoked",
+            EventKind::GatePublished { .. } => "gate_published",
+            EventKind::GateRolledBack { .. } => "gate_rolled_back",
+            EventKind::GateKilled { .. } => "gate_killed",
+            EventKind::GateSegmentPublished { .. } => "gate_segment_published",
         }
+    }
+
+    /// Gate definitions hold vendor text in maps (strategy parameters) whose key order
+    /// under RFC 8785 (UTF-16) can differ from serde's (UTF-8), so their events always
+    /// take the full canonical path; they are rare, so the cost does not matter.
+    pub fn is_gate(&self) -> bool {
+        matches!(
+            self,
+            EventKind::GatePublished { .. }
+                | EventKind::GateRolledBack { .. }
+                | EventKind::GateKilled { .. }
+                | EventKind::GateSegmentPublished { .. }
+        )
     }
 
     /// The license an event is about, if any.
@@ -218,7 +257,7 @@ impl Event {
     /// out of order fails loudly instead of forking the ledger's encoding.
     pub fn encode(&self) -> Result<Vec<u8>, CodecError> {
         let full = || crate::canonical::to_vec(self).map_err(|e| CodecError::Encode(e.to_string()));
-        if matches!(&self.event, EventKind::LicenseIssued(l) if !l.metadata.is_empty()) {
+        if matches!(&self.event, EventKind::LicenseIssued(l) if !l.metadata.is_empty()) || self.event.is_gate() {
             return full();
         }
         let fast = serde_json::to_vec(self).map_err(|e| CodecError::Encode(e.to_string()))?;

@@ -6,6 +6,7 @@
 //! - [`event`]: the events and their canonical (RFC 8785) encoding, the ledger's leaves.
 //! - [`state`]: the fold of events (`State::apply`), its canonical encoding and digest.
 //! - [`validate`]: online validation against a state at an instant.
+//! - [`gate`]: feature gates (phased rollouts, Unleash-compatible) bound to licenses.
 //! - [`models`]: the licensing models of a license ([`machine`], [`seat`], [`lease`],
 //!   [`meter`], [`overrides`]), decided and folded beside it.
 //! - [`merkle`], [`note`], [`checkpoint`]: the RFC 6962 log, C2SP signed notes and
@@ -21,6 +22,7 @@ pub mod checkpoint;
 pub mod command;
 pub mod entitlements;
 pub mod event;
+pub mod gate;
 pub mod ids;
 pub mod import;
 pub mod key;

@@ -38,6 +38,8 @@ pub struct State {
     by_key: HashMap<LicenseKey, LicenseId>,
     /// Derived index of external ids, rebuilt on load; not part of the digest.
     by_external: HashMap<Arc<str>, LicenseId>,
+    /// Gates (every version) and their segments; compiled forms rebuilt on load.
+    pub(crate) gates: crate::gate::Gates,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -60,6 +62,10 @@ struct Doc {
     keys: Vec<Arc<SigningKeyInfo>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     models: Vec<Arc<Models>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    gates: Vec<crate::gate::GateDoc>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    gate_segments: Vec<Arc<crate::gate::Segment>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -221,6 +227,13 @@ impl State {
                     return Err(missing("license", license));
                 }
             }
+            EventKind::GatePublished { .. }
+            | EventKind::GateRolledBack { .. }
+            | EventKind::GateKilled { .. }
+            | EventKind::GateSegmentPublished { .. } => self
+                .gates
+                .apply(&event.event, event.at, &event.actor)
+                .map_err(|(what, name)| missing(what, &name))?,
         }
         self.seq = seq;
         Ok(())
@@ -237,6 +250,7 @@ impl State {
 
     /// The canonical (RFC 8785) encoding of the state: the snapshot payload.
     pub fn encode(&self) -> Result<Vec<u8>, SnapshotError> {
+        let (gates, gate_segments) = self.gates.to_docs();
         let doc = Doc {
             format: 1,
             seq: self.seq,
@@ -249,6 +263,8 @@ impl State {
                 m.sort_by(|a, b| a.license.cmp(&b.license));
                 m
             },
+            gates,
+            gate_segments,
         };
         crate::canonical::to_vec(&doc).map_err(|e| SnapshotError::Encode(e.to_string()))
     }
@@ -258,7 +274,12 @@ impl State {
         if doc.format != 1 {
             return Err(SnapshotError::Format(doc.format));
         }
-        let mut s = State { seq: doc.seq, keys: KeyRing::from_vec(doc.keys), ..State::default() };
+        let mut s = State {
+            seq: doc.seq,
+            keys: KeyRing::from_vec(doc.keys),
+            gates: crate::gate::Gates::from_docs(doc.gates, doc.gate_segments),
+            ..State::default()
+        };
         for p in doc.products {
             s.products.insert(p.key.clone(), p);
         }

@@ -5,6 +5,8 @@ mod checkpoint;
 mod conformance;
 mod domain;
 mod fixture;
+mod gates;
 mod merkle;
 mod models;
 mod note;
+mod unleash_spec;

@@ -1,0 +1,424 @@
+//! Gates: Tollgate's feature flags, phased rollouts bound to licenses.
+//!
+//! A gate carries Unleash-compatible strategies, constraints, segments, variants and
+//! dependencies, so vendors bring their existing flags and every user stays in the
+//! bucket Unleash put them in ([`bucket`]). Before any strategy runs, the subject's
+//! license must be valid and entitled to the gate's catalog feature ([`eval`]).
+//!
+//! - [`spec`]: the definition as written and stored (`GateSpec`), and its checks.
+//! - [`unleash`]: Unleash's document types (strategies, constraints, variants, segments).
+//! - [`compile`]: the definition compiled for evaluation, rebuilt on publish and load.
+//! - [`eval`]: `evaluate(rules, key, context, license facts, now, random)`.
+//! - [`preview`]: which licenses a proposed definition would change the answer for.
+//! - here: versions and history in the state, commands and their events.
+//!
+//! Every change is a new version (a ledger event); history is never rewritten. A
+//! rollback publishes an old version's definition again as a new version; a kill
+//! publishes the current one with `enabled: false`.
+
+pub mod bucket;
+pub mod compile;
+pub mod eval;
+pub mod preview;
+pub mod spec;
+pub mod unleash;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use imbl::{OrdMap, Vector};
+use serde::{Deserialize, Serialize};
+
+pub use compile::CompiledGate;
+pub use eval::{
+    Context, Evaluation, LicenseCode, LicenseFacts, LicenseStanding, Reason, Rules, Ruleset, RulesetDoc, VariantAnswer,
+    evaluate, evaluate_gate,
+};
+pub use preview::{Preview, PreviewChange, PreviewQuery, preview};
+pub use spec::{FeatureRef, GateKey, GateSpec, ScheduleStep};
+pub use unleash::{
+    Constraint, Dependency, FeaturesDocument, Override, Payload, Segment, Strategy, StrategyVariant, UnleashFeature,
+    Variant, parse_features_document,
+};
+
+use crate::event::EventKind;
+use crate::refusal::{Refusal, RefusalKind};
+use crate::state::State;
+use crate::timestamp::Timestamp;
+
+/// How a version came about.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Change {
+    Put,
+    Import,
+    Rollback { to: u64 },
+    Kill,
+}
+
+/// One version of a gate, as history shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateVersion {
+    pub actor: String,
+    pub at: Timestamp,
+    pub change: Change,
+    pub definition: Arc<GateSpec>,
+    pub version: u64,
+}
+
+/// A gate in the state: every version (oldest first) and the current one compiled.
+#[derive(Clone, Debug)]
+pub struct GateEntry {
+    versions: Vector<Arc<GateVersion>>,
+    /// The last of `versions`, held apart so that reading it cannot fail.
+    current: Arc<GateVersion>,
+    compiled: Arc<CompiledGate>,
+}
+
+impl GateEntry {
+    pub fn current(&self) -> &GateVersion {
+        &self.current
+    }
+
+    pub fn version(&self, v: u64) -> Option<&GateVersion> {
+        let i = usize::try_from(v.checked_sub(1)?).ok()?;
+        self.versions.get(i).map(|v| &**v)
+    }
+
+    /// Oldest first.
+    pub fn history(&self) -> impl DoubleEndedIterator<Item = &GateVersion> + ExactSizeIterator {
+        self.versions.iter().map(|v| &**v)
+    }
+
+    pub fn compiled(&self) -> &CompiledGate {
+        &self.compiled
+    }
+}
+
+/// The gates part of the state.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Gates {
+    pub(crate) entries: OrdMap<GateKey, Arc<GateEntry>>,
+    pub(crate) segments: OrdMap<u32, Arc<Segment>>,
+}
+
+/// A gate's history as snapshots store it.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct GateDoc {
+    pub(crate) key: GateKey,
+    pub(crate) versions: Vec<Arc<GateVersion>>,
+}
+
+impl Gates {
+    fn compile(&self, spec: &GateSpec, version: u64) -> CompiledGate {
+        compile::compile(spec, version, |id| self.segments.get(&id).map(|s| &**s))
+    }
+
+    pub(crate) fn to_docs(&self) -> (Vec<GateDoc>, Vec<Arc<Segment>>) {
+        let gates = self
+            .entries
+            .iter()
+            .map(|(k, e)| GateDoc { key: k.clone(), versions: e.versions.iter().cloned().collect() })
+            .collect();
+        (gates, self.segments.values().cloned().collect())
+    }
+
+    pub(crate) fn from_docs(gates: Vec<GateDoc>, segments: Vec<Arc<Segment>>) -> Self {
+        let mut g = Gates::default();
+        for s in segments {
+            g.segments.insert(s.id, s);
+        }
+        for doc in gates {
+            let Some(last) = doc.versions.last() else { continue };
+            let current = last.clone();
+            let compiled = Arc::new(g.compile(&current.definition, current.version));
+            let versions = doc.versions.into_iter().collect();
+            g.entries.insert(doc.key, Arc::new(GateEntry { versions, current, compiled }));
+        }
+        g
+    }
+
+    /// Folds a gate event; `Err` names what was missing or out of order.
+    pub(crate) fn apply(&mut self, kind: &EventKind, at: Timestamp, actor: &str) -> Result<(), (&'static str, String)> {
+        let (key, definition, version, change) = match kind {
+            EventKind::GatePublished { gate, imported, version } => (
+                gate.key.clone(),
+                Arc::new(gate.clone()),
+                *version,
+                if *imported { Change::Import } else { Change::Put },
+            ),
+            EventKind::GateRolledBack { gate, to, version } => {
+                (gate.key.clone(), Arc::new(gate.clone()), *version, Change::Rollback { to: *to })
+            }
+            EventKind::GateKilled { key, version } => {
+                let entry = self.entries.get(key).ok_or(("gate", key.to_string()))?;
+                let killed = GateSpec { enabled: false, ..(*entry.current().definition).clone() };
+                (key.clone(), Arc::new(killed), *version, Change::Kill)
+            }
+            EventKind::GateSegmentPublished { segment } => {
+                self.segments.insert(segment.id, Arc::new(segment.clone()));
+                let users: Vec<GateKey> = self
+                    .entries
+                    .iter()
+                    .filter(|(_, e)| e.current().definition.strategies.iter().any(|s| s.segments.contains(&segment.id)))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in users {
+                    if let Some(e) = self.entries.get(&k).cloned() {
+                        let cur = e.current();
+                        let compiled = Arc::new(self.compile(&cur.definition, cur.version));
+                        let entry = GateEntry { versions: e.versions.clone(), current: e.current.clone(), compiled };
+                        self.entries.insert(k, Arc::new(entry));
+                    }
+                }
+                return Ok(());
+            }
+            _ => return Ok(()),
+        };
+        let mut versions = self.entries.get(&key).map(|e| e.versions.clone()).unwrap_or_default();
+        let expected = versions.len() as u64 + 1;
+        if version != expected {
+            return Err(("gate version", format!("{key} v{version} (expected v{expected})")));
+        }
+        let compiled = Arc::new(self.compile(&definition, version));
+        let current = Arc::new(GateVersion { actor: actor.to_string(), at, change, definition, version });
+        versions.push_back(current.clone());
+        self.entries.insert(key, Arc::new(GateEntry { versions, current, compiled }));
+        Ok(())
+    }
+}
+
+impl Rules for State {
+    fn gate(&self, key: &str) -> Option<&CompiledGate> {
+        self.gates.entries.get(key).map(|e| &*e.compiled)
+    }
+}
+
+impl State {
+    pub fn gate(&self, key: &str) -> Option<&GateEntry> {
+        self.gates.entries.get(key).map(|e| &**e)
+    }
+
+    /// In key order.
+    pub fn gates(&self) -> impl Iterator<Item = &GateEntry> {
+        self.gates.entries.values().map(|e| &**e)
+    }
+
+    pub fn gate_segment(&self, id: u32) -> Option<&Arc<Segment>> {
+        self.gates.segments.get(&id)
+    }
+
+    pub fn gate_segments(&self) -> impl Iterator<Item = &Arc<Segment>> {
+        self.gates.segments.values()
+    }
+}
+
+/// Every current definition and segment: what the server signs and ships to SDKs.
+pub fn ruleset_of(state: &State) -> RulesetDoc {
+    let mut doc = RulesetDoc::default();
+    for e in state.gates() {
+        let cur = e.current();
+        doc.versions.insert(cur.definition.key.to_string(), cur.version);
+        doc.gates.push((*cur.definition).clone());
+    }
+    doc.segments = state.gate_segments().map(|s| (**s).clone()).collect();
+    doc
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum GateCommand {
+    /// Publishes a definition; identical to the current one decides to nothing.
+    Put(GateSpec),
+    /// Publishes version `version`'s definition again, as a new version.
+    Rollback {
+        key: GateKey,
+        version: u64,
+    },
+    /// Publishes the current definition with `enabled: false`.
+    Kill {
+        key: GateKey,
+    },
+    PutSegment(Segment),
+    /// An Unleash features document, all or nothing.
+    Import(GateImport),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct GateImport {
+    pub document: FeaturesDocument,
+    /// Unleash feature name → catalog feature. Mapped gates require an entitled
+    /// license; the others evaluate exactly as Unleash would.
+    pub mappings: BTreeMap<String, FeatureRef>,
+}
+
+const MAX_IMPORT: usize = 10_000;
+const MAX_SEGMENT_CONSTRAINTS: usize = 1_000;
+
+fn invalid(detail: impl Into<String>) -> Refusal {
+    Refusal::new(RefusalKind::Invalid, "INVALID_GATE", detail)
+}
+
+fn gate_not_found(key: &str) -> Refusal {
+    Refusal::not_found("GATE_NOT_FOUND", format!("no gate with key '{key}'"))
+}
+
+fn next_version(state: &State, key: &GateKey) -> u64 {
+    state.gate(key.as_str()).map_or(1, |e| e.current().version + 1)
+}
+
+/// The catalog feature exists.
+fn check_feature(state: &State, f: &FeatureRef) -> Result<(), Refusal> {
+    let product = state
+        .product(f.product.as_str())
+        .ok_or_else(|| Refusal::not_found("PRODUCT_NOT_FOUND", format!("no product with key '{}'", f.product)))?;
+    if !product.has_feature(f.feature.as_str()) {
+        return Err(Refusal::unknown_feature(&f.product, &f.feature));
+    }
+    Ok(())
+}
+
+/// Segments and parents named exist (in the state or among `pending`), and parents
+/// have no parents of their own (Unleash evaluates one level).
+fn check_references(
+    state: &State,
+    spec: &GateSpec,
+    pending_segments: &BTreeSet<u32>,
+    pending: &BTreeMap<&str, &GateSpec>,
+) -> Result<(), Refusal> {
+    for id in spec.strategies.iter().flat_map(|s| &s.segments) {
+        if state.gate_segment(*id).is_none() && !pending_segments.contains(id) {
+            return Err(Refusal::new(
+                RefusalKind::Invalid,
+                "SEGMENT_NOT_FOUND",
+                format!("gate '{}' uses segment {id}, which does not exist", spec.key),
+            ));
+        }
+    }
+    for d in &spec.dependencies {
+        let parent_has_parents = match (pending.get(d.feature.as_str()), state.gate(&d.feature)) {
+            (Some(p), _) => !p.dependencies.is_empty(),
+            (None, Some(e)) => !e.current().definition.dependencies.is_empty(),
+            (None, None) => {
+                return Err(invalid(format!("gate '{}' depends on '{}', which does not exist", spec.key, d.feature)));
+            }
+        };
+        if parent_has_parents {
+            return Err(invalid(format!(
+                "gate '{}' depends on '{}', which has dependencies itself; only one level is evaluated",
+                spec.key, d.feature
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_segment(s: &Segment) -> Result<(), Refusal> {
+    if s.constraints.len() > MAX_SEGMENT_CONSTRAINTS {
+        return Err(invalid(format!("segment {}: at most {MAX_SEGMENT_CONSTRAINTS} constraints", s.id)));
+    }
+    Ok(())
+}
+
+pub(crate) fn decide(state: &State, c: &GateCommand, _now: Timestamp) -> Result<Vec<EventKind>, Refusal> {
+    match c {
+        GateCommand::Put(spec) => {
+            spec.check()?;
+            if let Some(f) = &spec.feature {
+                check_feature(state, f)?;
+            }
+            check_references(state, spec, &BTreeSet::new(), &BTreeMap::new())?;
+            if state.gate(spec.key.as_str()).is_some_and(|e| *e.current().definition == *spec) {
+                return Ok(vec![]);
+            }
+            Ok(vec![EventKind::GatePublished {
+                gate: spec.clone(),
+                imported: false,
+                version: next_version(state, &spec.key),
+            }])
+        }
+        GateCommand::Rollback { key, version } => {
+            let entry = state.gate(key.as_str()).ok_or_else(|| gate_not_found(key.as_str()))?;
+            let old = entry.version(*version).ok_or_else(|| {
+                Refusal::not_found(
+                    "GATE_VERSION_NOT_FOUND",
+                    format!("gate '{key}' has versions 1 to {}, not {version}", entry.current().version),
+                )
+            })?;
+            if *old.definition == *entry.current().definition {
+                return Ok(vec![]);
+            }
+            if let Some(f) = &old.definition.feature {
+                check_feature(state, f)?;
+            }
+            Ok(vec![EventKind::GateRolledBack {
+                gate: (*old.definition).clone(),
+                to: *version,
+                version: entry.current().version + 1,
+            }])
+        }
+        GateCommand::Kill { key } => {
+            let entry = state.gate(key.as_str()).ok_or_else(|| gate_not_found(key.as_str()))?;
+            if !entry.current().definition.enabled {
+                return Ok(vec![]);
+            }
+            Ok(vec![EventKind::GateKilled { key: key.clone(), version: entry.current().version + 1 }])
+        }
+        GateCommand::PutSegment(s) => {
+            check_segment(s)?;
+            if state.gate_segment(s.id).is_some_and(|old| **old == *s) {
+                return Ok(vec![]);
+            }
+            Ok(vec![EventKind::GateSegmentPublished { segment: s.clone() }])
+        }
+        GateCommand::Import(import) => decide_import(state, import),
+    }
+}
+
+fn decide_import(state: &State, import: &GateImport) -> Result<Vec<EventKind>, Refusal> {
+    let doc = &import.document;
+    if doc.features.len() > MAX_IMPORT {
+        return Err(invalid(format!("at most {MAX_IMPORT} features per import")));
+    }
+    let names: BTreeSet<&str> = doc.features.iter().map(|f| f.name.as_str()).collect();
+    if names.len() != doc.features.len() {
+        return Err(invalid("the document names a feature twice"));
+    }
+    if let Some(name) = import.mappings.keys().find(|n| !names.contains(n.as_str())) {
+        return Err(invalid(format!("mapping names '{name}', which is not a feature of the document")));
+    }
+    let mut segment_ids = BTreeSet::new();
+    for s in &doc.segments {
+        check_segment(s)?;
+        if !segment_ids.insert(s.id) {
+            return Err(invalid(format!("the document defines segment {} twice", s.id)));
+        }
+    }
+    let specs = doc
+        .features
+        .iter()
+        .map(|f| GateSpec::from_unleash(f, import.mappings.get(&f.name).cloned()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let pending: BTreeMap<&str, &GateSpec> = specs.iter().map(|s| (s.key.as_str(), s)).collect();
+    let mut events = Vec::new();
+    for s in &doc.segments {
+        if !state.gate_segment(s.id).is_some_and(|old| **old == *s) {
+            events.push(EventKind::GateSegmentPublished { segment: s.clone() });
+        }
+    }
+    for spec in &specs {
+        spec.check_limits()?;
+        if let Some(f) = &spec.feature {
+            check_feature(state, f)?;
+        }
+        check_references(state, spec, &segment_ids, &pending)?;
+        if state.gate(spec.key.as_str()).is_some_and(|e| *e.current().definition == *spec) {
+            continue;
+        }
+        events.push(EventKind::GatePublished {
+            gate: spec.clone(),
+            imported: true,
+            version: next_version(state, &spec.key),
+        });
+    }
+    Ok(events)
+}
