@@ -71,6 +71,11 @@ fn check_value(data: &[u32]) -> u32 {
 /// Normalises any accepted spelling into the canonical form on the stack, so the
 /// validation path allocates nothing.
 pub fn normalize(input: &str) -> Result<[u8; KEY_LEN], KeyError> {
+    canonical(input.as_bytes()).map_or_else(|| normalize_any(input), Ok)
+}
+
+/// `normalize` for any spelling: hyphens and spaces anywhere, either case.
+fn normalize_any(input: &str) -> Result<[u8; KEY_LEN], KeyError> {
     let mut values = [0u32; SYMBOLS];
     let mut n = 0;
     for c in input.chars() {
@@ -94,6 +99,27 @@ pub fn normalize(input: &str) -> Result<[u8; KEY_LEN], KeyError> {
     Ok(render(&values))
 }
 
+/// The key when `input` already is in canonical form with a matching check
+/// character (every stored key, and most typed ones), read byte by byte; `None`
+/// sends anything else, including a bad check character, down the general path,
+/// which then names the error.
+fn canonical(input: &[u8]) -> Option<[u8; KEY_LEN]> {
+    let bytes: [u8; KEY_LEN] = input.try_into().ok()?;
+    let mut values = [0u32; SYMBOLS];
+    for (i, &c) in bytes.iter().enumerate() {
+        if (i + 1) % (GROUP + 1) == 0 {
+            if c != b'-' {
+                return None;
+            }
+        } else if c.is_ascii_uppercase() || c.is_ascii_digit() {
+            values[i - i / (GROUP + 1)] = value_of(c)?;
+        } else {
+            return None;
+        }
+    }
+    luhn_sum(&values, false).is_multiple_of(ALPHABET.len() as u32).then_some(bytes)
+}
+
 fn render(values: &[u32; SYMBOLS]) -> [u8; KEY_LEN] {
     let mut out = [b'-'; KEY_LEN];
     for (i, v) in values.iter().enumerate() {
@@ -108,8 +134,11 @@ pub struct LicenseKey(Arc<str>);
 
 impl LicenseKey {
     pub fn parse(input: &str) -> Result<Self, KeyError> {
-        let bytes = normalize(input)?;
-        // The canonical form is ASCII by construction.
+        if canonical(input.as_bytes()).is_some() {
+            return Ok(Self(Arc::from(input)));
+        }
+        let bytes = normalize_any(input)?;
+        // The canonical form is ASCII by construction, so this never replaces anything.
         Ok(Self(Arc::from(String::from_utf8_lossy(&bytes).as_ref())))
     }
 
@@ -153,10 +182,20 @@ impl Borrow<str> for LicenseKey {
     }
 }
 
+/// Parses the borrowed text in place: one allocation per decoded key, not two.
 impl<'de> Deserialize<'de> for LicenseKey {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Self::parse(&s).map_err(serde::de::Error::custom)
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = LicenseKey;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<LicenseKey, E> {
+                LicenseKey::parse(s).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(Text)
     }
 }
 
@@ -202,6 +241,20 @@ mod tests {
             symbols[pos] = ALPHABET[((v + delta) % 32) as usize];
             let typo = String::from_utf8(symbols).unwrap();
             prop_assert_eq!(LicenseKey::parse(&typo), Err(KeyError::Check));
+        }
+
+        /// The canonical fast path and the general one agree on every spelling: same
+        /// key, or the same refusal.
+        #[test]
+        fn canonical_fast_path_agrees_with_the_general_one(bytes in any::<[u8; 15]>(), pos in 0usize..KEY_LEN, c in any::<char>()) {
+            let k = LicenseKey::from_random(bytes);
+            let fast = canonical(k.as_str().as_bytes());
+            prop_assert_eq!(fast.as_ref().map(|b| &b[..]), Some(k.as_str().as_bytes()));
+            let mut chars: Vec<char> = k.as_str().chars().collect();
+            chars[pos] = c;
+            let edited: String = chars.into_iter().collect();
+            let general = normalize(&format!(" {edited}")).map(|b| b.to_vec());
+            prop_assert_eq!(normalize(&edited).map(|b| b.to_vec()), general);
         }
 
         #[test]

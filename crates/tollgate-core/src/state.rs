@@ -167,22 +167,7 @@ impl State {
                 }
                 self.plans.insert(p.key.clone(), Arc::new(p.clone()));
             }
-            EventKind::LicenseIssued(l) => {
-                if self.licenses.contains_key(&l.id) {
-                    return Err(duplicate("license", &l.id));
-                }
-                if self.by_key.contains_key(&l.key) {
-                    return Err(duplicate("license key", &l.id));
-                }
-                if let Some(x) = &l.external_id {
-                    if self.by_external.contains_key(x.as_str()) {
-                        return Err(duplicate("external id", &l.id));
-                    }
-                    self.by_external.insert(Arc::from(x.as_str()), l.id.clone());
-                }
-                self.by_key.insert(l.key.clone(), l.id.clone());
-                self.licenses.insert(l.id.clone(), Arc::new(l.clone()));
-            }
+            EventKind::LicenseIssued(l) => self.issue(seq, Arc::new(l.clone()))?,
             EventKind::LicenseSuspended { license } => self
                 .update(license, event, |l| l.status = Status::Suspended)
                 .map_err(|()| missing("license", license))?,
@@ -230,12 +215,54 @@ impl State {
             EventKind::GatePublished { .. }
             | EventKind::GateRolledBack { .. }
             | EventKind::GateKilled { .. }
-            | EventKind::GateSegmentPublished { .. } => self
-                .gates
-                .apply(&event.event, event.at, &event.actor)
-                .map_err(|(what, name)| missing(what, &name))?,
+            | EventKind::GateSegmentPublished { .. } => {
+                self.gates.apply(&event.event, event.at, &event.actor).map_err(|(what, name)| missing(what, &name))?
+            }
         }
         self.seq = seq;
+        Ok(())
+    }
+
+    /// Like [`State::apply`], but takes the event, so that a license it issues moves
+    /// into the state instead of being copied: replay decodes each event only to fold
+    /// it, and the copy (and the later drop of the original) was a fifth of folding.
+    pub fn apply_owned(&mut self, event: Event) -> Result<(), ApplyError> {
+        match event {
+            Event { event: EventKind::LicenseIssued(l), .. } => {
+                let seq = self.seq + 1;
+                self.issue(seq, Arc::new(l))?;
+                self.seq = seq;
+                Ok(())
+            }
+            event => self.apply(&event),
+        }
+    }
+
+    /// Adds an issued license and its index entries, or refuses a duplicate id, key or
+    /// external id (checked in that order) and leaves the state as it was. Each map is
+    /// touched once on the common path: insert, and put back what was there on the
+    /// rare duplicate, rather than a lookup before every insert; with 100,000 licenses
+    /// the lookups were a third of folding an issue.
+    fn issue(&mut self, seq: u64, l: Arc<License>) -> Result<(), ApplyError> {
+        let duplicate =
+            |what, l: &License| ApplyError::Duplicate { seq, kind: "license_issued", what, name: l.id.to_string() };
+        if let Some(old) = self.licenses.insert(l.id.clone(), l.clone()) {
+            self.licenses.insert(l.id.clone(), old);
+            return Err(duplicate("license", &l));
+        }
+        if let Some(old) = self.by_key.insert(l.key.clone(), l.id.clone()) {
+            self.by_key.insert(l.key.clone(), old);
+            self.licenses.remove(&l.id);
+            return Err(duplicate("license key", &l));
+        }
+        if let Some(x) = &l.external_id {
+            if self.by_external.contains_key(x.as_str()) {
+                self.by_key.remove(&l.key);
+                self.licenses.remove(&l.id);
+                return Err(duplicate("external id", &l));
+            }
+            self.by_external.insert(Arc::from(x.as_str()), l.id.clone());
+        }
         Ok(())
     }
 
@@ -310,4 +337,91 @@ impl State {
 
 pub fn digest_of(encoded: &[u8]) -> Hash {
     Sha256::digest(encoded).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Meta;
+    use crate::Timestamp;
+
+    fn license(n: u8, key: u8, external: Option<&str>) -> License {
+        let at = Timestamp::from_millis(1_800_000_000_000).unwrap();
+        License {
+            expires_at: None,
+            external_id: external.map(String::from),
+            id: LicenseId::from_random([n; 16]),
+            issued_at: at,
+            key: LicenseKey::from_random([key; 15]),
+            licensee: format!("licensee {n}"),
+            metadata: Default::default(),
+            plan: PlanKey::parse("plan").unwrap(),
+            product: ProductKey::parse("product").unwrap(),
+            status: Status::Active,
+            trial: false,
+            updated_at: at,
+            version: 1,
+        }
+    }
+
+    fn issued(l: License) -> Event {
+        let meta = Meta { actor: "test".into(), reason: None, request_id: "req".into() };
+        Event::new(l.issued_at, meta, EventKind::LicenseIssued(l))
+    }
+
+    /// A refused issue must leave the derived indexes as they were too (the digest
+    /// does not cover them), whichever of id, key or external id collides.
+    #[test]
+    fn a_refused_issue_leaves_every_index_as_it_was() {
+        let mut s = State::default();
+        s.apply(&issued(license(1, 1, Some("crm-1")))).unwrap();
+        s.apply_owned(issued(license(2, 2, None))).unwrap();
+        let before = s.clone();
+        for (l, what) in [
+            (license(1, 3, Some("crm-3")), "license"),
+            (license(3, 1, Some("crm-3")), "license key"),
+            (license(3, 3, Some("crm-1")), "external id"),
+        ] {
+            let id = l.id.to_string();
+            for owned in [false, true] {
+                let mut t = before.clone();
+                let e = issued(l.clone());
+                let err = if owned { t.apply_owned(e) } else { t.apply(&e) };
+                assert_eq!(err, Err(ApplyError::Duplicate { seq: 3, kind: "license_issued", what, name: id.clone() }));
+                assert_eq!(t.seq(), 2);
+                assert_eq!(t.digest().unwrap(), before.digest().unwrap());
+                for n in [1, 2] {
+                    let k = license(n, n, None).key;
+                    assert_eq!(t.license_by_key(k.as_str()).unwrap().id, license(n, n, None).id);
+                }
+                assert!(t.license_by_key(license(3, 3, None).key.as_str()).is_none());
+                assert!(t.license(license(3, 3, None).id.as_str()).is_none());
+                assert_eq!(t.license_by_external_id("crm-1").unwrap().id, license(1, 1, None).id);
+                assert!(t.license_by_external_id("crm-3").is_none());
+            }
+        }
+    }
+
+    /// Folding owned events gives the same state as folding borrowed ones.
+    #[test]
+    fn apply_owned_folds_like_apply() {
+        let events: Vec<Event> = (1..=5).map(|n| issued(license(n, n, Some(&format!("x{n}"))))).collect();
+        let (mut a, mut b) = (State::default(), State::default());
+        for e in &events {
+            a.apply(e).unwrap();
+            b.apply_owned(e.clone()).unwrap();
+        }
+        let suspend = Event::new(
+            events[0].at,
+            Meta { actor: "test".into(), reason: None, request_id: "r".into() },
+            EventKind::LicenseSuspended { license: license(3, 3, None).id },
+        );
+        a.apply(&suspend).unwrap();
+        b.apply_owned(suspend).unwrap();
+        assert_eq!(a.seq(), 6);
+        assert_eq!(b.seq(), 6);
+        assert_eq!(a.encode().unwrap(), b.encode().unwrap());
+        assert_eq!(b.license_by_external_id("x4").unwrap().id, license(4, 4, None).id);
+        assert_eq!(b.license(license(3, 3, None).id.as_str()).unwrap().status, Status::Suspended);
+    }
 }

@@ -44,6 +44,9 @@ impl Timestamp {
     }
 
     pub fn parse(s: &str) -> Result<Self, TimestampError> {
+        if let Some(t) = parse_canonical(s.as_bytes()) {
+            return Ok(t);
+        }
         let dt = OffsetDateTime::parse(s, &Rfc3339).map_err(|_| TimestampError::Syntax(s.into()))?;
         Self::from_datetime(dt).ok_or_else(|| TimestampError::Range(s.into()))
     }
@@ -57,6 +60,75 @@ impl Timestamp {
         // In range by construction, so this cannot fail; fall back to the epoch regardless.
         OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
     }
+}
+
+/// Reads the UTC form this type displays as (`YYYY-MM-DDTHH:MM:SS`, an optional
+/// fraction of 1 to 9 digits, `Z`), or returns `None` for anything else, which
+/// `parse` then hands to `time`'s full RFC 3339 parser. Written by hand because
+/// every decoded event carries two to four instants in exactly this form, and the
+/// general parser (offsets, leap seconds, nanoseconds in an `i128`) was a tenth of
+/// the replay profile. It accepts only what `time` accepts, with the same value:
+/// leap seconds, out-of-range instants and other spellings go the slow way.
+fn parse_canonical(b: &[u8]) -> Option<Timestamp> {
+    /// The two decimal digits at `b[i..i + 2]`.
+    fn two(b: &[u8], i: usize) -> Option<i64> {
+        let (hi, lo) = (b[i].wrapping_sub(b'0'), b[i + 1].wrapping_sub(b'0'));
+        (hi < 10 && lo < 10).then(|| i64::from(hi * 10 + lo))
+    }
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let year = two(b, 0)? * 100 + two(b, 2)?;
+    let (month, day) = (two(b, 5)?, two(b, 8)?);
+    let (hour, minute, second) = (two(b, 11)?, two(b, 14)?, two(b, 17)?);
+    let millis = match &b[19..] {
+        [b'Z'] => 0,
+        [b'.', fraction @ .., b'Z'] if (1..=9).contains(&fraction.len()) => {
+            let mut ms = 0;
+            for (i, &c) in fraction.iter().enumerate() {
+                let d = c.wrapping_sub(b'0');
+                if d >= 10 {
+                    return None;
+                }
+                if i < 3 {
+                    ms = ms * 10 + i64::from(d);
+                }
+            }
+            ms * [100, 10, 1][fraction.len().min(3) - 1]
+        }
+        _ => return None,
+    };
+    if !(1..=12).contains(&month)
+        || day < 1
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
+        return None;
+    }
+    let ms = days_from_civil(year, month, day) * MILLIS_PER_DAY + ((hour * 60 + minute) * 60 + second) * 1000 + millis;
+    Timestamp::from_millis(ms)
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 impl fmt::Display for Timestamp {
@@ -74,10 +146,21 @@ impl Serialize for Timestamp {
     }
 }
 
+/// Parses the borrowed text in place: going through an owned string would allocate
+/// once per instant of every decoded event.
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Timestamp::parse(&s).map_err(serde::de::Error::custom)
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = Timestamp;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Timestamp, E> {
+                Timestamp::parse(s).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(Text)
     }
 }
 
@@ -98,6 +181,66 @@ mod tests {
     fn offsets_are_normalised_to_utc_and_sub_millis_truncated() {
         let t = Timestamp::parse("2026-11-23T10:31:14.1239+01:00").unwrap();
         assert_eq!(t.to_string(), "2026-11-23T09:31:14.123Z");
+    }
+
+    /// The fast path must agree with `time` on every input it takes, and leave the rest
+    /// (leap seconds, offsets, lowercase, impossible dates) to it.
+    #[test]
+    fn canonical_fast_path_agrees_with_the_full_parser() {
+        let full =
+            |s: &str| OffsetDateTime::parse(s, &Rfc3339).ok().and_then(Timestamp::from_datetime).map(Timestamp::millis);
+        for s in [
+            "1970-01-01T00:00:00Z",
+            "2000-02-29T23:59:59.999Z",
+            "2024-02-29T12:00:00.1Z",
+            "2026-11-23T09:31:14.12Z",
+            "2026-11-23T09:31:14.123456789Z",
+            "9999-12-31T23:59:59.999Z",
+            "2100-03-01T00:00:00Z",
+        ] {
+            assert_eq!(parse_canonical(s.as_bytes()).map(Timestamp::millis), full(s), "{s}");
+            assert!(parse_canonical(s.as_bytes()).is_some(), "{s}");
+        }
+        for s in [
+            "1900-02-29T00:00:00Z",
+            "2100-02-29T00:00:00Z",
+            "2026-04-31T00:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "2026-00-01T00:00:00Z",
+            "2026-01-00T00:00:00Z",
+            "2026-01-01T24:00:00Z",
+            "2026-01-01T00:60:00Z",
+            "2026-12-31T23:59:60Z",
+            "2026-01-01T00:00:00.Z",
+            "2026-01-01T00:00:00.1234567890Z",
+            "2026-01-01t00:00:00Z",
+            "2026-01-01T00:00:00z",
+            "2026-01-01T00:00:00+00:00",
+            "1969-12-31T23:59:59Z",
+            "2026-01-01T00:00:0aZ",
+            "+026-01-01T00:00:00Z",
+        ] {
+            assert_eq!(parse_canonical(s.as_bytes()), None, "{s}");
+        }
+        // What the fast path declines still parses (or is refused) as before.
+        assert_eq!(Timestamp::parse("2026-01-01T00:00:00+00:00").unwrap().to_string(), "2026-01-01T00:00:00Z");
+        assert!(matches!(Timestamp::parse("2026-04-31T00:00:00Z"), Err(TimestampError::Syntax(_))));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn canonical_fast_path_matches_time_everywhere(ms in 0i64..=MAX_MILLIS, cut in 0usize..4) {
+            let t = Timestamp::from_millis(ms).unwrap();
+            // Displayed forms, and the same instant with a fraction of 1 to 9 digits.
+            let shown = t.to_string();
+            let base = &shown[..19];
+            let fraction = format!("{:03}", ms % 1000);
+            let variants = [shown.clone(), format!("{base}.{}Z", &fraction[..cut.max(1)]), format!("{base}.{fraction}456789Z")];
+            for s in variants {
+                let full = OffsetDateTime::parse(&s, &Rfc3339).ok().and_then(Timestamp::from_datetime);
+                proptest::prop_assert_eq!(parse_canonical(s.as_bytes()), full, "{}", s);
+            }
+        }
     }
 
     #[test]
