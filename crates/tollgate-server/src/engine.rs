@@ -10,28 +10,42 @@
 //! Readers see committed state only. If a commit fails, the committer bumps the epoch:
 //! it refuses every batch decided under the old epoch (they built on the failed one),
 //! and the decider starts again from the committed state.
+//!
+//! On a shared store (PostgreSQL, several nodes) another node may append first: the
+//! append then fails with `Conflict`, the committer folds the events it missed (the
+//! same checks as replay), decides the batch's commands again against the new state
+//! and retries, a bounded number of times. Batches decided on the old state are
+//! decided again rather than refused. The follower (`crate::tail`) asks the committer
+//! to catch up whenever any node appends, so every node's state follows the one log.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::thread;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tollgate_core::checkpoint::{self, Checkpoint};
 use tollgate_core::merkle::{self, MerkleLog};
 use tollgate_core::note;
 use tollgate_core::{Command, Meta, Refusal, State, Timestamp, decide};
-use tollgate_store::{CheckpointRecord, IdempotencyRecord, LedgerStore, NewEvent, SnapshotRecord, StoreError};
+use tollgate_store::{CheckpointRecord, IdempotencyRecord, LedgerStore, NewEvent, SnapshotRecord, StoreError, Unique};
 
 use crate::replay;
 
 /// How many commands one transaction takes at most.
 const MAX_BATCH: usize = 512;
 const QUEUE: usize = 8192;
+/// How many times a batch is decided again after other nodes appended first, before its
+/// requests are answered with `Contended`.
+const MAX_RETRIES: usize = 8;
+/// Events read per query while catching up.
+const CATCH_UP_PAGE: u64 = 2_000;
 
-/// Renders the response of a command from the state it produced.
-pub type Render = Box<dyn FnOnce(&State, Timestamp) -> serde_json::Value + Send>;
+/// Renders the response of a command from the state it produced. `Fn`, not `FnOnce`:
+/// on a shared store a command may be decided, and so rendered, more than once.
+pub type Render = Box<dyn Fn(&State, Timestamp) -> serde_json::Value + Send>;
 
 /// An idempotency key with the hash of the request it came with.
 #[derive(Clone, Debug)]
@@ -66,6 +80,10 @@ pub enum EngineError {
     /// The batch's next state can no longer be trusted; nothing of it is committed.
     #[error("{0}")]
     Poisoned(String),
+    /// Other nodes appended first every time this write was tried; nothing of it is
+    /// committed, and it may be retried.
+    #[error("other nodes kept appending first ({0} attempts)")]
+    Contended(usize),
 }
 
 pub(crate) struct Submit {
@@ -77,10 +95,13 @@ pub(crate) struct Submit {
     reply: oneshot::Sender<Result<Outcome, EngineError>>,
 }
 
-enum Job {
+pub(crate) enum Job {
     Submit(Box<Submit>),
     Checkpoint(oneshot::Sender<Result<CheckpointRecord, EngineError>>),
     Snapshot(SnapshotRecord),
+    /// Fold what other nodes appended (from the follower, or a request waiting for a
+    /// sequence).
+    CatchUp,
 }
 
 /// The log as readers see it: leaf hashes of committed events, for roots and proofs.
@@ -112,6 +133,9 @@ pub struct Engine {
     state: Arc<ArcSwap<State>>,
     log: SharedLog,
     verifier_key: Arc<str>,
+    /// The committed sequence, for requests that wait for one (`Tollgate-Min-Seq`).
+    seq: watch::Receiver<u64>,
+    shared: bool,
 }
 
 struct Decider {
@@ -124,8 +148,12 @@ struct Decider {
 
 struct Committer {
     store: Box<dyn LedgerStore>,
+    shared: bool,
+    /// This committer holds the other nodes' appends (after a lost race).
+    holding: bool,
     commits: Arc<AtomicU64>,
     state: Arc<ArcSwap<State>>,
+    seq: watch::Sender<u64>,
     epoch: Arc<AtomicU64>,
     log: SharedLog,
     signer: note::Signer,
@@ -142,6 +170,7 @@ enum Work {
     Batch(Batch),
     Checkpoint(oneshot::Sender<Result<CheckpointRecord, EngineError>>),
     Snapshot(SnapshotRecord),
+    CatchUp,
 }
 
 struct Batch {
@@ -160,8 +189,9 @@ pub fn now() -> Timestamp {
 
 impl Engine {
     /// Opens the ledger: newest valid snapshot plus replay of the rest with every leaf
-    /// hash verified, then starts the decider and committer threads. Joining the
-    /// returned handle waits for both, after the last engine handle is dropped.
+    /// hash verified, then starts the decider and committer threads (and, on a shared
+    /// store, the follower). Joining the returned handle waits for both writers, after
+    /// the last engine handle is dropped.
     pub fn start(
         mut store: Box<dyn LedgerStore>,
         config: EngineConfig,
@@ -169,6 +199,9 @@ impl Engine {
         let identity = replay::identity(&mut *store, config.master_key.as_deref())?;
         let loaded = replay::load(&*store)?;
         let reader = store.reader()?;
+        let shared = store.shared();
+        let follower = if shared { Some(store.reader()?) } else { None };
+        let (seq_tx, seq_rx) = watch::channel(loaded.state.seq());
         let state = Arc::new(ArcSwap::from_pointee(loaded.state));
         let log = Arc::new(RwLock::new(loaded.log));
         let (tx, rx) = mpsc::channel(QUEUE);
@@ -177,8 +210,11 @@ impl Engine {
         let epoch = Arc::new(AtomicU64::new(0));
         let committer = Committer {
             store,
+            shared,
+            holding: false,
             commits: commits.clone(),
             state: state.clone(),
+            seq: seq_tx,
             epoch: epoch.clone(),
             log: log.clone(),
             origin: identity.origin.clone(),
@@ -190,6 +226,9 @@ impl Engine {
         };
         let decider = Decider { reader, committed: state.clone(), epoch, to_committer: work_tx };
         let spawn_err = |e: std::io::Error| replay::ReplayError::Internal(e.to_string());
+        if let Some(follower) = follower {
+            crate::tail::spawn(follower, tx.downgrade()).map_err(spawn_err)?;
+        }
         let committer = thread::Builder::new()
             .name("tollgate-commit".into())
             .spawn(move || committer.run(work_rx))
@@ -201,7 +240,9 @@ impl Engine {
                 let _ = committer.join();
             })
             .map_err(spawn_err)?;
-        Ok((Engine { tx, commits, state, log, verifier_key: identity.verifier_key.into() }, handle))
+        let engine =
+            Engine { tx, commits, state, log, verifier_key: identity.verifier_key.into(), seq: seq_rx, shared };
+        Ok((engine, handle))
     }
 
     /// Durable transactions committed since start: events / commits is the group-commit
@@ -213,6 +254,11 @@ impl Engine {
     /// False once the writer threads have stopped.
     pub fn is_running(&self) -> bool {
         !self.tx.is_closed()
+    }
+
+    /// True when other nodes write the same ledger.
+    pub fn is_shared(&self) -> bool {
+        self.shared
     }
 
     /// The last committed state. Lock-free.
@@ -227,6 +273,26 @@ impl Engine {
     /// The C2SP verifier key of the checkpoint signer.
     pub fn verifier_key(&self) -> &str {
         &self.verifier_key
+    }
+
+    /// Asks the committer to fold what other nodes appended, without waiting for the
+    /// follower. A full queue means it is busy and will catch up soon anyway.
+    pub fn nudge(&self) {
+        if self.shared {
+            let _ = self.tx.try_send(Job::CatchUp);
+        }
+    }
+
+    /// Waits until the committed state has reached `seq`, at most `timeout`; returns
+    /// the sequence reached.
+    pub async fn wait_for_seq(&self, seq: u64, timeout: Duration) -> u64 {
+        let mut rx = self.seq.clone();
+        if *rx.borrow() >= seq {
+            return *rx.borrow();
+        }
+        self.nudge();
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|s| *s >= seq)).await;
+        *rx.borrow()
     }
 
     pub async fn submit(
@@ -251,9 +317,98 @@ impl Engine {
     }
 }
 
+/// A decided command: the request it came from (kept, so that it can be decided again)
+/// and its result so far.
 struct Pending {
-    reply: oneshot::Sender<Result<Outcome, EngineError>>,
+    submit: Submit,
     result: Result<Outcome, EngineError>,
+}
+
+impl Pending {
+    fn answer(self, result: Result<Outcome, EngineError>) {
+        let _ = self.submit.reply.send(result);
+    }
+}
+
+/// A batch's next state, events (leaf bytes and hashes), idempotency records and
+/// requests, as `decide_all` leaves them.
+type Decided = (State, Vec<(Vec<u8>, merkle::Hash)>, Vec<IdempotencyRecord>, Vec<Pending>);
+
+/// Decides `submits` in order on top of `base`. `None` when the batch was dropped (a
+/// poisoned state); every request has then been answered.
+fn decide_all(
+    base: &State,
+    submits: impl IntoIterator<Item = Submit>,
+    lookup: &dyn LedgerStore,
+    recent: &[(u64, IdempotencyRecord)],
+) -> Option<Decided> {
+    let mut next = base.clone();
+    let mut leaves: Vec<(Vec<u8>, merkle::Hash)> = Vec::new();
+    let mut records: Vec<IdempotencyRecord> = Vec::new();
+    let mut pending: Vec<Pending> = Vec::new();
+    let now = now();
+    let created_at = now.to_string();
+    let mut submits = submits.into_iter();
+    while let Some(submit) = submits.next() {
+        let ctx = DecideCtx { now, created_at: &created_at, recent, lookup };
+        let result = decide_one(&mut next, &submit, &ctx, &mut leaves, &mut records);
+        if let Err(EngineError::Poisoned(why)) = &result {
+            // The batch's next state can no longer be trusted: drop the whole batch.
+            tracing::error!(error = %why, "batch dropped");
+            let fail = |r: oneshot::Sender<Result<Outcome, EngineError>>| {
+                let _ = r.send(Err(EngineError::Internal(format!("batch dropped: {why}"))));
+            };
+            fail(submit.reply);
+            pending.into_iter().for_each(|p| fail(p.submit.reply));
+            submits.for_each(|s| fail(s.reply));
+            return None;
+        }
+        pending.push(Pending { submit, result });
+    }
+    Some((next, leaves, records, pending))
+}
+
+fn decide_one(
+    next: &mut State,
+    s: &Submit,
+    ctx: &DecideCtx<'_>,
+    leaves: &mut Vec<(Vec<u8>, merkle::Hash)>,
+    records: &mut Vec<IdempotencyRecord>,
+) -> Result<Outcome, EngineError> {
+    if let Some(idem) = &s.idempotency {
+        let same = |r: &&IdempotencyRecord| r.scope == idem.scope && r.key == idem.key;
+        let earlier = match records.iter().find(same).or_else(|| ctx.recent.iter().map(|(_, r)| r).find(same)) {
+            Some(r) => Some(r.clone()),
+            None => ctx.lookup.idempotency(&idem.scope, &idem.key)?,
+        };
+        if let Some(r) = earlier {
+            if r.request_hash != idem.request_hash {
+                return Err(EngineError::IdempotencyMismatch);
+            }
+            return Ok(Outcome { status: r.status, body: r.body, seq: next.seq(), replayed: true });
+        }
+    }
+    let events = decide(next, &s.command, &s.meta, ctx.now).map_err(EngineError::Refused)?;
+    // Applied straight to the batch's next state: an event that `decide` produced
+    // and `apply` rejects is a bug, and the whole batch is dropped for it.
+    for e in &events {
+        let bytes = e.encode().map_err(|e| EngineError::Poisoned(e.to_string()))?;
+        next.apply(e).map_err(|err| EngineError::Poisoned(format!("decided an event that does not apply: {err}")))?;
+        let hash = merkle::leaf_hash(&bytes);
+        leaves.push((bytes, hash));
+    }
+    let body = serde_json::to_vec(&(s.render)(next, ctx.now)).map_err(|e| EngineError::Internal(e.to_string()))?;
+    if let Some(idem) = &s.idempotency {
+        records.push(IdempotencyRecord {
+            scope: idem.scope.clone(),
+            key: idem.key.clone(),
+            request_hash: idem.request_hash,
+            status: s.status,
+            body: body.clone(),
+            created_at: ctx.created_at.to_string(),
+        });
+    }
+    Ok(Outcome { status: s.status, body, seq: next.seq(), replayed: false })
 }
 
 impl Decider {
@@ -274,7 +429,7 @@ impl Decider {
             }
             let current = self.epoch.load(Ordering::Acquire);
             if current != epoch {
-                // A commit failed: everything speculative is void.
+                // A commit failed, or other nodes appended: everything speculative is void.
                 epoch = current;
                 spec = (*self.committed.load_full()).clone();
                 recent.clear();
@@ -290,6 +445,7 @@ impl Decider {
                     }
                     Job::Checkpoint(reply) => Work::Checkpoint(reply),
                     Job::Snapshot(s) => Work::Snapshot(s),
+                    Job::CatchUp => Work::CatchUp,
                 };
                 // Keep order: a checkpoint asked for after a write covers it.
                 if !submits.is_empty() {
@@ -314,40 +470,9 @@ impl Decider {
         recent: &mut Vec<(u64, IdempotencyRecord)>,
     ) {
         let expected_len = spec.seq();
-        let mut next = spec.clone();
-        let mut leaves: Vec<(Vec<u8>, merkle::Hash)> = Vec::new();
-        let mut records: Vec<IdempotencyRecord> = Vec::new();
-        let mut pending: Vec<Pending> = Vec::with_capacity(submits.len());
-        let now = now();
-        let created_at = now.to_string();
-        let mut submits = submits.into_iter();
-        while let Some(s) = submits.next() {
-            let Submit { command, meta, status, idempotency, render, reply } = s;
-            let ctx = DecideCtx { now, created_at: &created_at, recent };
-            let result = self.decide_one(
-                &mut next,
-                &command,
-                &meta,
-                status,
-                idempotency.as_ref(),
-                render,
-                &ctx,
-                &mut leaves,
-                &mut records,
-            );
-            if let Err(EngineError::Poisoned(why)) = &result {
-                // The batch's next state can no longer be trusted: drop the whole batch.
-                tracing::error!(error = %why, "batch dropped");
-                let fail = |r: oneshot::Sender<Result<Outcome, EngineError>>| {
-                    let _ = r.send(Err(EngineError::Internal(format!("batch dropped: {why}"))));
-                };
-                fail(reply);
-                pending.into_iter().for_each(|p| fail(p.reply));
-                submits.for_each(|s| fail(s.reply));
-                return;
-            }
-            pending.push(Pending { reply, result });
-        }
+        let Some((next, leaves, records, pending)) = decide_all(spec, submits, &*self.reader, recent) else {
+            return;
+        };
         let end = next.seq();
         recent.extend(records.iter().map(|r| (end, r.clone())));
         let state = Arc::new(next);
@@ -357,62 +482,13 @@ impl Decider {
         // see as a stopped engine.
         let _ = self.to_committer.send(Work::Batch(batch));
     }
-
-    #[allow(clippy::too_many_arguments)]
-    fn decide_one(
-        &self,
-        next: &mut State,
-        command: &Command,
-        meta: &Meta,
-        status: u16,
-        idempotency: Option<&Idempotency>,
-        render: Render,
-        ctx: &DecideCtx<'_>,
-        leaves: &mut Vec<(Vec<u8>, merkle::Hash)>,
-        records: &mut Vec<IdempotencyRecord>,
-    ) -> Result<Outcome, EngineError> {
-        if let Some(idem) = idempotency {
-            let same = |r: &&IdempotencyRecord| r.scope == idem.scope && r.key == idem.key;
-            let earlier = match records.iter().find(same).or_else(|| ctx.recent.iter().map(|(_, r)| r).find(same)) {
-                Some(r) => Some(r.clone()),
-                None => self.reader.idempotency(&idem.scope, &idem.key)?,
-            };
-            if let Some(r) = earlier {
-                if r.request_hash != idem.request_hash {
-                    return Err(EngineError::IdempotencyMismatch);
-                }
-                return Ok(Outcome { status: r.status, body: r.body, seq: next.seq(), replayed: true });
-            }
-        }
-        let events = decide(next, command, meta, ctx.now).map_err(EngineError::Refused)?;
-        // Applied straight to the batch's next state: an event that `decide` produced
-        // and `apply` rejects is a bug, and the whole batch is dropped for it.
-        for e in &events {
-            let bytes = e.encode().map_err(|e| EngineError::Poisoned(e.to_string()))?;
-            next.apply(e)
-                .map_err(|err| EngineError::Poisoned(format!("decided an event that does not apply: {err}")))?;
-            let hash = merkle::leaf_hash(&bytes);
-            leaves.push((bytes, hash));
-        }
-        let body = serde_json::to_vec(&render(next, ctx.now)).map_err(|e| EngineError::Internal(e.to_string()))?;
-        if let Some(idem) = idempotency {
-            records.push(IdempotencyRecord {
-                scope: idem.scope.clone(),
-                key: idem.key.clone(),
-                request_hash: idem.request_hash,
-                status,
-                body: body.clone(),
-                created_at: ctx.created_at.to_string(),
-            });
-        }
-        Ok(Outcome { status, body, seq: next.seq(), replayed: false })
-    }
 }
 
 struct DecideCtx<'a> {
     now: Timestamp,
     created_at: &'a str,
     recent: &'a [(u64, IdempotencyRecord)],
+    lookup: &'a dyn LedgerStore,
 }
 
 impl Committer {
@@ -432,6 +508,11 @@ impl Committer {
                         tracing::info!(seq = s.seq, "snapshot stored");
                     }
                 }
+                Work::CatchUp => {
+                    if let Err(e) = self.catch_up() {
+                        tracing::error!(error = %e, "could not fold the events other nodes appended");
+                    }
+                }
             }
         }
         // The decider is gone: every Engine handle was dropped. Leave a final checkpoint.
@@ -441,50 +522,185 @@ impl Committer {
         tracing::info!("committer stopped");
     }
 
+    /// Folds the events other nodes appended since this node's last, checking every leaf
+    /// hash and that each event applies, and publishes the new state. Anything decided
+    /// on the old state is void (the epoch moves). Returns how many events were folded.
+    fn catch_up(&mut self) -> Result<u64, EngineError> {
+        if !self.shared {
+            return Ok(0);
+        }
+        let end = self.store.len()?;
+        let mut state = self.state.load_full();
+        let start = state.seq();
+        if end <= start {
+            return Ok(0);
+        }
+        let mut next = (*state).clone();
+        let mut hashes = Vec::new();
+        let mut at = start;
+        while at < end {
+            let events = self.store.read(at, (at + CATCH_UP_PAGE).min(end))?;
+            if events.is_empty() {
+                return Err(EngineError::Internal(format!("event {at} is missing from the store")));
+            }
+            for e in events {
+                if e.index != at {
+                    return Err(EngineError::Internal(format!("event {at} is missing from the store")));
+                }
+                let event = replay::check_event(&e).map_err(|err| EngineError::Internal(err.to_string()))?;
+                next.apply_owned(event).map_err(|err| {
+                    EngineError::Internal(format!(
+                        "event seq {} appended by another node does not apply: {err}",
+                        at + 1
+                    ))
+                })?;
+                hashes.push(e.leaf_hash);
+                at += 1;
+            }
+        }
+        {
+            let mut log = self.log.write().unwrap_or_else(|p| p.into_inner());
+            if log.len() != start {
+                return Err(EngineError::Internal("the log and the state disagree".into()));
+            }
+            for h in hashes {
+                log.push(h);
+            }
+        }
+        state = Arc::new(next);
+        self.state.store(state.clone());
+        self.seq.send_replace(state.seq());
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        tracing::debug!(from = start, to = end, "folded events from other nodes");
+        Ok(end - start)
+    }
+
+    /// Decides the batch's commands again on the committed state.
+    fn redecide(&self, b: Batch) -> Option<Batch> {
+        let base = self.state.load_full();
+        let submits = b.pending.into_iter().map(|p| p.submit);
+        let (next, leaves, records, pending) = decide_all(&base, submits, &*self.store, &[])?;
+        let epoch = self.epoch.load(Ordering::Acquire);
+        Some(Batch { epoch, expected_len: base.seq(), leaves, records, pending, state: Arc::new(next) })
+    }
+
     fn commit(&mut self, b: Batch) {
-        let fail_all = |pending: Vec<Pending>, msg: String| {
+        self.commit_batch(b);
+        if self.holding {
+            self.holding = false;
+            if let Err(e) = self.store.hold_appends(false) {
+                tracing::warn!(error = %e, "could not release the append lock (the connection's end will)");
+            }
+        }
+    }
+
+    fn commit_batch(&mut self, mut b: Batch) {
+        let fail_all = |pending: Vec<Pending>, e: &dyn Fn() -> EngineError| {
             for p in pending {
-                let _ = p.reply.send(Err(EngineError::Internal(msg.clone())));
+                p.answer(Err(e()));
             }
         };
-        if b.epoch != self.epoch.load(Ordering::Acquire) {
-            fail_all(b.pending, "an earlier write failed, so this one was not committed; retry it".into());
-            return;
-        }
-        if !b.leaves.is_empty() || !b.records.is_empty() {
-            let events: Vec<NewEvent<'_>> =
-                b.leaves.iter().map(|(leaf, hash)| NewEvent { leaf, leaf_hash: *hash }).collect();
-            if let Err(e) = self.store.append(b.expected_len, &events, &b.records) {
-                tracing::error!(error = %e, "append failed; the batch and every batch decided after it are refused");
-                self.epoch.fetch_add(1, Ordering::AcqRel);
-                fail_all(b.pending, format!("the ledger could not be written: {e}"));
+        let stale = b.epoch != self.epoch.load(Ordering::Acquire);
+        // On a shared store the decider may have started from a state that a batch the
+        // committer decided again has since overtaken: such a batch (even one with no
+        // events) must not publish its older state.
+        if stale || (self.shared && b.expected_len != self.state.load().seq()) {
+            if !self.shared {
+                let msg = "an earlier write failed, so this one was not committed; retry it";
+                fail_all(b.pending, &|| EngineError::Internal(msg.into()));
                 return;
             }
-            self.commits.fetch_add(1, Ordering::Relaxed);
-            let mut log = self.log.write().unwrap_or_else(|p| p.into_inner());
-            for (_, hash) in &b.leaves {
-                log.push(*hash);
+            // Decided on a state that other nodes' events (or a failed write) replaced.
+            match self.redecide(b) {
+                Some(nb) => b = nb,
+                None => return,
+            }
+        }
+        let mut attempt = 0;
+        loop {
+            if b.leaves.is_empty() && b.records.is_empty() {
+                break;
+            }
+            let events: Vec<NewEvent<'_>> =
+                b.leaves.iter().map(|(leaf, hash)| NewEvent { leaf, leaf_hash: *hash }).collect();
+            match self.store.append(b.expected_len, &events, &b.records) {
+                Ok(()) => {
+                    self.commits.fetch_add(1, Ordering::Relaxed);
+                    let mut log = self.log.write().unwrap_or_else(|p| p.into_inner());
+                    for (_, hash) in &b.leaves {
+                        log.push(*hash);
+                    }
+                    break;
+                }
+                Err(StoreError::Conflict { .. } | StoreError::Duplicate { what: Unique::IdempotencyKey, .. })
+                    if self.shared =>
+                {
+                    // Another node appended first (or answered the same idempotency key).
+                    attempt += 1;
+                    if attempt > MAX_RETRIES {
+                        tracing::warn!(attempts = attempt, "the ledger is contended; the batch is refused");
+                        self.epoch.fetch_add(1, Ordering::AcqRel);
+                        fail_all(b.pending, &|| EngineError::Contended(attempt));
+                        return;
+                    }
+                    // Hold the others' appends while catching up and appending again, so
+                    // that this node cannot lose the race twice in a row.
+                    if !self.holding {
+                        match self.store.hold_appends(true) {
+                            Ok(()) => self.holding = true,
+                            Err(e) => tracing::warn!(error = %e, "could not hold appends; retrying without"),
+                        }
+                    }
+                    if let Err(e) = self.catch_up() {
+                        tracing::error!(error = %e, "catching up after a conflict failed");
+                        self.epoch.fetch_add(1, Ordering::AcqRel);
+                        fail_all(b.pending, &|| EngineError::Internal(format!("catching up failed: {e}")));
+                        return;
+                    }
+                    match self.redecide(b) {
+                        Some(nb) => b = nb,
+                        None => return,
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "append failed; the batch and every batch decided after it are refused");
+                    self.epoch.fetch_add(1, Ordering::AcqRel);
+                    fail_all(b.pending, &|| EngineError::Internal(format!("the ledger could not be written: {e}")));
+                    return;
+                }
             }
         }
         let seq = b.state.seq();
         self.state.store(b.state.clone());
+        self.seq.send_replace(seq);
         for mut p in b.pending {
             if let Ok(o) = &mut p.result
                 && !o.replayed
             {
                 o.seq = seq;
             }
-            let _ = p.reply.send(p.result);
+            let result = std::mem::replace(&mut p.result, Err(EngineError::Stopped));
+            p.answer(result);
         }
         self.maybe_snapshot(b.state);
     }
 
+    /// Signs the tree this node has verified, at its own size: every node's tree is a
+    /// prefix of the one log, so checkpoints signed by any of them are consistent.
     fn sign_checkpoint(&mut self) -> Result<CheckpointRecord, EngineError> {
+        self.catch_up()?;
         let size = self.state.load().seq();
         if let Some(latest) = self.store.latest_checkpoint()?
-            && latest.size == size
+            && latest.size >= size
         {
-            return Ok(latest);
+            if latest.size == size {
+                return Ok(latest);
+            }
+            // Another node signed a larger tree than this one has folded: sign our own
+            // size, which is consistent with it, rather than serve a tree we cannot prove.
+            if let Some(mine) = self.store.checkpoints()?.into_iter().find(|c| c.size == size) {
+                return Ok(mine);
+            }
         }
         let root = {
             let log = self.log.read().unwrap_or_else(|p| p.into_inner());

@@ -131,7 +131,13 @@ impl KeyVault {
         let mut store = app.reader.lock().unwrap_or_else(|p| p.into_inner());
         let keep_until = match &old {
             Some(kid) => {
-                let secs = self.hwm_of(&**store, kid)?;
+                // Fresh from the store too: other nodes may have raised it.
+                let stored = store
+                    .meta(&format!("{HWM_PREFIX}{kid}"))?
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map(i64::from_be_bytes)
+                    .unwrap_or(0);
+                let secs = self.hwm_of(&**store, kid)?.max(stored);
                 Timestamp::from_millis(secs.saturating_mul(1000)).unwrap_or(now).max(now)
             }
             None => now,
@@ -171,7 +177,16 @@ impl KeyVault {
             return Ok(());
         }
         let mark = (exp + HOUR - 1).div_euclid(HOUR) * HOUR;
-        store.set_meta(&format!("{HWM_PREFIX}{kid}"), &mark.to_be_bytes())?;
+        let name = format!("{HWM_PREFIX}{kid}");
+        // Other nodes on a shared store raise the same mark: never lower theirs.
+        let stored = store.meta(&name)?.and_then(|b| <[u8; 8]>::try_from(b).ok()).map(i64::from_be_bytes);
+        if let Some(theirs) = stored
+            && theirs >= mark
+        {
+            self.hwm.lock().unwrap_or_else(|p| p.into_inner()).insert(kid.to_string(), theirs);
+            return Ok(());
+        }
+        store.set_meta(&name, &mark.to_be_bytes())?;
         self.hwm.lock().unwrap_or_else(|p| p.into_inner()).insert(kid.to_string(), mark);
         Ok(())
     }

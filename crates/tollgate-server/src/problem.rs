@@ -82,6 +82,16 @@ impl From<EngineError> for ApiError {
                 e.retry_after = Some(1);
                 e
             }
+            EngineError::Contended(n) => {
+                tracing::warn!(attempts = n, "write refused: the ledger is contended");
+                let mut e = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "LEDGER_CONTENDED",
+                    "other nodes kept appending to the ledger first; nothing was written, retry the request",
+                );
+                e.retry_after = Some(1);
+                e
+            }
             other => {
                 tracing::error!(error = %other, "write failed");
                 ApiError::internal("the write could not be completed; it was not acknowledged and may be retried")

@@ -54,72 +54,77 @@ fn random_seed() -> Result<[u8; 32], ReplayError> {
 
 /// Reads the checkpoint signing key, or creates it on first start. With a master key
 /// the seed is kept sealed (`crate::kek`), and a plaintext seed left by an older build
-/// is sealed and then blanked; see `seal_seed`.
+/// is sealed and then blanked.
+///
+/// On a shared store every node starts here at once: creation is insert-if-absent and
+/// each node then uses whatever was stored first, so there is one log key, never one
+/// per node.
 pub fn identity(store: &mut dyn LedgerStore, kek: Option<&MasterKey>) -> Result<Identity, ReplayError> {
-    let origin = match store.meta(META_ORIGIN)? {
-        Some(o) => {
-            String::from_utf8(o).map_err(|_| ReplayError::Internal("stored ledger origin is not UTF-8".into()))?
+    let origin = store.meta_insert(META_ORIGIN, DEFAULT_ORIGIN.as_bytes())?;
+    let origin =
+        String::from_utf8(origin).map_err(|_| ReplayError::Internal("stored ledger origin is not UTF-8".into()))?;
+    let plain = store.meta(META_SIGNING_KEY)?.filter(|p| !p.is_empty());
+    let seed: [u8; 32] = match kek {
+        Some(kek) => {
+            let sealed = match store.meta(META_SEALED_SIGNING_KEY)? {
+                Some(sealed) => sealed,
+                None => {
+                    let seed = match &plain {
+                        Some(p) => seed_of(p)?,
+                        None => random_seed()?,
+                    };
+                    let sealed = kek
+                        .seal(META_SEALED_SIGNING_KEY, &seed)
+                        .map_err(|e| ReplayError::Internal(format!("sealing failed: {e}")))?;
+                    store.meta_insert(META_SEALED_SIGNING_KEY, &sealed)?
+                }
+            };
+            open_seed(kek, &sealed)?
         }
-        None => {
-            store.set_meta(META_ORIGIN, DEFAULT_ORIGIN.as_bytes())?;
-            DEFAULT_ORIGIN.to_string()
-        }
-    };
-    let seed: [u8; 32] = match (kek, store.meta(META_SEALED_SIGNING_KEY)?, store.meta(META_SIGNING_KEY)?) {
-        (Some(kek), Some(sealed), plain) => {
-            let seed = open_seed(kek, &sealed)?;
-            if plain.is_some_and(|p| !p.is_empty()) {
-                // A sealing interrupted after the sealed copy was written: finish it.
-                store.set_meta(META_SIGNING_KEY, &[])?;
+        None => match (store.meta(META_SEALED_SIGNING_KEY)?, &plain) {
+            (_, Some(p)) => seed_of(p)?,
+            (Some(_), None) => {
+                return Err(ReplayError::Internal("the ledger signing key is sealed: the master key is needed".into()));
             }
-            seed
-        }
-        (None, Some(_), plain) if plain.as_ref().is_none_or(Vec::is_empty) => {
-            return Err(ReplayError::Internal("the ledger signing key is sealed: the master key is needed".into()));
-        }
-        (_, _, Some(s)) if !s.is_empty() => {
-            s.try_into().map_err(|_| ReplayError::Internal("stored ledger signing key is not 32 bytes".into()))?
-        }
-        (kek, _, _) => {
-            let seed = random_seed()?;
-            if kek.is_none() {
-                store.set_meta(META_SIGNING_KEY, &seed)?;
+            (None, None) => {
+                let fresh = random_seed()?;
+                seed_of(&store.meta_insert(META_SIGNING_KEY, &fresh)?)?
             }
-            seed
-        }
+        },
     };
     let signer =
         note::Signer::new(&origin, SigningKey::from_bytes(&seed)).map_err(|e| ReplayError::Internal(e.to_string()))?;
     let verifier_key = signer.verifier_key();
-    if let Some(kek) = kek
-        && store.meta(META_SEALED_SIGNING_KEY)?.is_none()
-    {
-        seal_seed(store, kek, &seed, &verifier_key)?;
+    if kek.is_some() {
+        // The public key, so that `ledger verify` needs no master key; then the
+        // plaintext goes, in that order, so a crash at any point leaves a readable key.
+        if store.meta(META_VERIFIER_KEY)?.is_none() {
+            store.meta_insert(META_VERIFIER_KEY, verifier_key.as_bytes())?;
+        }
+        if plain.is_some() {
+            store.set_meta(META_SIGNING_KEY, &[])?;
+        }
     }
     Ok(Identity { origin, signer, verifier_key })
+}
+
+fn seed_of(bytes: &[u8]) -> Result<[u8; 32], ReplayError> {
+    bytes.try_into().map_err(|_| ReplayError::Internal("stored ledger signing key is not 32 bytes".into()))
 }
 
 const META_SEALED_SIGNING_KEY: &str = "ledger_signing_key_sealed";
 const META_VERIFIER_KEY: &str = "ledger_verifier_key";
 
+/// The message a node given another master key than the one that sealed the key stops
+/// with.
+pub const WRONG_MASTER_KEY: &str =
+    "the master key does not open this database's signing key: every node must be given the same TOLLGATE_MASTER_KEY";
+
 fn open_seed(kek: &MasterKey, sealed: &[u8]) -> Result<[u8; 32], ReplayError> {
     kek.open(META_SEALED_SIGNING_KEY, sealed)
-        .map_err(|e| ReplayError::Internal(format!("the ledger signing key: {e}")))?
+        .map_err(|e| ReplayError::Internal(format!("{WRONG_MASTER_KEY} ({e})")))?
         .try_into()
         .map_err(|_| ReplayError::Internal("the sealed ledger signing key is not 32 bytes".into()))
-}
-
-/// Seals the seed, records the public verifier key (so `ledger verify` needs no master
-/// key), and only then blanks the plaintext: a crash at any point leaves a readable key.
-fn seal_seed(store: &mut dyn LedgerStore, kek: &MasterKey, seed: &[u8; 32], vkey: &str) -> Result<(), ReplayError> {
-    let sealed =
-        kek.seal(META_SEALED_SIGNING_KEY, seed).map_err(|e| ReplayError::Internal(format!("sealing failed: {e}")))?;
-    store.set_meta(META_VERIFIER_KEY, vkey.as_bytes())?;
-    store.set_meta(META_SEALED_SIGNING_KEY, &sealed)?;
-    if store.meta(META_SIGNING_KEY)?.is_some() {
-        store.set_meta(META_SIGNING_KEY, &[])?;
-    }
-    Ok(())
 }
 
 /// The verifier key of a store's log, without creating anything.
@@ -183,7 +188,13 @@ pub fn load(store: &dyn LedgerStore) -> Result<Loaded, ReplayError> {
             log.len()
         )));
     }
-    if let Some(cp) = store.latest_checkpoint()? {
+    let mut latest = store.latest_checkpoint()?;
+    if store.shared() && latest.as_ref().is_some_and(|cp| cp.size > log.len()) {
+        // Other nodes appended and signed after this scan: check the newest checkpoint
+        // within what was read; catching up checks the rest.
+        latest = store.checkpoints()?.into_iter().rev().find(|cp| cp.size <= log.len());
+    }
+    if let Some(cp) = latest {
         check_checkpoint_root(&log, cp.size, &cp.root)?;
     }
     Ok(Loaded { state, log, snapshot_seq })
@@ -246,7 +257,7 @@ fn replay_events(
                 let Some(decoded) = next else { return Ok(()) };
                 for (hash, event) in decoded? {
                     if let Some(event) = event {
-                        state.apply(&event).map_err(|err| ReplayError::corrupt(log.len(), err.to_string()))?;
+                        state.apply_owned(event).map_err(|err| ReplayError::corrupt(log.len(), err.to_string()))?;
                     }
                     log.push(hash);
                 }
@@ -333,7 +344,7 @@ pub fn fold(
             Err(ReplayError::corrupt(log.len(), "missing from the store"))
         } else {
             check_event(&e)
-                .and_then(|event| state.apply(&event).map_err(|err| ReplayError::corrupt(e.index, err.to_string())))
+                .and_then(|event| state.apply_owned(event).map_err(|err| ReplayError::corrupt(e.index, err.to_string())))
         };
         if let Err(err) = result {
             failure = Some(err);

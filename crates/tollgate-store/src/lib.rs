@@ -24,6 +24,7 @@ mod postgres;
 mod sqlite;
 
 pub use error::{StoreError, Unique};
+pub use postgres::PgFollower;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -76,6 +77,25 @@ pub struct SnapshotRecord {
     pub seq: u64,
     pub digest: Hash,
     pub state: Vec<u8>,
+}
+
+/// One server's last heartbeat into a shared store: where it is in the log and the
+/// digest of its state there, so that nodes which disagree can be found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRecord {
+    pub id: String,
+    pub address: String,
+    pub seq: u64,
+    pub digest: Hash,
+    /// Milliseconds since the heartbeat, by the database's clock (0 when writing).
+    pub age_ms: u64,
+}
+
+/// Wakes a follower of a shared log when another writer appended.
+pub trait Follow: Send {
+    /// Waits up to `timeout` for an append by anyone; `true` if one was announced.
+    /// Announcements that arrived meanwhile are drained together.
+    fn wait(&mut self, timeout: std::time::Duration) -> Result<bool, StoreError>;
 }
 
 /// An API token, stored by the hash of its secret (never the secret).
@@ -158,6 +178,17 @@ pub trait LedgerStore: Send {
     /// Inserts or replaces.
     fn set_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError>;
 
+    /// Inserts `value` unless `key` is set, and returns what is stored afterwards: the
+    /// first writer's value when several race (nodes starting together create one
+    /// identity, not one each). The default is enough for a store with one writer.
+    fn meta_insert(&mut self, key: &str, value: &[u8]) -> Result<Vec<u8>, StoreError> {
+        if let Some(v) = self.meta(key)? {
+            return Ok(v);
+        }
+        self.set_meta(key, value)?;
+        Ok(value.to_vec())
+    }
+
     /// Fails with [`StoreError::Duplicate`] if the id or the hash is already stored.
     fn insert_token(&mut self, t: &TokenRecord) -> Result<(), StoreError>;
 
@@ -173,4 +204,37 @@ pub trait LedgerStore: Send {
     /// Another handle on the same store for reads, usable from another thread while this
     /// one writes. It sees what is committed.
     fn reader(&self) -> Result<Box<dyn LedgerStore>, StoreError>;
+
+    /// True when other processes may append to the same log (PostgreSQL): a writer must
+    /// then expect [`StoreError::Conflict`], catch up and follow the log.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// While held, no other writer can append (`append` waits for it): a writer that
+    /// lost a race takes it to catch up and append without losing again. Released by
+    /// `hold_appends(false)` or when the connection ends. A no-op where the store is
+    /// not shared.
+    fn hold_appends(&mut self, hold: bool) -> Result<(), StoreError> {
+        let _ = hold;
+        Ok(())
+    }
+
+    /// A listener for appends made by any writer (`None`: nobody else appends).
+    fn follow(&self) -> Result<Option<Box<dyn Follow>>, StoreError> {
+        Ok(None)
+    }
+
+    /// Records that node `n.id` is alive at `n.seq` with `n.digest` (a no-op where the
+    /// store is not shared).
+    fn heartbeat(&mut self, n: &NodeRecord) -> Result<(), StoreError> {
+        let _ = n;
+        Ok(())
+    }
+
+    /// The nodes that sent a heartbeat within `within`, by id.
+    fn nodes(&self, within: std::time::Duration) -> Result<Vec<NodeRecord>, StoreError> {
+        let _ = within;
+        Ok(Vec::new())
+    }
 }

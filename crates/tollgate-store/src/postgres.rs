@@ -12,15 +12,17 @@
 use std::sync::Mutex;
 
 use postgres::error::SqlState;
+use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls, Row};
 
 use crate::{
-    CheckpointRecord, Hash, IdempotencyRecord, LedgerStore, NewEvent, SnapshotRecord, StoreError, StoredEvent,
-    TokenRecord, Unique,
+    CheckpointRecord, Hash, IdempotencyRecord, LedgerStore, NewEvent, NodeRecord, SnapshotRecord, StoreError,
+    StoredEvent, TokenRecord, Unique,
 };
 
 /// Versioned migrations; entry N takes the schema from version N to N+1.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE events (
     idx       BIGINT PRIMARY KEY CHECK (idx >= 0),
     leaf      BYTEA NOT NULL,
@@ -51,10 +53,29 @@ CREATE TABLE tokens (
     created_at TEXT NOT NULL,
     revoked_at TEXT
 );
-"];
+",
+    "
+CREATE TABLE nodes (
+    id           TEXT PRIMARY KEY,
+    address      TEXT NOT NULL,
+    seq          BIGINT NOT NULL CHECK (seq >= 0),
+    digest       BYTEA NOT NULL CHECK (octet_length(digest) = 32),
+    heartbeat_at TIMESTAMPTZ NOT NULL
+);
+",
+];
+
+/// The advisory lock every append takes for its transaction, and `hold_appends` for
+/// its session (advisory locks are re-entrant within a session).
+const APPEND_LOCK: i64 = 7_347_002;
 
 pub struct PostgresStore {
     url: String,
+    /// The LISTEN/NOTIFY channel of this schema's log. Channels are per database, so
+    /// the schema is part of the name: ledgers in other schemas do not wake this one.
+    channel: String,
+    /// Sessions of this handle refuse writes (also after a reconnect).
+    read_only: bool,
     /// `Some` until drop, which closes the connection off any async thread.
     client: Mutex<Option<Client>>,
 }
@@ -143,7 +164,8 @@ impl PostgresStore {
         }
         tx.execute("UPDATE tollgate_schema SET version = $1", &[&current]).map_err(pg)?;
         tx.commit().map_err(pg)?;
-        Ok(Self { url: url.to_owned(), client: Mutex::new(Some(client)) })
+        let channel = channel_of(&mut client)?;
+        Ok(Self { url: url.to_owned(), channel, read_only: false, client: Mutex::new(Some(client)) })
     }
 
     fn run<R: Send>(&self, f: impl FnOnce(&mut Client) -> R + Send) -> R {
@@ -151,22 +173,82 @@ impl PostgresStore {
             let mut guard = self.client.lock().unwrap_or_else(|p| p.into_inner());
             // Only `drop` takes the client out, and nothing runs after it.
             let client = guard.as_mut().expect("the connection is open until the store is dropped");
+            // After a network blip or a server restart the connection is closed for
+            // good: the call that saw it fail returned an error, this one reconnects
+            // (the writer then catches up from the sequence it has).
+            if client.is_closed()
+                && let Ok(fresh) = Self::connect(&self.url, self.read_only)
+            {
+                *client = fresh;
+            }
             f(client)
         })
+    }
+
+    fn connect(url: &str, read_only: bool) -> Result<Client, StoreError> {
+        let mut client = Client::connect(url, NoTls).map_err(pg)?;
+        if read_only {
+            client.batch_execute("SET default_transaction_read_only = on").map_err(pg)?;
+        }
+        Ok(client)
     }
 
     /// A handle for reads only: the session refuses every write.
     pub fn open_read_only(url: &str) -> Result<Self, StoreError> {
         offload(|| {
-            let mut client = Client::connect(url, NoTls).map_err(pg)?;
-            client.batch_execute("SET default_transaction_read_only = on").map_err(pg)?;
-            Ok(Self { url: url.to_owned(), client: Mutex::new(Some(client)) })
+            let mut client = Self::connect(url, true)?;
+            let channel = channel_of(&mut client)?;
+            Ok(Self { url: url.to_owned(), channel, read_only: true, client: Mutex::new(Some(client)) })
         })
     }
 
     fn len_in(client: &mut impl postgres::GenericClient) -> Result<u64, StoreError> {
         let row = client.query_one("SELECT COALESCE(MAX(idx) + 1, 0) FROM events", &[]).map_err(pg)?;
         uint(row.get(0), "log length")
+    }
+}
+
+fn channel_of(client: &mut Client) -> Result<String, StoreError> {
+    let schema: Option<String> = client.query_one("SELECT current_schema()", &[]).map_err(pg)?.get(0);
+    Ok(format!("tollgate_ledger_{}", schema.unwrap_or_default()))
+}
+
+/// Double-quotes an identifier for LISTEN, which takes no parameters.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A connection that LISTENs to the log's channel, for one follower thread.
+pub struct PgFollower {
+    client: Option<Client>,
+}
+
+impl Drop for PgFollower {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            offload(move || drop(client));
+        }
+    }
+}
+
+impl crate::Follow for PgFollower {
+    fn wait(&mut self, timeout: std::time::Duration) -> Result<bool, StoreError> {
+        let Some(client) = self.client.as_mut() else { return Ok(false) };
+        offload(|| {
+            let woken = {
+                let mut notifications = client.notifications();
+                let woken = notifications.timeout_iter(timeout).next().map_err(pg)?.is_some();
+                // Several appends while this node was busy need one catch-up, not one each.
+                let mut pending = notifications.iter();
+                while pending.next().map_err(pg)?.is_some() {}
+                woken
+            };
+            // A dropped connection ends the iterator without an error: ask the server.
+            if client.is_closed() {
+                return Err(StoreError::Invalid("PostgreSQL: the LISTEN connection was closed".into()));
+            }
+            Ok(woken)
+        })
     }
 }
 
@@ -212,8 +294,11 @@ impl LedgerStore for PostgresStore {
         events: &[NewEvent<'_>],
         idempotency: &[IdempotencyRecord],
     ) -> Result<(), StoreError> {
+        let self_channel = self.channel.clone();
         self.run(|client| {
             let mut tx = client.transaction().map_err(pg)?;
+            // Waits while a writer that lost a race holds the appends (`hold_appends`).
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&APPEND_LOCK]).map_err(pg)?;
             let actual = Self::len_in(&mut tx)?;
             if actual != expected_len {
                 return Err(StoreError::Conflict { expected: expected_len, actual });
@@ -249,6 +334,8 @@ impl LedgerStore for PostgresStore {
                     });
                 }
             }
+            // Delivered at commit, to every node that LISTENs: they fold the new events.
+            tx.execute("SELECT pg_notify($1, '')", &[&self_channel]).map_err(pg)?;
             match tx.commit() {
                 Ok(()) => Ok(()),
                 Err(err) if is_unique_violation(&err) => {
@@ -421,6 +508,14 @@ impl LedgerStore for PostgresStore {
         Ok(())
     }
 
+    fn meta_insert(&mut self, key: &str, value: &[u8]) -> Result<Vec<u8>, StoreError> {
+        self.run(|c| {
+            c.execute("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING", &[&key, &value])?;
+            c.query_one("SELECT value FROM meta WHERE key = $1", &[&key]).map(|r| r.get(0))
+        })
+        .map_err(pg)
+    }
+
     fn insert_token(&mut self, t: &TokenRecord) -> Result<(), StoreError> {
         self.run(|client| {
             let n = client
@@ -475,5 +570,66 @@ impl LedgerStore for PostgresStore {
 
     fn reader(&self) -> Result<Box<dyn LedgerStore>, StoreError> {
         Ok(Box::new(PostgresStore::open_read_only(&self.url)?))
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn hold_appends(&mut self, hold: bool) -> Result<(), StoreError> {
+        let sql = if hold { "SELECT pg_advisory_lock($1)" } else { "SELECT pg_advisory_unlock($1)" };
+        self.run(|c| c.execute(sql, &[&APPEND_LOCK])).map_err(pg)?;
+        Ok(())
+    }
+
+    fn follow(&self) -> Result<Option<Box<dyn crate::Follow>>, StoreError> {
+        let listen = format!("LISTEN {}", quote_ident(&self.channel));
+        let client = offload(|| {
+            let mut client = Client::connect(&self.url, NoTls).map_err(pg)?;
+            client.batch_execute(&listen).map_err(pg)?;
+            Ok::<_, StoreError>(client)
+        })?;
+        Ok(Some(Box::new(PgFollower { client: Some(client) })))
+    }
+
+    fn heartbeat(&mut self, n: &NodeRecord) -> Result<(), StoreError> {
+        let seq = int(n.seq, "node seq")?;
+        self.run(|c| {
+            c.execute(
+                "INSERT INTO nodes (id, address, seq, digest, heartbeat_at) VALUES ($1, $2, $3, $4, now())
+                 ON CONFLICT (id) DO UPDATE SET address = excluded.address, seq = excluded.seq,
+                     digest = excluded.digest, heartbeat_at = excluded.heartbeat_at",
+                &[&n.id, &n.address, &seq, &&n.digest[..]],
+            )
+        })
+        .map_err(pg)?;
+        Ok(())
+    }
+
+    fn nodes(&self, within: std::time::Duration) -> Result<Vec<NodeRecord>, StoreError> {
+        let ms = i64::try_from(within.as_millis()).unwrap_or(i64::MAX);
+        let rows = self
+            .run(|c| {
+                c.query(
+                    "SELECT id, address, seq, digest,
+                            GREATEST(0, (EXTRACT(EPOCH FROM (now() - heartbeat_at)) * 1000))::BIGINT
+                     FROM nodes WHERE heartbeat_at > now() - make_interval(secs => $1::BIGINT / 1000.0)
+                     ORDER BY id",
+                    &[&ms],
+                )
+            })
+            .map_err(pg)?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.get(0);
+                Ok(NodeRecord {
+                    address: row.get(1),
+                    seq: uint(row.get(2), "node seq")?,
+                    digest: hash(row.get(3), || format!("node {id}"))?,
+                    age_ms: uint(row.get(4), "heartbeat age")?,
+                    id,
+                })
+            })
+            .collect()
     }
 }

@@ -96,6 +96,8 @@ impl Settings {
         c.engine.snapshot_keep = self.snapshot_keep;
         c.checkpoint_interval = Duration::from_secs(self.checkpoint_seconds);
         c.database_url = self.database.clone();
+        // The id this node heartbeats under on a shared ledger; random when unset.
+        c.node_id = std::env::var("TOLLGATE_NODE_ID").ok().filter(|s| !s.is_empty());
         c
     }
 }

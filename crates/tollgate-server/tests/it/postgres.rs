@@ -11,10 +11,10 @@ use serde_json::json;
 
 use crate::support::*;
 
-struct Schema {
+pub(crate) struct Schema {
     admin: Option<postgres::Client>,
     name: String,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Drop for Schema {
@@ -32,7 +32,7 @@ impl Drop for Schema {
 
 /// A fresh schema, set up on a plain thread (the sync client must not run on this
 /// test's runtime thread).
-fn schema() -> Option<Schema> {
+pub(crate) fn schema() -> Option<Schema> {
     std::thread::spawn(|| {
         let base = std::env::var("TOLLGATE_TEST_DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());

@@ -113,3 +113,61 @@ fn works_inside_a_single_threaded_runtime() {
 fn works_inside_a_multi_threaded_runtime() {
     use_store_inside_a_runtime(tokio::runtime::Builder::new_multi_thread());
 }
+
+fn event(b: &[u8]) -> tollgate_store::NewEvent<'_> {
+    tollgate_store::NewEvent { leaf: b, leaf_hash: [b[0]; 32] }
+}
+
+/// What several nodes on one database rely on: the first identity stored wins, an
+/// append by one wakes the others' listeners, the append lock holds the others off,
+/// and heartbeats list the live nodes.
+#[test]
+fn nodes_share_meta_wake_each_other_and_heartbeat() {
+    use std::time::Duration;
+    let Some(h) = PgHarness::new() else { return };
+    let mut a = PostgresStore::open(&h.url).unwrap();
+    let mut b = PostgresStore::open(&h.url).unwrap();
+    assert!(a.shared());
+
+    assert_eq!(a.meta_insert("k", b"first").unwrap(), b"first");
+    assert_eq!(b.meta_insert("k", b"second").unwrap(), b"first", "the first writer's value is kept");
+
+    let mut follow = b.follow().unwrap().expect("PostgreSQL can be followed");
+    assert!(!follow.wait(Duration::from_millis(50)).unwrap(), "nothing appended yet");
+    a.append(0, &[event(b"x")], &[]).unwrap();
+    assert!(follow.wait(Duration::from_secs(5)).unwrap(), "an append by another handle wakes the listener");
+    assert!(!follow.wait(Duration::from_millis(50)).unwrap(), "one append, one wake-up");
+    assert!(matches!(b.append(0, &[event(b"y")], &[]), Err(tollgate_store::StoreError::Conflict { actual: 1, .. })));
+
+    // While `a` holds the appends, `b` waits; it goes through once `a` lets go.
+    a.hold_appends(true).unwrap();
+    let url = h.url.clone();
+    let t = std::thread::spawn(move || {
+        let mut b = PostgresStore::open(&url).unwrap();
+        let started = std::time::Instant::now();
+        b.append(2, &[event(b"z")], &[]).unwrap();
+        started.elapsed()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    a.append(1, &[event(b"w")], &[]).unwrap();
+    a.hold_appends(false).unwrap();
+    assert!(t.join().unwrap() >= Duration::from_millis(250), "the other append waited for the hold");
+    assert_eq!(a.len().unwrap(), 3);
+
+    let node = |id: &str, seq| tollgate_store::NodeRecord {
+        id: id.into(),
+        address: "127.0.0.1:1".into(),
+        seq,
+        digest: [seq as u8; 32],
+        age_ms: 0,
+    };
+    a.heartbeat(&node("n1", 3)).unwrap();
+    b.heartbeat(&node("n2", 2)).unwrap();
+    b.heartbeat(&node("n2", 3)).unwrap();
+    let nodes = a.nodes(Duration::from_secs(10)).unwrap();
+    assert_eq!(nodes.iter().map(|n| (n.id.as_str(), n.seq)).collect::<Vec<_>>(), vec![("n1", 3), ("n2", 3)]);
+    assert!(nodes.iter().all(|n| n.age_ms < 10_000 && n.digest == [3; 32]));
+    std::thread::sleep(Duration::from_millis(30));
+    assert!(a.nodes(Duration::from_millis(1)).unwrap().is_empty(), "silent nodes are not listed");
+    drop(follow);
+}
