@@ -7,19 +7,24 @@
 //!   network, with core's code, exactly as the server signs it.
 //! - [`activation`]: air-gapped activation requests, license files and deactivation
 //!   proofs.
-//!
-//! Local gate evaluation arrives with the rollouts issue.
+//! - [`gates`]: [`GateClient`] evaluates rollout gates locally from the server's
+//!   signed ruleset, refreshed in the background; [`provider`] is an OpenFeature
+//!   provider over it.
 #![forbid(unsafe_code)]
 
 pub mod activation;
 mod fallback;
+pub mod gates;
 pub mod offline;
+pub mod provider;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use fallback::ClientConfig;
+pub use gates::{GateClient, GateConfig};
 pub use offline::{Claims, Jwks, Revocations, TokenError, VerifyOptions, verify_token, verify_token_with};
+pub use provider::TollgateProvider;
 
 use serde::Deserialize;
 

@@ -109,6 +109,10 @@ fn raw_insert(c: &mut rusqlite::Connection, next: &mut i64, leaves: &[(Vec<u8>, 
     }
 }
 
+/// The binary's allocator, so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let mut c = Criterion::default()
         .configure_from_args()

@@ -31,6 +31,10 @@ async fn post(client: &reqwest::Client, url: String, body: Value) -> Value {
     v
 }
 
+/// The binary's allocator, so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let mut c = Criterion::default()
         .configure_from_args()

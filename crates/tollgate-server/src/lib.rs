@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod cluster;
 pub mod durability;
 pub mod engine;
 pub mod extract;
@@ -20,6 +21,7 @@ pub mod keys;
 pub mod openapi;
 pub mod problem;
 pub mod replay;
+pub mod tail;
 
 use std::future::Future;
 use std::io::Write;
@@ -61,6 +63,8 @@ pub struct Config {
     /// `postgres://…`: keep the ledger in PostgreSQL instead of `<data>/tollgate.db`. The
     /// data directory still holds the generated master key and bootstrap token, if any.
     pub database_url: Option<String>,
+    /// This node's id in the cluster view (`TOLLGATE_NODE_ID`); random when `None`.
+    pub node_id: Option<String>,
 }
 
 impl Config {
@@ -73,6 +77,7 @@ impl Config {
             master_key: None,
             token_issuer: "tollgate".into(),
             database_url: None,
+            node_id: None,
         }
     }
 }
@@ -85,6 +90,8 @@ pub struct AppState {
     checkpoint_interval: Duration,
     /// Token signing keys, sealed under the master key.
     pub keys: keys::KeyVault,
+    /// This node among the others on a shared ledger.
+    pub cluster: cluster::Cluster,
 }
 
 /// How the first start provided an admin token.
@@ -127,6 +134,11 @@ pub fn open(config: &Config) -> anyhow::Result<Opened> {
         }
     };
     let bootstrap = bootstrap_tokens(&mut *store, config)?;
+    let cluster_store: Option<Box<dyn LedgerStore>> = match &config.database_url {
+        Some(url) => Some(Box::new(PostgresStore::open(url)?)),
+        None => None,
+    };
+    let node_id = config.node_id.clone().unwrap_or_else(|| format!("node_{}", auth::random_hex(6)));
     let (kek, kek_origin) = kek::MasterKey::load(config.master_key.as_ref(), &config.data_dir)?;
     if let kek::KekOrigin::Generated(p) = &kek_origin {
         tracing::warn!(path = %p.display(), "no TOLLGATE_MASTER_KEY or key file given: generated a master key beside the data (mode 0600); keep a copy elsewhere, and prefer TOLLGATE_MASTER_KEY in production");
@@ -140,6 +152,7 @@ pub fn open(config: &Config) -> anyhow::Result<Opened> {
         reader: Mutex::new(reader),
         checkpoint_interval: config.checkpoint_interval,
         keys: keys::KeyVault::new(kek, kek_origin, config.token_issuer.clone()),
+        cluster: cluster::Cluster::new(node_id, cluster_store),
     });
     Ok(Opened { app, writer, bootstrap })
 }
@@ -153,7 +166,11 @@ fn bootstrap_tokens(store: &mut dyn LedgerStore, config: &Config) -> anyhow::Res
         if store.token_by_hash(&auth::hash_token(secret))?.is_none() {
             let (_, mut record) = new_token(Role::Admin, "bootstrap (TOLLGATE_BOOTSTRAP_TOKEN)", None, now);
             record.hash = auth::hash_token(secret);
-            store.insert_token(&record)?;
+            match store.insert_token(&record) {
+                // Another node starting at the same time registered it first.
+                Err(tollgate_store::StoreError::Duplicate { what: tollgate_store::Unique::TokenHash, .. }) => {}
+                other => other?,
+            }
         }
         return Ok(Bootstrap::FromEnv);
     }
@@ -193,6 +210,45 @@ async fn request_id(mut req: Request, next: Next) -> Response {
     let mut res = next.run(req).await;
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut().insert("x-request-id", v);
+    }
+    res
+}
+
+/// A request may wait (at most this long) for the node to reach `Tollgate-Min-Seq`.
+pub const MIN_SEQ_WAIT: Duration = Duration::from_secs(5);
+pub const MIN_SEQ_HEADER: &str = "tollgate-min-seq";
+
+/// Read-your-writes across nodes: with `Tollgate-Min-Seq: N` the request waits until
+/// this node has folded N events (503 `SEQ_NOT_REACHED` after `MIN_SEQ_WAIT`). Every
+/// response carries `Tollgate-Seq`, the sequence it reflects at least.
+async fn sequence(
+    axum::extract::State(app): axum::extract::State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if let Some(v) = req.headers().get(MIN_SEQ_HEADER) {
+        let Some(min) = v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) else {
+            return ApiError::bad_request("INVALID_MIN_SEQ", "Tollgate-Min-Seq must be a non-negative integer")
+                .into_response();
+        };
+        let reached = app.engine.wait_for_seq(min, MIN_SEQ_WAIT).await;
+        if reached < min {
+            let mut e = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SEQ_NOT_REACHED",
+                format!(
+                    "this node has folded {reached} events, not the {min} asked for, within {} s; retry, or ask another node",
+                    MIN_SEQ_WAIT.as_secs()
+                ),
+            );
+            e.retry_after = Some(1);
+            return e.into_response();
+        }
+    }
+    let seq = app.engine.state().seq();
+    let mut res = next.run(req).await;
+    if !res.headers().contains_key(api::SEQ_HEADER) {
+        res.headers_mut().insert(api::SEQ_HEADER, HeaderValue::from(seq));
     }
     res
 }
@@ -255,11 +311,23 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/v1/ledger/entries", get(ledger::entries))
         .route("/v1/ledger/proof/inclusion", get(ledger::inclusion))
         .route("/v1/ledger/proof/consistency", get(ledger::consistency))
+        .route("/v1/gates", get(gates::list))
+        .route("/v1/gates/ruleset", get(gates::ruleset))
+        .route("/v1/gates/import", post(gates::import))
+        .route("/v1/gates/{key}", get(gates::get).put(gates::put))
+        .route("/v1/gates/{key}/history", get(gates::history))
+        .route("/v1/gates/{key}/rollback", post(gates::rollback))
+        .route("/v1/gates/{key}/kill", post(gates::kill))
+        .route("/v1/gates/{key}/preview", post(gates::preview))
+        .route("/ofrep/v1/evaluate/flags", post(ofrep::evaluate_all))
+        .route("/ofrep/v1/evaluate/flags/{key}", post(ofrep::evaluate_one))
         .route("/v1/tokens", post(system::create_token).get(system::list_tokens))
         .route("/v1/tokens/{id}", delete(system::revoke_token))
+        .route("/v1/cluster/status", get(cluster::status))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(1024 * 1024))
+        .layer(middleware::from_fn_with_state(app.clone(), sequence))
         .layer(middleware::from_fn(request_id))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_to_problem))
         .layer(tower_http::trace::TraceLayer::new_for_http())
@@ -279,10 +347,15 @@ pub async fn serve(
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let reaper = tokio::spawn(api::leases::reaper(app.clone(), stop_rx.clone()));
+    if let Ok(addr) = listener.local_addr() {
+        let _ = app.cluster.address.set(addr.to_string());
+    }
+    let heart = tokio::spawn(cluster::heartbeat_job(app.clone(), stop_rx.clone()));
     let ticker = tokio::spawn(checkpoint_job(app.clone(), stop_rx));
     let result = axum::serve(listener, router(app)).with_graceful_shutdown(shutdown).await;
     let _ = stop_tx.send(true);
     let _ = ticker.await;
+    let _ = heart.await;
     let _ = reaper.await;
     result
 }

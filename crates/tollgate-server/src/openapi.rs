@@ -19,7 +19,7 @@ impl Modify for Bearer {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Tollgate", description = "License and entitlement server. Errors are RFC 9457 problem+json with a stable `code`. Every POST honours `Idempotency-Key`."),
+    info(title = "Tollgate", description = "License and entitlement server. Errors are RFC 9457 problem+json with a stable `code`. Every POST honours `Idempotency-Key`. Every response carries `Tollgate-Seq`, the ledger sequence it reflects; send `Tollgate-Min-Seq: N` to wait (at most 5 s) until the answering node has reached N, for read-your-writes across nodes: 503 `SEQ_NOT_REACHED` with `Retry-After` if it does not. A write refused because other nodes kept appending first is 503 `LEDGER_CONTENDED` with `Retry-After`; nothing was written."),
     paths(
         api::system::healthz, api::system::readyz,
         api::catalog::create_product, api::catalog::update_product, api::catalog::list_products, api::catalog::get_product,
@@ -35,8 +35,12 @@ impl Modify for Bearer {
         api::offline::activate, api::offline::deactivate,
         api::events::list,
         api::import::licenses,
+        api::gates::list, api::gates::get, api::gates::put, api::gates::history, api::gates::rollback, api::gates::kill,
+        api::gates::preview, api::gates::import, api::gates::ruleset,
+        api::ofrep::evaluate_one, api::ofrep::evaluate_all,
         api::ledger::checkpoint, api::ledger::key, api::ledger::entries, api::ledger::inclusion, api::ledger::consistency,
         api::system::create_token, api::system::list_tokens, api::system::revoke_token,
+        crate::cluster::status,
     ),
     components(schemas(crate::problem::Problem, crate::auth::Role)),
     modifiers(&Bearer)

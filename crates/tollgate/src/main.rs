@@ -9,6 +9,7 @@ use config::{ServeArgs, Settings};
 
 mod config;
 mod demo;
+mod gates;
 mod ops;
 mod signing;
 mod transfer;
@@ -94,6 +95,11 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Rollout gates on a running server (TOLLGATE_URL, TOLLGATE_TOKEN).
+    Gates {
+        #[command(subcommand)]
+        command: gates::GatesCmd,
+    },
     /// Manage API tokens.
     Token {
         #[command(subcommand)]
@@ -107,6 +113,9 @@ enum LedgerCmd {
     Verify {
         #[arg(long, env = "TOLLGATE_DATA", default_value = "./tollgate-data")]
         data: PathBuf,
+        /// Verify the ledger in PostgreSQL (postgres://…) instead of SQLite in --data.
+        #[arg(long, env = "TOLLGATE_DATABASE_URL", hide_env_values = true)]
+        database: Option<String>,
     },
     /// Print the tree size, root and state digest at sequence N (default: the end).
     Digest {
@@ -135,6 +144,11 @@ enum TokenCmd {
     /// Verify a license token offline against a JWKS (URL or file), as the SDK does.
     Verify(signing::VerifyArgs),
 }
+
+/// mimalloc: glibc malloc's cross-thread frees (events decoded on one thread and
+/// dropped on another) showed up in replay and writer profiles.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -165,7 +179,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             serve(args.resolve("./tollgate-demo-data")?, true)?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Ledger { command: LedgerCmd::Verify { data } } => ledger_verify(data),
+        Cmd::Ledger { command: LedgerCmd::Verify { data, database } } => ledger_verify(data, database),
         Cmd::Ledger { command: LedgerCmd::Digest { data, at } } => ops::digest(&data, at).map(|()| ExitCode::SUCCESS),
         Cmd::Import { format, file, dry_run, server, token, data } => {
             let ok = transfer::import(transfer::ImportArgs { format, file, dry_run, server, token, data })?;
@@ -190,6 +204,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Token { command: TokenCmd::Verify(args) } => signing::verify(args),
         Cmd::Keys { command } => signing::keys(command),
         Cmd::Offline { command } => signing::offline(command),
+        Cmd::Gates { command } => gates::run(command),
     }
 }
 
@@ -262,10 +277,14 @@ fn open_existing(data: &std::path::Path) -> anyhow::Result<tollgate_store::Sqlit
     Ok(tollgate_store::SqliteStore::open(&path)?)
 }
 
-fn ledger_verify(data: PathBuf) -> anyhow::Result<ExitCode> {
-    let store = open_existing(&data)?;
+fn ledger_verify(data: PathBuf, database: Option<String>) -> anyhow::Result<ExitCode> {
+    // Read-only on PostgreSQL: verifying never writes, even by accident.
+    let store: Box<dyn tollgate_store::LedgerStore> = match &database {
+        Some(url) => Box::new(tollgate_store::PostgresStore::open_read_only(url)?),
+        None => Box::new(open_existing(&data)?),
+    };
     let started = std::time::Instant::now();
-    match tollgate_server::replay::verify(&store, &mut |n| {
+    match tollgate_server::replay::verify(&*store, &mut |n| {
         if n.is_multiple_of(100_000) {
             eprintln!("verified {n} events…");
         }

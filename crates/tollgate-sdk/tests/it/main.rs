@@ -1,5 +1,6 @@
 //! The SDK against the real server on a random port.
 
+mod gates;
 mod tokens;
 
 use tollgate_sdk::{Client, Code, Error};

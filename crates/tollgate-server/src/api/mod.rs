@@ -4,6 +4,7 @@
 pub mod catalog;
 pub mod entitlements;
 pub mod events;
+pub mod gates;
 pub mod import;
 pub mod keys;
 pub mod leases;
@@ -12,6 +13,7 @@ pub mod license_tokens;
 pub mod licenses;
 pub mod machines;
 pub mod offline;
+pub mod ofrep;
 pub mod revocations;
 pub mod system;
 pub mod usage;

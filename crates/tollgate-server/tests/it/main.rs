@@ -2,10 +2,13 @@
 
 mod audit;
 mod auth;
+mod cluster;
 mod contract;
+mod gates;
 mod input;
 mod ledger;
 mod models;
+mod ofrep;
 mod postgres;
 mod pyjwt;
 mod support;

@@ -1,8 +1,10 @@
 //! The binary end to end: a child `tollgate serve` process, killed and corrupted.
 
+mod cluster;
 mod corruption;
 mod crash;
 mod durability;
+mod gates;
 mod signing;
 mod support;
 mod transfer;

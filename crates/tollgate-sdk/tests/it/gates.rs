@@ -1,0 +1,215 @@
+//! Local gate evaluation against the real server: the signed ruleset, background
+//! refresh after a kill, evaluation with the server gone, the license binding from the
+//! SDK's own validation, agreement with the server's OFREP answers, and the
+//! OpenFeature provider.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use open_feature::provider::FeatureProvider;
+use open_feature::{EvaluationContext, EvaluationErrorCode, EvaluationReason};
+use serde_json::{Value, json};
+use tollgate_sdk::gates::{Context, Reason};
+use tollgate_sdk::{Client, GateClient, GateConfig, TollgateProvider};
+
+const ADMIN: &str = "tg_sdk_gates_admin_0123456789";
+
+struct Server {
+    base: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    opened: Option<tollgate_server::Opened>,
+    _tmp: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start() -> Server {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut cfg = tollgate_server::Config::new(tmp.path());
+        cfg.bootstrap_token = Some(ADMIN.into());
+        let opened = tollgate_server::open(&cfg).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(tollgate_server::serve(listener, opened.app.clone(), async {
+            let _ = stopped.await;
+        }));
+        Server { base, stop: Some(stop), task: Some(task), opened: Some(opened), _tmp: tmp }
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, token: &str, body: Value) -> Value {
+        let r = reqwest::Client::new()
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let v: Value = r.json().await.unwrap();
+        assert!(status.is_success(), "{path}: {status} {v}");
+        v
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        self.send(reqwest::Method::POST, path, ADMIN, body).await
+    }
+
+    async fn stop(&mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap().unwrap();
+        let opened = self.opened.take().unwrap();
+        drop(opened.app);
+        tokio::task::spawn_blocking(move || opened.writer.join().unwrap()).await.unwrap();
+    }
+}
+
+/// Product `app` (features pro, x), plan `p` with pro; gates `pro-ui` (bound to
+/// app/pro, 100% rollout) and `colour` (no license, variants with payloads).
+async fn seed(s: &Server) -> (String, String) {
+    s.post(
+        "/v1/products",
+        json!({"key":"app","name":"App","features":[{"key":"pro","name":"Pro"},{"key":"x","name":"X"}]}),
+    )
+    .await;
+    s.post("/v1/plans", json!({"key":"p","product":"app","name":"P","features":["pro"]})).await;
+    let lic = s.post("/v1/licenses", json!({"product":"app","plan":"p","licensee":"l"})).await;
+    let tok = s.post("/v1/tokens", json!({"role":"product","product":"app"})).await;
+    s.send(
+        reqwest::Method::PUT,
+        "/v1/gates/pro-ui",
+        ADMIN,
+        json!({"feature":{"product":"app","feature":"pro"},
+               "strategies":[{"name":"flexibleRollout","parameters":{"rollout":"100","stickiness":"default","groupId":"pro-ui"}}]}),
+    )
+    .await;
+    s.send(
+        reqwest::Method::PUT,
+        "/v1/gates/colour",
+        ADMIN,
+        json!({"license_required": false,
+               "strategies":[{"name":"flexibleRollout","parameters":{"rollout":"50","stickiness":"userId","groupId":"colour"}}],
+               "variants":[
+                 {"name":"blue","weight":500,"stickiness":"userId","payload":{"type":"string","value":"blue"}},
+                 {"name":"size","weight":500,"stickiness":"userId","payload":{"type":"json","value":"{\"px\":12}"}}]}),
+    )
+    .await;
+    (lic["key"].as_str().unwrap().to_string(), tok["token"].as_str().unwrap().to_string())
+}
+
+fn user(id: &str) -> Context {
+    Context { user_id: Some(id.into()), ..Context::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evaluates_locally_refreshes_in_the_background_and_survives_the_server() {
+    let mut s = Server::start().await;
+    let (key, token) = seed(&s).await;
+    let client = Client::new(&s.base, &token).unwrap();
+    let gates = GateClient::connect(&client, GateConfig { refresh_interval: Duration::from_millis(50) }).await.unwrap();
+    let first_seq = gates.seq();
+    assert!(first_seq > 0);
+
+    // Bound to a license feature: off until the application's license is known.
+    let a = gates.evaluate("pro-ui", &user("u1")).unwrap();
+    assert_eq!((a.enabled, a.reason, a.license_code), (false, Reason::Unlicensed, Some("LICENSE_MISSING")));
+    let facts = gates.use_license(&key).await.unwrap();
+    assert!(facts.features.contains("pro"));
+    assert!(gates.is_enabled("pro-ui", &user("u1")));
+    assert!(!gates.is_enabled("no-such-gate", &user("u1")));
+
+    // The same answers as the server's OFREP endpoint, subject by subject.
+    let http = reqwest::Client::new();
+    for i in 0..40 {
+        let id = format!("user-{i}");
+        let remote: Value = http
+            .post(format!("{}/ofrep/v1/evaluate/flags/colour", s.base))
+            .bearer_auth(&token)
+            .json(&json!({"context": {"targetingKey": id}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let local = gates.evaluate("colour", &user(&id)).unwrap();
+        assert_eq!(Some(local.enabled), remote["metadata"]["enabled"].as_bool(), "{id}: {remote}");
+        let name = local.variant.as_ref().map_or(if local.enabled { "on" } else { "off" }, |v| v.name.as_str());
+        assert_eq!(remote["variant"], name, "{id}");
+    }
+
+    // A kill on the server reaches the SDK through the background refresh.
+    s.post("/v1/gates/pro-ui/kill", json!({"reason":"incident"})).await;
+    let started = Instant::now();
+    while gates.is_enabled("pro-ui", &user("u1")) {
+        assert!(started.elapsed() < Duration::from_secs(10), "the kill never arrived: {:?}", gates.last_error());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(gates.evaluate("pro-ui", &user("u1")).unwrap().reason, Reason::Disabled);
+    assert!(gates.seq() > first_seq);
+    assert!(!gates.refresh().await.unwrap(), "nothing changed since: the server answers 304");
+
+    // With the server gone, evaluation goes on from the last verified ruleset.
+    s.stop().await;
+    assert!(gates.refresh().await.is_err());
+    let on = (0..40).filter(|i| gates.is_enabled("colour", &user(&format!("user-{i}")))).count();
+    assert!((5..=35).contains(&on), "a 50% rollout still splits the users: {on} of 40");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openfeature_provider_resolves_from_the_local_ruleset() {
+    let mut s = Server::start().await;
+    let (key, token) = seed(&s).await;
+    let client = Client::new(&s.base, &token).unwrap();
+    let gates = Arc::new(GateClient::connect(&client, GateConfig::default()).await.unwrap());
+    gates.use_license(&key).await.unwrap();
+    let provider = TollgateProvider::new(gates.clone());
+    assert_eq!(provider.metadata().name, "tollgate");
+
+    let ctx = EvaluationContext::default().with_targeting_key("u1").with_custom_field("plan", "gold");
+    let d = provider.resolve_bool_value("pro-ui", &ctx).await.unwrap();
+    assert!(d.value);
+    assert_eq!(d.reason, Some(EvaluationReason::Static), "a 100% rollout holds for everyone");
+    assert_eq!(d.variant.as_deref(), Some("on"));
+
+    // Find one user in each variant of `colour`, and read their payloads typed.
+    let mut seen = (false, false);
+    for i in 0..200 {
+        let ctx = EvaluationContext::default().with_targeting_key(format!("user-{i}"));
+        let on = provider.resolve_bool_value("colour", &ctx).await.unwrap();
+        match on.variant.as_deref() {
+            Some("blue") => {
+                assert_eq!(provider.resolve_string_value("colour", &ctx).await.unwrap().value, "blue");
+                let e = provider.resolve_struct_value("colour", &ctx).await.unwrap_err();
+                assert_eq!(e.code, EvaluationErrorCode::TypeMismatch, "a string payload is no structure");
+                seen.0 = true;
+            }
+            Some("size") => {
+                let v = provider.resolve_struct_value("colour", &ctx).await.unwrap().value;
+                assert_eq!(v.fields.get("px").and_then(|p| p.as_i64()), Some(12));
+                seen.1 = true;
+            }
+            Some("off") => assert!(!on.value),
+            other => panic!("unexpected variant {other:?}"),
+        }
+    }
+    assert_eq!(seen, (true, true), "200 users land in both variants");
+
+    let e = provider.resolve_bool_value("missing", &ctx).await.unwrap_err();
+    assert_eq!(e.code, EvaluationErrorCode::FlagNotFound);
+    let bad = EvaluationContext::default()
+        .with_custom_field("obj", open_feature::EvaluationContextFieldValue::new_struct(vec![1u8]));
+    assert_eq!(
+        provider.resolve_bool_value("pro-ui", &bad).await.unwrap_err().code,
+        EvaluationErrorCode::InvalidContext
+    );
+
+    // Through OpenFeature's own client, as an application would use it.
+    let mut api = open_feature::OpenFeature::singleton_mut().await;
+    api.set_provider(TollgateProvider::new(gates.clone())).await;
+    let of = api.create_client();
+    drop(api);
+    assert!(of.get_bool_value("pro-ui", Some(&ctx), None).await.unwrap());
+    assert!(of.get_bool_value("missing", Some(&ctx), None).await.is_err());
+    s.stop().await;
+}
