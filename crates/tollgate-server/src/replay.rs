@@ -343,8 +343,9 @@ pub fn fold(
         let result = if e.index != log.len() {
             Err(ReplayError::corrupt(log.len(), "missing from the store"))
         } else {
-            check_event(&e)
-                .and_then(|event| state.apply_owned(event).map_err(|err| ReplayError::corrupt(e.index, err.to_string())))
+            check_event(&e).and_then(|event| {
+                state.apply_owned(event).map_err(|err| ReplayError::corrupt(e.index, err.to_string()))
+            })
         };
         if let Err(err) = result {
             failure = Some(err);
