@@ -277,16 +277,11 @@ fn check_feature(state: &State, f: &FeatureRef) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// Segments and parents named exist (in the state or among `pending`), and parents
-/// have no parents of their own (Unleash evaluates one level).
-fn check_references(
-    state: &State,
-    spec: &GateSpec,
-    pending_segments: &BTreeSet<u32>,
-    pending: &BTreeMap<&str, &GateSpec>,
-) -> Result<(), Refusal> {
+/// Segments and parents named exist, and parents have no parents of their own
+/// (Unleash evaluates one level): a gate written here is refused what an import takes.
+fn check_references(state: &State, spec: &GateSpec) -> Result<(), Refusal> {
     for id in spec.strategies.iter().flat_map(|s| &s.segments) {
-        if state.gate_segment(*id).is_none() && !pending_segments.contains(id) {
+        if state.gate_segment(*id).is_none() {
             return Err(Refusal::new(
                 RefusalKind::Invalid,
                 "SEGMENT_NOT_FOUND",
@@ -295,10 +290,9 @@ fn check_references(
         }
     }
     for d in &spec.dependencies {
-        let parent_has_parents = match (pending.get(d.feature.as_str()), state.gate(&d.feature)) {
-            (Some(p), _) => !p.dependencies.is_empty(),
-            (None, Some(e)) => !e.current().definition.dependencies.is_empty(),
-            (None, None) => {
+        let parent_has_parents = match state.gate(&d.feature) {
+            Some(e) => !e.current().definition.dependencies.is_empty(),
+            None => {
                 return Err(invalid(format!("gate '{}' depends on '{}', which does not exist", spec.key, d.feature)));
             }
         };
@@ -326,7 +320,7 @@ pub(crate) fn decide(state: &State, c: &GateCommand, _now: Timestamp) -> Result<
             if let Some(f) = &spec.feature {
                 check_feature(state, f)?;
             }
-            check_references(state, spec, &BTreeSet::new(), &BTreeMap::new())?;
+            check_references(state, spec)?;
             if state.gate(spec.key.as_str()).is_some_and(|e| *e.current().definition == *spec) {
                 return Ok(vec![]);
             }
@@ -398,7 +392,6 @@ fn decide_import(state: &State, import: &GateImport) -> Result<Vec<EventKind>, R
         .iter()
         .map(|f| GateSpec::from_unleash(f, import.mappings.get(&f.name).cloned()))
         .collect::<Result<Vec<_>, _>>()?;
-    let pending: BTreeMap<&str, &GateSpec> = specs.iter().map(|s| (s.key.as_str(), s)).collect();
     let mut events = Vec::new();
     for s in &doc.segments {
         if !state.gate_segment(s.id).is_some_and(|old| **old == *s) {
@@ -410,7 +403,10 @@ fn decide_import(state: &State, import: &GateImport) -> Result<Vec<EventKind>, R
         if let Some(f) = &spec.feature {
             check_feature(state, f)?;
         }
-        check_references(state, spec, &segment_ids, &pending)?;
+        // No reference check here, unlike a put: an Unleash document may name a segment
+        // it does not carry or chain dependencies two deep, and Unleash imports it and
+        // evaluates those strategies and gates as off; so does the compiled form, so an
+        // imported gate answers exactly as it did in Unleash.
         if state.gate(spec.key.as_str()).is_some_and(|e| *e.current().definition == *spec) {
             continue;
         }

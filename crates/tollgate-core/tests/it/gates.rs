@@ -330,6 +330,35 @@ fn an_unleash_document_imports_all_or_nothing_and_mapped_gates_need_a_license() 
 }
 
 #[test]
+fn an_import_takes_dangling_references_as_unleash_does_and_answers_off() {
+    let mut w = World::new();
+    let document = parse_features_document(
+        json!({"version":2,"segments":[],"features":[
+            {"name":"seg","enabled":true,"strategies":[{"name":"default","segments":[404]}]},
+            {"name":"root","enabled":true,"strategies":[{"name":"default"}]},
+            {"name":"mid","enabled":true,"strategies":[{"name":"default"}],"dependencies":[{"feature":"root"}]},
+            {"name":"leaf","enabled":true,"strategies":[{"name":"default"}],"dependencies":[{"feature":"mid"}]},
+            {"name":"orphan","enabled":true,"strategies":[{"name":"default"}],"dependencies":[{"feature":"gone"}]}
+        ]})
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap();
+    let import = Command::Gates(GateCommand::Import(GateImport { document, mappings: BTreeMap::new() }));
+    assert_eq!(code(w.run(import)), "5 events");
+    assert_eq!(w.answer("seg", None, json!({}), now()), "off DEFAULT", "a missing segment never matches");
+    assert_eq!(w.answer("mid", None, json!({}), now()), "on STATIC");
+    assert_eq!(w.answer("leaf", None, json!({}), now()), "off DEFAULT", "one level of dependencies only");
+    assert_eq!(w.answer("orphan", None, json!({}), now()), "off DEFAULT", "a missing parent is off");
+    // The segment arriving later brings the strategy to life (the gate is recompiled).
+    let segment = serde_json::from_value(json!({"id":404,"constraints":[]})).unwrap();
+    assert_eq!(code(w.run(Command::Gates(GateCommand::PutSegment(segment)))), "1 events");
+    assert_eq!(w.answer("seg", None, json!({}), now()), "on STATIC");
+    // Written directly, the same dangling references are refused.
+    assert_eq!(code(w.gate(json!({"key":"x","strategies":[{"name":"default","segments":[9]}]}))), "SEGMENT_NOT_FOUND");
+}
+
+#[test]
 fn preview_lists_the_licenses_whose_answer_would_change() {
     let mut w = World::new();
     let mut pros = Vec::new();

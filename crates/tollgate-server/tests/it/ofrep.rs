@@ -187,8 +187,8 @@ fn ofrep_context(unleash: &Value) -> Value {
 
 /// Every case of these client-specification files, through OFREP over HTTP after
 /// importing the file's `state` (core's own suite runs every file through the
-/// evaluator). Left out: 15 and 17, whose states reference a missing segment and a
-/// two-level dependency chain, which `POST /v1/gates/import` refuses as a whole.
+/// evaluator). 15 and 17 name a missing segment and chain dependencies two deep: the
+/// import takes them as Unleash does, and they evaluate off as in Unleash.
 const SAMPLE: &[&str] = &[
     "01-simple-examples.json",
     "02-user-with-id-strategy.json",
@@ -204,7 +204,9 @@ const SAMPLE: &[&str] = &[
     "12-custom-stickiness.json",
     "13-constraint-operators.json",
     "14-constraint-semver-operators.json",
+    "15-global-constraints.json",
     "16-strategy-variants.json",
+    "17-dependent-features.json",
     "18-utf8-flag-names.json",
     "21-regex-constraint-operators.json",
     "22-cidr-constraint-operators.json",
