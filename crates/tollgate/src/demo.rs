@@ -7,12 +7,15 @@ use std::sync::Arc;
 
 use tollgate_core::catalog::{Feature, PlanSpec, ProductSpec};
 use tollgate_core::command::IssueLicense;
+use tollgate_core::gate::{GateCommand, GateSpec};
 use tollgate_core::ids::{FeatureKey, LicenseId, PlanKey, ProductKey};
 use tollgate_core::key::LicenseKey;
 use tollgate_core::{Command, Meta};
 use tollgate_server::AppState;
 
 const PRODUCT: &str = "acme-cad";
+/// The demo's rollout gate.
+const DEMO_GATE: &str = "gpu-renderer-v2";
 
 fn random<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
@@ -125,6 +128,19 @@ pub async fn seed(app: &Arc<AppState>) -> anyhow::Result<()> {
     }
     run(app, Command::Suspend(ids[3].clone())).await?;
     run(app, Command::Revoke(ids[4].clone())).await?;
+    // A rollout gate: the new GPU renderer, for licenses entitled to `render.gpu`
+    // (Initech's Pro, not Hooli's Standard), to every user of theirs.
+    let gate: GateSpec = serde_json::from_value(serde_json::json!({
+        "key": DEMO_GATE,
+        "description": "The new GPU renderer, rolled out to Pro licenses",
+        "feature": {"product": PRODUCT, "feature": "render.gpu"},
+        "strategies": [{"name": "flexibleRollout", "parameters": {"rollout": "100", "stickiness": "default", "groupId": DEMO_GATE}}],
+        "variants": [
+            {"name": "vulkan", "weight": 500, "stickiness": "default", "payload": {"type": "string", "value": "vulkan"}},
+            {"name": "opengl", "weight": 500, "stickiness": "default", "payload": {"type": "string", "value": "opengl"}}
+        ]
+    }))?;
+    run(app, Command::Gates(GateCommand::Put(gate))).await?;
     Ok(())
 }
 
@@ -159,6 +175,9 @@ pub fn print_welcome(app: &AppState, addr: SocketAddr, data: &Path) {
     );
     println!(
         "  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'content-type: application/json' -d '{{\"product\":\"acme-cad\",\"plan\":\"cad-trial\",\"licensee\":\"you@example.com\"}}' http://{addr}/v1/licenses"
+    );
+    println!(
+        "  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'content-type: application/json' -d '{{\"context\":{{\"targetingKey\":\"user-1\",\"licenseKey\":\"{key}\"}}}}' http://{addr}/ofrep/v1/evaluate/flags/{DEMO_GATE}"
     );
     println!("  curl -s http://{addr}/v1/ledger/checkpoint");
     println!();

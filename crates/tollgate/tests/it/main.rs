@@ -3,6 +3,7 @@
 mod cluster;
 mod corruption;
 mod crash;
+mod demo;
 mod durability;
 mod gates;
 mod signing;

@@ -1,0 +1,91 @@
+//! `tollgate demo`, the README's first command: it starts, seeds a catalog, licenses and
+//! a rollout gate, prints examples that work, and keeps its data across a restart.
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+
+use serde_json::{Value, json};
+
+use crate::support::{ADMIN, bin, client, count, get_json};
+
+struct Demo {
+    child: std::process::Child,
+    base: String,
+    printed: String,
+}
+
+/// Starts the demo on a free port and reads what it prints until its last example.
+fn start(data: &std::path::Path) -> Demo {
+    let mut child = bin()
+        .args(["demo", "--data"])
+        .arg(data)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("TOLLGATE_BOOTSTRAP_TOKEN", ADMIN)
+        .env("TOLLGATE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn tollgate demo");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut printed = String::new();
+    let mut base = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(out.read_line(&mut line).expect("demo output") > 0, "demo stopped printing: {printed}");
+        if let Some(b) = line.trim().strip_prefix("listening on ") {
+            base = b.to_string();
+        }
+        printed.push_str(&line);
+        if line.contains("/v1/ledger/checkpoint") {
+            break;
+        }
+    }
+    Demo { child, base, printed }
+}
+
+async fn post(c: &reqwest::Client, url: &str, body: Value) -> Value {
+    let r = c.post(url).bearer_auth(ADMIN).json(&body).send().await.expect("request");
+    assert!(r.status().is_success(), "{url}: {}", r.status());
+    r.json().await.expect("json")
+}
+
+#[tokio::test]
+async fn the_demo_seeds_licenses_and_a_gate_and_its_examples_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut demo = start(dir.path());
+    assert!(demo.printed.contains("Tollgate demo is running at"), "{}", demo.printed);
+    assert!(demo.printed.contains("/ofrep/v1/evaluate/flags/gpu-renderer-v2"), "{}", demo.printed);
+    let c = client();
+    let base = demo.base.clone();
+    assert_eq!(count(&c, &base).await, 5, "five demo licenses");
+    let licenses = get_json(&c, &format!("{base}/v1/licenses?limit=500")).await;
+    let key_of = |who: &str| {
+        licenses["items"]
+            .as_array()
+            .expect("a license list")
+            .iter()
+            .find(|l| l["licensee"] == who)
+            .and_then(|l| l["key"].as_str())
+            .unwrap_or_else(|| panic!("no license of {who}: {licenses}"))
+            .to_string()
+    };
+    let (pro, standard) = (key_of("Initech"), key_of("Hooli"));
+    // The printed validation example: Initech's Pro license has GPU rendering.
+    assert!(demo.printed.contains(&pro), "the examples use Initech's key");
+    let v = post(&c, &format!("{base}/v1/validate"), json!({"key": pro, "feature": "render.gpu"})).await;
+    assert_eq!(v["code"], "VALID", "{v}");
+    // The gate: on for the entitled license, off with the reason for the other one.
+    let flag = format!("{base}/ofrep/v1/evaluate/flags/gpu-renderer-v2");
+    let on = post(&c, &flag, json!({"context": {"targetingKey": "user-1", "licenseKey": pro}})).await;
+    assert_eq!(on["metadata"]["enabled"], true, "{on}");
+    assert!(matches!(on["variant"].as_str(), Some("vulkan" | "opengl")), "{on}");
+    let off = post(&c, &flag, json!({"context": {"targetingKey": "user-1", "licenseKey": standard}})).await;
+    assert_eq!(off["metadata"]["enabled"], false, "{off}");
+    assert_eq!(off["metadata"]["licenseCode"], "NOT_ENTITLED", "{off}");
+    // A restarted demo keeps its data and seeds nothing twice.
+    demo.child.kill().unwrap();
+    demo.child.wait().unwrap();
+    let mut again = start(dir.path());
+    assert_eq!(count(&c, &again.base).await, 5);
+    again.child.kill().unwrap();
+    again.child.wait().unwrap();
+}
