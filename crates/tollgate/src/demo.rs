@@ -144,7 +144,20 @@ pub async fn seed(app: &Arc<AppState>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Written in one go, with errors ignored: stdout may be a closed pipe (`| head`, a
+/// test that stopped reading), and the server must keep serving then.
 pub fn print_welcome(app: &AppState, addr: SocketAddr, data: &Path) {
+    use std::fmt::Write as _;
+    use std::io::Write as _;
+    let mut text = String::new();
+    macro_rules! w {
+        () => {
+            text.push('\n')
+        };
+        ($($arg:tt)*) => {{
+            let _ = writeln!(text, $($arg)*);
+        }};
+    }
     let state = app.engine.state();
     let key =
         state.licenses_after(None).find(|l| l.licensee == "Initech").map(|l| l.key.to_string()).unwrap_or_default();
@@ -154,10 +167,10 @@ pub fn print_welcome(app: &AppState, addr: SocketAddr, data: &Path) {
     } else {
         "$TOLLGATE_BOOTSTRAP_TOKEN".to_string()
     };
-    println!();
-    println!("Tollgate demo is running at http://{addr}");
-    println!("  data:        {}", data.display());
-    println!(
+    w!();
+    w!("Tollgate demo is running at http://{addr}");
+    w!("  data:        {}", data.display());
+    w!(
         "  admin token: {}",
         if token_file.exists() {
             token_file.display().to_string()
@@ -165,20 +178,22 @@ pub fn print_welcome(app: &AppState, addr: SocketAddr, data: &Path) {
             "the one in TOLLGATE_BOOTSTRAP_TOKEN".into()
         }
     );
-    println!("  ledger:      {} events", state.seq());
-    println!();
-    println!("Try:");
-    println!("  TOKEN={token_hint}");
-    println!("  curl -s -H \"Authorization: Bearer $TOKEN\" http://{addr}/v1/licenses");
-    println!(
+    w!("  ledger:      {} events", state.seq());
+    w!();
+    w!("Try:");
+    w!("  TOKEN={token_hint}");
+    w!("  curl -s -H \"Authorization: Bearer $TOKEN\" http://{addr}/v1/licenses");
+    w!(
         "  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'content-type: application/json' -d '{{\"key\":\"{key}\",\"feature\":\"render.gpu\"}}' http://{addr}/v1/validate"
     );
-    println!(
+    w!(
         "  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'content-type: application/json' -d '{{\"product\":\"acme-cad\",\"plan\":\"cad-trial\",\"licensee\":\"you@example.com\"}}' http://{addr}/v1/licenses"
     );
-    println!(
+    w!(
         "  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'content-type: application/json' -d '{{\"context\":{{\"targetingKey\":\"user-1\",\"licenseKey\":\"{key}\"}}}}' http://{addr}/ofrep/v1/evaluate/flags/{DEMO_GATE}"
     );
-    println!("  curl -s http://{addr}/v1/ledger/checkpoint");
-    println!();
+    w!("  curl -s http://{addr}/v1/ledger/checkpoint");
+    w!();
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }

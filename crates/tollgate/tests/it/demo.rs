@@ -12,6 +12,9 @@ struct Demo {
     child: std::process::Child,
     base: String,
     printed: String,
+    /// Kept open: the demo must not see a closed pipe while the test runs (it would
+    /// survive one, but the test should not depend on it).
+    _stdout: BufReader<std::process::ChildStdout>,
 }
 
 /// Starts the demo on a free port and reads what it prints until its last example.
@@ -39,7 +42,7 @@ fn start(data: &std::path::Path) -> Demo {
             break;
         }
     }
-    Demo { child, base, printed }
+    Demo { child, base, printed, _stdout: out }
 }
 
 async fn post(c: &reqwest::Client, url: &str, body: Value) -> Value {
