@@ -198,7 +198,8 @@ async fn import_is_all_or_nothing_and_maps_gates_to_catalog_features() {
     // A bare document is accepted too; a bad one changes nothing.
     let mut bad = unleash_doc();
     bad["features"][0]["name"] = json!("gamma");
-    bad["features"][1]["strategies"][0]["segments"] = json!([99]);
+    let twice = bad["segments"][0].clone();
+    bad["segments"].as_array_mut().unwrap().push(twice);
     let before = app.get("/v1/gates").await.body["items"].as_array().unwrap().len();
     let r = app.post("/v1/gates/import", bad).await;
     assert!(r.status.is_client_error(), "{}", r.text);
