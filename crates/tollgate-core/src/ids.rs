@@ -4,7 +4,8 @@ use std::borrow::Borrow;
 use std::fmt;
 use std::sync::Arc;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use arrayvec::ArrayString;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("invalid {what} '{value}': {rule}")]
@@ -113,21 +114,28 @@ slug!(
     "meter key"
 );
 
-/// An identifier drawn at random by the server: a prefix and 26 lowercase base-32
+/// An identifier drawn by the server: a four-character prefix and 26 lowercase base-32
 /// characters (no i, l, o, u) holding 128 bits. Core only checks the shape.
+///
+/// Held inline, not behind a pointer: the state's maps copy and drop ids whenever they
+/// change, and an inline id makes that a plain copy instead of a reference count on a
+/// cold cache line per id. Equality, order and hashing are those of the text, so maps
+/// of ids are looked up by `&str`.
 macro_rules! random_id {
     ($(#[$doc:meta])* $name:ident, $prefix:literal, $what:literal) => {
         $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-        #[serde(transparent)]
-        pub struct $name(Arc<str>);
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(ArrayString<RANDOM_ID_LEN>);
 
         impl $name {
             pub const PREFIX: &'static str = $prefix;
+            const _PREFIX_FITS: () = assert!($prefix.len() + ID_BODY_LEN == RANDOM_ID_LEN);
 
             pub fn parse(s: &str) -> Result<Self, IdError> {
-                if is_random_id(Self::PREFIX, s) {
-                    Ok(Self(Arc::from(s)))
+                if is_random_id(Self::PREFIX, s)
+                    && let Ok(inline) = ArrayString::from(s)
+                {
+                    Ok(Self(inline))
                 } else {
                     Err(IdError {
                         what: $what,
@@ -139,7 +147,20 @@ macro_rules! random_id {
 
             /// Builds an id from 16 random bytes drawn by the caller.
             pub fn from_random(bytes: [u8; 16]) -> Self {
-                Self(Arc::from(encode_random_id(Self::PREFIX, bytes)))
+                // Checked at compile time: the prefix and body fill the inline text exactly.
+                let () = Self::_PREFIX_FITS;
+                Self(encode_random_id(Self::PREFIX, bytes))
+            }
+
+            /// Builds an id that sorts by creation time, as a ULID does: the first 48 of
+            /// the 128 bits are milliseconds since the Unix epoch, the other 80 random
+            /// bytes drawn by the caller. New ids then land at the end of the state's
+            /// ordered map and of any index on them, instead of at a random place.
+            pub fn from_time_and_random(unix_millis: u64, random: [u8; 10]) -> Self {
+                let mut bytes = [0u8; 16];
+                bytes[..6].copy_from_slice(&unix_millis.to_be_bytes()[2..]);
+                bytes[6..].copy_from_slice(&random);
+                Self::from_random(bytes)
             }
 
             pub fn as_str(&self) -> &str {
@@ -148,8 +169,17 @@ macro_rules! random_id {
         }
 
         str_newtype_impls!($name);
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
     };
 }
+
+/// Length of a random id, prefix included.
+const RANDOM_ID_LEN: usize = 30;
 
 const ID_ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
 const ID_BODY_LEN: usize = 26;
@@ -171,16 +201,18 @@ fn is_random_id(prefix: &str, s: &str) -> bool {
 }
 
 /// 128 bits in 26 base-32 characters (the top two bits of the 130 are zero).
-fn encode_random_id(prefix: &str, bytes: [u8; 16]) -> String {
+fn encode_random_id(prefix: &str, bytes: [u8; 16]) -> ArrayString<RANDOM_ID_LEN> {
     let mut n = u128::from_be_bytes(bytes);
     let mut body = [0u8; ID_BODY_LEN];
     for slot in body.iter_mut().rev() {
         *slot = ID_ALPHABET[(n & 31) as usize];
         n >>= 5;
     }
-    let mut s = String::with_capacity(prefix.len() + ID_BODY_LEN);
+    let mut s = ArrayString::new();
     s.push_str(prefix);
-    s.extend(body.iter().map(|&c| c as char));
+    for c in body {
+        s.push(char::from(c));
+    }
     s
 }
 
@@ -223,5 +255,23 @@ mod tests {
         {
             assert!(LicenseId::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Ids made later sort later, whatever their random part; equal instants are
+    /// told apart by it. The text is the same as `from_random` of the same bits, so
+    /// parsing, equality and `&str` lookups see nothing new.
+    #[test]
+    fn time_ordered_ids_sort_by_creation() {
+        let early = LicenseId::from_time_and_random(1_700_000_000_000, [0xff; 10]);
+        let late = LicenseId::from_time_and_random(1_700_000_000_001, [0; 10]);
+        assert!(early < late);
+        assert!(early.as_str() < late.as_str());
+        assert_ne!(LicenseId::from_time_and_random(5, [1; 10]), LicenseId::from_time_and_random(5, [2; 10]));
+        assert_eq!(LicenseId::parse(late.as_str()).unwrap(), late);
+        let mut bits = [0u8; 16];
+        bits[..6].copy_from_slice(&1_700_000_000_001u64.to_be_bytes()[2..]);
+        assert_eq!(LicenseId::from_random(bits), late);
+        let map: std::collections::HashMap<LicenseId, u8> = [(late.clone(), 1)].into();
+        assert_eq!(map.get(late.as_str()), Some(&1), "hashes as its text");
     }
 }

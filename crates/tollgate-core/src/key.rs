@@ -8,9 +8,9 @@
 
 use std::borrow::Borrow;
 use std::fmt;
-use std::sync::Arc;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use arrayvec::ArrayString;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 const ALPHABET: &[u8; 32] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZ";
 const SYMBOLS: usize = 25;
@@ -128,18 +128,25 @@ fn render(values: &[u32; SYMBOLS]) -> [u8; KEY_LEN] {
     out
 }
 
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(transparent)]
-pub struct LicenseKey(Arc<str>);
+/// A key in its canonical form, held inline rather than behind a pointer: the state's
+/// key index copies and drops keys whenever it changes, and an inline key makes that a
+/// plain copy instead of a reference count on a cold cache line per key. Equality,
+/// order and hashing are those of the text, so maps of keys are looked up by `&str`.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LicenseKey(ArrayString<KEY_LEN>);
 
 impl LicenseKey {
     pub fn parse(input: &str) -> Result<Self, KeyError> {
-        if canonical(input.as_bytes()).is_some() {
-            return Ok(Self(Arc::from(input)));
-        }
-        let bytes = normalize_any(input)?;
-        // The canonical form is ASCII by construction, so this never replaces anything.
-        Ok(Self(Arc::from(String::from_utf8_lossy(&bytes).as_ref())))
+        let bytes = match canonical(input.as_bytes()) {
+            Some(bytes) => bytes,
+            None => normalize_any(input)?,
+        };
+        Ok(Self::from_canonical(&bytes))
+    }
+
+    /// The canonical form is ASCII of exactly `KEY_LEN` bytes by construction.
+    fn from_canonical(bytes: &[u8; KEY_LEN]) -> Self {
+        Self(ArrayString::from_byte_string(bytes).unwrap_or_else(|_| unreachable!("canonical keys are ASCII")))
     }
 
     /// Makes a key from 15 random bytes (120 bits) drawn by the caller.
@@ -154,8 +161,7 @@ impl LicenseKey {
             acc >>= 5;
         }
         values[SYMBOLS - 1] = check_value(&values[..SYMBOLS - 1]);
-        let bytes = render(&values);
-        Self(Arc::from(String::from_utf8_lossy(&bytes).as_ref()))
+        Self::from_canonical(&render(&values))
     }
 
     pub fn as_str(&self) -> &str {
@@ -179,6 +185,12 @@ impl fmt::Debug for LicenseKey {
 impl Borrow<str> for LicenseKey {
     fn borrow(&self) -> &str {
         &self.0
+    }
+}
+
+impl Serialize for LicenseKey {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
     }
 }
 

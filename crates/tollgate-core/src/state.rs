@@ -34,12 +34,50 @@ pub struct State {
     pub(crate) models: HashMap<LicenseId, Arc<Models>>,
     /// Derived index (lease id to license), rebuilt on load; not part of the digest.
     pub(crate) lease_index: HashMap<LeaseId, LicenseId>,
-    /// Derived index, rebuilt on load; not part of the digest.
-    by_key: HashMap<LicenseKey, LicenseId>,
+    /// Derived index, rebuilt on load; not part of the digest. See [`KeyIndex`].
+    by_key: KeyIndex,
     /// Derived index of external ids, rebuilt on load; not part of the digest.
     by_external: HashMap<Arc<str>, LicenseId>,
     /// Gates (every version) and their segments; compiled forms rebuilt on load.
     pub(crate) gates: crate::gate::Gates,
+}
+
+/// License key to license id, one index shared by every version of the state.
+///
+/// Keys are random, so a persistent map of them changes in a random place with every
+/// issued license: each new version copied a path of wide tree nodes and each replaced
+/// one freed it, a third of the writer's CPU time. Instead, this index only grows and
+/// is shared (not copied) when the state is cloned, and every lookup is confirmed
+/// against the version's own license map, which is persistent: an entry for a license
+/// that this version does not hold (one a later version issued, or one a batch that
+/// was never committed decided) reads as absent, exactly as if it were not there. A key
+/// never names two licenses (keys are 120 random bits drawn by the server), so an
+/// entry is never wrong for a version that holds its license: the writer only ever
+/// extends the one live history, or a branch it then discards. Core stays pure: the index is memory only, and nothing in it depends on
+/// time or order beyond the events folded.
+#[derive(Clone, Default)]
+struct KeyIndex(Arc<papaya::HashMap<LicenseKey, LicenseId, foldhash::fast::RandomState>>);
+
+impl KeyIndex {
+    fn get(&self, key: &str) -> Option<LicenseId> {
+        self.0.pin().get(key).cloned()
+    }
+
+    /// Points `key` at `id` unless it already points somewhere: then returns where,
+    /// and changes nothing.
+    fn claim(&self, key: &LicenseKey, id: &LicenseId) -> Option<LicenseId> {
+        self.0.pin().try_insert(key.clone(), id.clone()).err().map(|taken| taken.current.clone())
+    }
+
+    fn set(&self, key: LicenseKey, id: LicenseId) {
+        self.0.pin().insert(key, id);
+    }
+}
+
+impl std::fmt::Debug for KeyIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyIndex({} keys)", self.0.len())
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -119,7 +157,8 @@ impl State {
     }
 
     pub fn license_by_key(&self, key: &str) -> Option<&Arc<License>> {
-        self.by_key.get(key).and_then(|id| self.licenses.get(id))
+        let id = self.by_key.get(key)?;
+        self.licenses.get(&id).filter(|l| l.key.as_str() == key)
     }
 
     /// Licenses in id order, strictly after `after` when given.
@@ -250,14 +289,19 @@ impl State {
             self.licenses.insert(l.id.clone(), old);
             return Err(duplicate("license", &l));
         }
-        if let Some(old) = self.by_key.insert(l.key.clone(), l.id.clone()) {
-            self.by_key.insert(l.key.clone(), old);
-            self.licenses.remove(&l.id);
-            return Err(duplicate("license key", &l));
+        // One hash on the common path: claim the key, and look closer only when it is
+        // taken. The entry may be stale (see `KeyIndex`), or this very license's: the
+        // same command decided again after a commit that failed or lost a race.
+        if let Some(current) = self.by_key.claim(&l.key, &l.id) {
+            if current != l.id && self.licenses.get(&current).is_some_and(|other| other.key == l.key) {
+                self.licenses.remove(&l.id);
+                return Err(duplicate("license key", &l));
+            }
+            self.by_key.set(l.key.clone(), l.id.clone());
         }
         if let Some(x) = &l.external_id {
             if self.by_external.contains_key(x.as_str()) {
-                self.by_key.remove(&l.key);
+                // The key's entry stays, naming a license this version does not hold.
                 self.licenses.remove(&l.id);
                 return Err(duplicate("external id", &l));
             }
@@ -314,7 +358,7 @@ impl State {
             s.plans.insert(p.key.clone(), p);
         }
         for l in doc.licenses {
-            s.by_key.insert(l.key.clone(), l.id.clone());
+            s.by_key.set(l.key.clone(), l.id.clone());
             if let Some(x) = &l.external_id {
                 s.by_external.insert(Arc::from(x.as_str()), l.id.clone());
             }
@@ -400,6 +444,35 @@ mod tests {
                 assert!(t.license_by_external_id("crm-3").is_none());
             }
         }
+    }
+
+    /// The key index is shared by every version of the state, yet each version finds
+    /// exactly its own licenses by key: not a later version's, not one a discarded
+    /// version issued; and a license issued again on an older version after a
+    /// discarded one (a batch decided again) is neither refused nor lost.
+    #[test]
+    fn every_version_finds_only_its_own_licenses_by_key() {
+        let mut committed = State::default();
+        committed.apply(&issued(license(1, 1, None))).unwrap();
+        let mut later = committed.clone();
+        later.apply(&issued(license(2, 2, None))).unwrap();
+        let key2 = license(2, 2, None).key;
+        assert_eq!(later.license_by_key(key2.as_str()).unwrap().id, license(2, 2, None).id);
+        assert!(committed.license_by_key(key2.as_str()).is_none(), "an older version does not see a later license");
+        assert!(committed.license_by_key(license(1, 1, None).key.as_str()).is_some());
+
+        // `later` is discarded (its commit failed); the same license is issued again
+        // on the committed version: no duplicate, and found afterwards.
+        drop(later);
+        let mut again = committed.clone();
+        again.apply(&issued(license(2, 2, None))).unwrap();
+        assert_eq!(again.license_by_key(key2.as_str()).unwrap().id, license(2, 2, None).id);
+
+        // A real duplicate key within one version is still refused, and the index
+        // still names the license that holds it.
+        let err = again.apply(&issued(license(10, 2, None))).unwrap_err();
+        assert!(matches!(err, ApplyError::Duplicate { what: "license key", .. }), "{err:?}");
+        assert_eq!(again.license_by_key(key2.as_str()).unwrap().id, license(2, 2, None).id);
     }
 
     /// Folding owned events gives the same state as folding borrowed ones.

@@ -5,7 +5,10 @@
 //! committed state plus every batch decided but not yet committed), and hands the batch
 //! to the *committer* thread, which appends it and its idempotency records in one
 //! durable transaction and only then publishes the new state and answers. The decider
-//! works on batch N+1 while the committer waits for batch N's fsync.
+//! works on the next batches while the committer waits for a transaction's fsync, and
+//! the committer then takes every batch decided meanwhile into its next transaction.
+//! A third thread, the *publisher*, answers the requests of a published commit and
+//! drops the state it replaced, so the committer goes straight back to the disk.
 //!
 //! Readers see committed state only. If a commit fails, the committer bumps the epoch:
 //! it refuses every batch decided under the old epoch (they built on the failed one),
@@ -37,6 +40,11 @@ use crate::replay;
 /// How many commands one transaction takes at most.
 const MAX_BATCH: usize = 512;
 const QUEUE: usize = 8192;
+/// How many events one transaction takes at most when the committer merges the
+/// batches decided while it waited for the disk.
+const MAX_MERGE: usize = 4096;
+/// Decided batches waiting for the committer, at most.
+const DECIDED: usize = 64;
 /// How many times a batch is decided again after other nodes appended first, before its
 /// requests are answered with `Contended`.
 const MAX_RETRIES: usize = 8;
@@ -146,7 +154,29 @@ struct Decider {
     to_committer: std::sync::mpsc::SyncSender<Work>,
 }
 
+type Reply = (oneshot::Sender<Result<Outcome, EngineError>>, Result<Outcome, EngineError>);
+
+/// What the committer hands the publisher after a commit: the answers, and the state
+/// the commit replaced, to be dropped off the committer's thread.
+struct Published {
+    replies: Vec<Reply>,
+    replaced: Arc<State>,
+}
+
+/// Answers requests and drops replaced states, so that the committer goes back to the
+/// disk as soon as a batch is durable and visible. Dropping a replaced state frees the
+/// persistent-map nodes the next one copied, a large part of a commit's CPU time.
+fn publisher(rx: std::sync::mpsc::Receiver<Published>) {
+    for p in rx {
+        for (reply, result) in p.replies {
+            let _ = reply.send(result);
+        }
+        drop(p.replaced);
+    }
+}
+
 struct Committer {
+    publish: std::sync::mpsc::Sender<Published>,
     store: Box<dyn LedgerStore>,
     shared: bool,
     /// This committer holds the other nodes' appends (after a lost race).
@@ -171,6 +201,17 @@ enum Work {
     Checkpoint(oneshot::Sender<Result<CheckpointRecord, EngineError>>),
     Snapshot(SnapshotRecord),
     CatchUp,
+}
+
+impl Batch {
+    /// Appends `next`, decided right after this batch on top of its state, so that
+    /// both commit in one transaction.
+    fn merge(&mut self, next: Batch) {
+        self.leaves.extend(next.leaves);
+        self.records.extend(next.records);
+        self.pending.extend(next.pending);
+        self.state = next.state;
+    }
 }
 
 struct Batch {
@@ -205,10 +246,12 @@ impl Engine {
         let state = Arc::new(ArcSwap::from_pointee(loaded.state));
         let log = Arc::new(RwLock::new(loaded.log));
         let (tx, rx) = mpsc::channel(QUEUE);
-        let (work_tx, work_rx) = std::sync::mpsc::sync_channel(2);
+        let (work_tx, work_rx) = std::sync::mpsc::sync_channel(DECIDED);
         let commits = Arc::new(AtomicU64::new(0));
         let epoch = Arc::new(AtomicU64::new(0));
+        let (publish_tx, publish_rx) = std::sync::mpsc::channel();
         let committer = Committer {
+            publish: publish_tx,
             store,
             shared,
             holding: false,
@@ -229,6 +272,10 @@ impl Engine {
         if let Some(follower) = follower {
             crate::tail::spawn(follower, tx.downgrade()).map_err(spawn_err)?;
         }
+        let publisher = thread::Builder::new()
+            .name("tollgate-publish".into())
+            .spawn(move || publisher(publish_rx))
+            .map_err(spawn_err)?;
         let committer = thread::Builder::new()
             .name("tollgate-commit".into())
             .spawn(move || committer.run(work_rx))
@@ -238,6 +285,7 @@ impl Engine {
             .spawn(move || {
                 decider.run(rx);
                 let _ = committer.join();
+                let _ = publisher.join();
             })
             .map_err(spawn_err)?;
         let engine =
@@ -343,12 +391,13 @@ fn decide_all(
     recent: &[(u64, IdempotencyRecord)],
 ) -> Option<Decided> {
     let mut next = base.clone();
-    let mut leaves: Vec<(Vec<u8>, merkle::Hash)> = Vec::new();
+    let mut submits = submits.into_iter();
+    let n = submits.size_hint().0;
+    let mut leaves: Vec<(Vec<u8>, merkle::Hash)> = Vec::with_capacity(n);
     let mut records: Vec<IdempotencyRecord> = Vec::new();
-    let mut pending: Vec<Pending> = Vec::new();
+    let mut pending: Vec<Pending> = Vec::with_capacity(n);
     let now = now();
     let created_at = now.to_string();
-    let mut submits = submits.into_iter();
     while let Some(submit) = submits.next() {
         let ctx = DecideCtx { now, created_at: &created_at, recent, lookup };
         let result = decide_one(&mut next, &submit, &ctx, &mut leaves, &mut records);
@@ -436,7 +485,7 @@ impl Decider {
             }
             let committed_seq = self.committed.load().seq();
             recent.retain(|(end, _)| *end > committed_seq);
-            let mut submits = Vec::new();
+            let mut submits = Vec::with_capacity(jobs.len());
             for job in jobs.drain(..) {
                 let forward = match job {
                     Job::Submit(s) => {
@@ -493,9 +542,34 @@ struct DecideCtx<'a> {
 
 impl Committer {
     fn run(mut self, rx: std::sync::mpsc::Receiver<Work>) {
-        for work in rx {
+        // A work item taken off the channel while merging batches, to handle next.
+        let mut carry: Option<Work> = None;
+        loop {
+            let work = match carry.take() {
+                Some(w) => w,
+                None => match rx.recv() {
+                    Ok(w) => w,
+                    Err(_) => break,
+                },
+            };
             match work {
-                Work::Batch(b) => self.commit(b),
+                Work::Batch(mut b) => {
+                    // Group commit across batches: whatever the decider finished while
+                    // the last transaction was being made durable goes into this one.
+                    while b.leaves.len() < MAX_MERGE {
+                        match rx.try_recv() {
+                            Ok(Work::Batch(next)) if next.epoch == b.epoch && next.expected_len == b.state.seq() => {
+                                b.merge(next);
+                            }
+                            Ok(other) => {
+                                carry = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.commit(b);
+                }
                 Work::Checkpoint(reply) => {
                     let _ = reply.send(self.sign_checkpoint());
                 }
@@ -671,16 +745,23 @@ impl Committer {
             }
         }
         let seq = b.state.seq();
-        self.state.store(b.state.clone());
+        let replaced = self.state.swap(b.state.clone());
         self.seq.send_replace(seq);
+        let mut replies = Vec::with_capacity(b.pending.len());
         for mut p in b.pending {
             if let Ok(o) = &mut p.result
                 && !o.replayed
             {
                 o.seq = seq;
             }
-            let result = std::mem::replace(&mut p.result, Err(EngineError::Stopped));
-            p.answer(result);
+            replies.push((p.submit.reply, p.result));
+        }
+        let published = Published { replies, replaced };
+        if let Err(unsent) = self.publish.send(published) {
+            // The publisher stops only after the committer; answer here all the same.
+            for (reply, result) in unsent.0.replies {
+                let _ = reply.send(result);
+            }
         }
         self.maybe_snapshot(b.state);
     }

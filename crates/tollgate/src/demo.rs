@@ -8,20 +8,13 @@ use std::sync::Arc;
 use tollgate_core::catalog::{Feature, PlanSpec, ProductSpec};
 use tollgate_core::command::IssueLicense;
 use tollgate_core::gate::{GateCommand, GateSpec};
-use tollgate_core::ids::{FeatureKey, LicenseId, PlanKey, ProductKey};
-use tollgate_core::key::LicenseKey;
+use tollgate_core::ids::{FeatureKey, PlanKey, ProductKey};
 use tollgate_core::{Command, Meta};
 use tollgate_server::AppState;
 
 const PRODUCT: &str = "acme-cad";
 /// The demo's rollout gate.
 const DEMO_GATE: &str = "gpu-renderer-v2";
-
-fn random<const N: usize>() -> [u8; N] {
-    let mut b = [0u8; N];
-    getrandom::fill(&mut b).expect("the OS random source is available");
-    b
-}
 
 async fn run(app: &AppState, command: Command) -> anyhow::Result<()> {
     let meta = Meta { actor: "demo".into(), reason: Some("demo data".into()), request_id: "demo-seed".into() };
@@ -109,13 +102,13 @@ pub async fn seed(app: &Arc<AppState>) -> anyhow::Result<()> {
     ];
     let mut ids = Vec::new();
     for (licensee, plan) in licenses {
-        let id = LicenseId::from_random(random());
+        let id = tollgate_server::api::licenses::new_license_id();
         ids.push(id.clone());
         run(
             app,
             Command::IssueLicense(IssueLicense {
                 id,
-                key: LicenseKey::from_random(random()),
+                key: tollgate_server::api::licenses::new_license_key(),
                 product: ProductKey::parse(PRODUCT)?,
                 plan: PlanKey::parse(plan)?,
                 licensee: licensee.into(),

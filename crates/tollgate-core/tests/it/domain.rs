@@ -66,6 +66,7 @@ fn lic(n: u8) -> Lic {
     Lic { id: LicenseId::from_random([n; 16]), key: LicenseKey::from_random([n; 15]) }
 }
 
+#[allow(clippy::large_enum_variant)] // test steps, made a few hundred at a time: their size does not matter
 enum Step {
     Run(Command),
     Validate { key: String, feature: Option<&'static str>, product: Option<&'static str> },

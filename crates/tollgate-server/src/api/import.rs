@@ -8,9 +8,8 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tollgate_core::Command;
 use tollgate_core::command::IssueLicense;
-use tollgate_core::ids::{LicenseId, PlanKey, ProductKey};
+use tollgate_core::ids::{PlanKey, ProductKey};
 use tollgate_core::import::{self, ImportReport, ImportRow, Rejected};
-use tollgate_core::key::LicenseKey;
 use tollgate_core::license::{Metadata, Status};
 use tollgate_core::machine::MachineSpec;
 
@@ -56,12 +55,6 @@ enum MachineIn {
     Spec(MachineSpec),
 }
 
-fn random<const N: usize>() -> [u8; N] {
-    let mut b = [0u8; N];
-    getrandom::fill(&mut b).expect("the OS random source is available");
-    b
-}
-
 fn parse_rows(rows: &[serde_json::Value]) -> (Vec<ImportRow>, Vec<Rejected>) {
     let mut ok = Vec::new();
     let mut bad = Vec::new();
@@ -99,8 +92,8 @@ fn parse_rows(rows: &[serde_json::Value]) -> (Vec<ImportRow>, Vec<Rejected>) {
             }
         }
         let issue = IssueLicense {
-            id: LicenseId::from_random(random()),
-            key: LicenseKey::from_random(random()),
+            id: super::licenses::new_license_id(),
+            key: super::licenses::new_license_key(),
             product: row.product,
             plan: row.plan,
             licensee: row.licensee,

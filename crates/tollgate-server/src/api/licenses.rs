@@ -96,10 +96,24 @@ pub struct IssueBody {
     external_id: Option<String>,
 }
 
-fn random<const N: usize>() -> [u8; N] {
+pub(crate) fn random<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
     getrandom::fill(&mut b).expect("the OS random source is available");
     b
+}
+
+/// A new license id: creation time first, then 80 random bits (see
+/// `LicenseId::from_time_and_random`), so ids issued later sort later.
+pub fn new_license_id() -> LicenseId {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    LicenseId::from_time_and_random(millis, random())
+}
+
+/// A new license key: 120 random bits and a check character.
+pub fn new_license_key() -> LicenseKey {
+    LicenseKey::from_random(random())
 }
 
 #[utoipa::path(post, path = "/v1/licenses", tag = "licenses", request_body(content = Object, description = "{product, plan, licensee, expires_at?, metadata?, overrides?}"), responses((status = 201, description = "the new license with its key"), (status = 404, body = crate::problem::Problem), (status = 422, body = crate::problem::Problem)), security(("bearer" = [])))]
@@ -112,10 +126,10 @@ pub async fn issue(
 ) -> Result<Response, ApiError> {
     principal.require(Permission::LicenseWrite)?;
     let b = body.value;
-    let id = LicenseId::from_random(random());
+    let id = new_license_id();
     let issue = IssueLicense {
         id: id.clone(),
-        key: LicenseKey::from_random(random()),
+        key: new_license_key(),
         product: b.product,
         plan: b.plan,
         licensee: b.licensee,
