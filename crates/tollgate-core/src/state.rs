@@ -55,8 +55,21 @@ pub struct State {
 /// entry is never wrong for a version that holds its license: the writer only ever
 /// extends the one live history, or a branch it then discards. Core stays pure: the index is memory only, and nothing in it depends on
 /// time or order beyond the events folded.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct KeyIndex(Arc<papaya::HashMap<LicenseKey, LicenseId, foldhash::fast::RandomState>>);
+
+impl Default for KeyIndex {
+    /// One writer at a time (the thread folding events) and doubling growth: a whole
+    /// resize at once costs the writer less than papaya's default of copying a little
+    /// on every insert (a tenth of replay), and readers are not held up by it.
+    fn default() -> Self {
+        let map = papaya::HashMap::builder()
+            .hasher(foldhash::fast::RandomState::default())
+            .resize_mode(papaya::ResizeMode::Blocking)
+            .build();
+        Self(Arc::new(map))
+    }
+}
 
 impl KeyIndex {
     fn get(&self, key: &str) -> Option<LicenseId> {
