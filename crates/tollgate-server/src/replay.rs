@@ -228,72 +228,114 @@ fn decode_chunk(chunk: Vec<StoredEvent>, snapshot_seq: u64) -> Result<Vec<Decode
 /// Replays the log onto `state` (the snapshot at `snapshot_seq`, or empty), verifying
 /// every leaf hash.
 ///
-/// Two threads share the work: this one scans the store, keeps the events in order and
-/// folds them; a second one hashes and decodes chunks of them, which is the larger half
-/// of the cost. Errors come out in ledger order: before reporting a gap it found while
-/// scanning, this thread waits for the decoder to finish what came before it.
+/// Two threads share the work. This one scans the store in chunks, keeps them in
+/// order and folds them; hashing and decoding a chunk (the larger part of the cost)
+/// goes to a second thread, or is done here when that thread already has enough
+/// queued, so that both cores stay busy whichever part is slower on the machine.
+/// Chunks are folded in ledger order, so errors come out in ledger order too: before
+/// reporting a gap it found while scanning, this thread folds everything before it.
 fn replay_events(
     store: &dyn LedgerStore,
     mut state: State,
     snapshot_seq: u64,
 ) -> Result<(State, MerkleLog), ReplayError> {
+    type Numbered = (u64, Result<Vec<Decoded>, ReplayError>);
     let mut log = MerkleLog::new();
-    let (to_decoder, decoder_in) = std::sync::mpsc::sync_channel::<Vec<StoredEvent>>(4);
-    let (decoder_out, from_decoder) = std::sync::mpsc::channel::<Result<Vec<Decoded>, ReplayError>>();
+    let (to_decoder, decoder_in) = std::sync::mpsc::sync_channel::<(u64, Vec<StoredEvent>)>(2);
+    let (decoder_out, from_decoder) = std::sync::mpsc::channel::<Numbered>();
     std::thread::scope(|scope| {
         scope.spawn(move || {
-            for chunk in decoder_in {
+            for (n, chunk) in decoder_in {
                 let r = decode_chunk(chunk, snapshot_seq);
                 let stop = r.is_err();
-                if decoder_out.send(r).is_err() || stop {
+                if decoder_out.send((n, r)).is_err() || stop {
                     return;
                 }
             }
         });
-        // Folds whatever the decoder has finished; `wait` drains it completely.
-        let fold = |state: &mut State, log: &mut MerkleLog, wait: bool| -> Result<(), ReplayError> {
+        // Decoded chunks by number, until their turn to be folded comes.
+        let mut ready: std::collections::BTreeMap<u64, Result<Vec<Decoded>, ReplayError>> = Default::default();
+        let mut next_fold = 0u64;
+        // Folds every chunk whose turn has come; with `upto`, waits for the decoder
+        // until every chunk numbered below it is folded.
+        let mut fold = |state: &mut State, log: &mut MerkleLog, ready_now: Option<Numbered>, upto: Option<u64>| {
+            if let Some((n, r)) = ready_now {
+                ready.insert(n, r);
+            }
+            while let Ok((n, r)) = from_decoder.try_recv() {
+                ready.insert(n, r);
+            }
             loop {
-                let next = if wait { from_decoder.recv().ok() } else { from_decoder.try_recv().ok() };
-                let Some(decoded) = next else { return Ok(()) };
+                let decoded = match ready.remove(&next_fold) {
+                    Some(d) => d,
+                    None if upto.is_some_and(|u| next_fold < u) => match from_decoder.recv() {
+                        Ok((n, r)) => {
+                            ready.insert(n, r);
+                            continue;
+                        }
+                        Err(_) => {
+                            return Err(ReplayError::Internal(format!("chunk {next_fold} of the replay was lost")));
+                        }
+                    },
+                    None => return Ok(()),
+                };
                 for (hash, event) in decoded? {
                     if let Some(event) = event {
                         state.apply_owned(event).map_err(|err| ReplayError::corrupt(log.len(), err.to_string()))?;
                     }
                     log.push(hash);
                 }
+                next_fold += 1;
+            }
+        };
+        // Hands a chunk to the decoder, or decodes it here when the decoder is busy
+        // (or has stopped on a bad event, which folding then reports).
+        let dispatch = |n: u64, chunk: Vec<StoredEvent>| -> Option<Numbered> {
+            match to_decoder.try_send((n, chunk)) {
+                Ok(()) => None,
+                Err(
+                    std::sync::mpsc::TrySendError::Full((n, chunk))
+                    | std::sync::mpsc::TrySendError::Disconnected((n, chunk)),
+                ) => Some((n, decode_chunk(chunk, snapshot_seq))),
             }
         };
         let mut chunk = Vec::with_capacity(CHUNK);
+        let mut chunks = 0u64;
         let mut expected = 0u64;
-        let mut failure: Option<ReplayError> = None;
+        // The first error folding met (the earliest in the ledger), or a gap the scan met.
+        let mut folding_failed: Option<ReplayError> = None;
+        let mut gap: Option<ReplayError> = None;
         let stop = || StoreError::Invalid("replay stopped".into());
         let scanned = store.scan(0, &mut |e| {
             if e.index != expected {
-                failure = Some(ReplayError::corrupt(expected, "missing from the store"));
+                gap = Some(ReplayError::corrupt(expected, "missing from the store"));
                 return Err(stop());
             }
             expected += 1;
             chunk.push(e);
             if chunk.len() == CHUNK {
-                if to_decoder.send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK))).is_err() {
-                    // The decoder stopped on a bad event; `fold` below reports it.
-                    return Err(stop());
-                }
-                if let Err(err) = fold(&mut state, &mut log, false) {
-                    failure = Some(err);
+                let here = dispatch(chunks, std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)));
+                chunks += 1;
+                if let Err(err) = fold(&mut state, &mut log, here, None) {
+                    folding_failed = Some(err);
                     return Err(stop());
                 }
             }
             Ok(())
         });
-        if failure.is_none() && !chunk.is_empty() {
-            let _ = to_decoder.send(chunk);
+        if let Some(err) = folding_failed {
+            return Err(err);
+        }
+        let mut last = None;
+        if gap.is_none() && !chunk.is_empty() {
+            last = dispatch(chunks, chunk);
+            chunks += 1;
         }
         drop(to_decoder);
-        // Everything before a scan failure is folded first, so the earliest error wins.
-        fold(&mut state, &mut log, true)?;
-        if let Some(f) = failure {
-            return Err(f);
+        // Everything before a gap is folded first, so the earliest error wins.
+        fold(&mut state, &mut log, last, Some(chunks))?;
+        if let Some(gap) = gap {
+            return Err(gap);
         }
         scanned.map_err(ReplayError::Store)
     })?;
@@ -396,4 +438,90 @@ pub fn verify(store: &dyn LedgerStore, progress: &mut dyn FnMut(u64)) -> Result<
     }
     let digest = state.digest().map_err(|e| ReplayError::Internal(e.to_string()))?;
     Ok(VerifyReport { events: log.len(), checkpoints: checkpoints.len(), root: log.root(), digest })
+}
+
+#[cfg(test)]
+mod tests {
+    use tollgate_core::catalog::ProductSpec;
+    use tollgate_core::ids::ProductKey;
+    use tollgate_core::{Command, Meta, Timestamp, decide};
+    use tollgate_store::{NewEvent, SqliteStore};
+
+    use super::*;
+
+    /// A ledger of `n` product events (many chunks, so both threads decode some),
+    /// with `bad(index, leaf, hash)` free to spoil any of them.
+    fn ledger(
+        n: u64,
+        bad: impl Fn(u64, &mut Vec<u8>, &mut merkle::Hash),
+    ) -> (tempfile::TempDir, Vec<u8>, merkle::Hash) {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&tmp.path().join("l.db")).unwrap();
+        let mut state = State::default();
+        let now = Timestamp::parse("2026-11-23T00:00:00Z").unwrap();
+        let meta = Meta { actor: "test".into(), reason: None, request_id: "r".into() };
+        let mut leaves = Vec::new();
+        for i in 0..n {
+            let spec =
+                ProductSpec { key: ProductKey::parse(&format!("p{i}")).unwrap(), name: "P".into(), features: vec![] };
+            for e in decide(&state, &Command::CreateProduct(spec), &meta, now).unwrap() {
+                state.apply(&e).unwrap();
+                let mut leaf = e.encode().unwrap();
+                let mut hash = merkle::leaf_hash(&leaf);
+                bad(leaves.len() as u64, &mut leaf, &mut hash);
+                leaves.push((leaf, hash));
+            }
+        }
+        for (i, part) in leaves.chunks(1_000).enumerate() {
+            let evs: Vec<NewEvent<'_>> = part.iter().map(|(l, h)| NewEvent { leaf: l, leaf_hash: *h }).collect();
+            store.append((i * 1_000) as u64, &evs, &[]).unwrap();
+        }
+        let mut log = MerkleLog::new();
+        for (_, h) in &leaves {
+            log.push(*h);
+        }
+        (tmp, state.encode().unwrap(), log.root())
+    }
+
+    fn load_at(tmp: &tempfile::TempDir) -> Result<Loaded, ReplayError> {
+        load(&SqliteStore::open_read_only(&tmp.path().join("l.db")).unwrap())
+    }
+
+    #[test]
+    fn replay_over_both_threads_folds_every_event_in_order() {
+        let (tmp, expected, root) = ledger(5_000, |_, _, _| {});
+        for _ in 0..3 {
+            let loaded = load_at(&tmp).unwrap();
+            assert_eq!(loaded.state.seq(), 5_000);
+            assert_eq!(loaded.state.encode().unwrap(), expected, "same state as folding one by one");
+            assert_eq!(loaded.log.len(), 5_000);
+            assert_eq!(loaded.log.root(), root, "leaf hashes pushed in ledger order");
+        }
+    }
+
+    /// Whichever thread decodes the chunk, the error names the earliest bad event.
+    #[test]
+    fn replay_names_the_earliest_bad_event() {
+        for (first, second) in [(0, 4_999), (511, 512), (700, 2_600), (3_071, 4_000), (4_999, 4_999)] {
+            // The first is an undecodable event with a correct leaf hash; the second a
+            // leaf whose hash does not match.
+            let (tmp, _, _) = ledger(5_000, |i, leaf, hash| {
+                if i == first {
+                    *leaf = br#"{"not": "an event"}"#.to_vec();
+                    *hash = merkle::leaf_hash(leaf);
+                } else if i == second {
+                    hash[0] ^= 1;
+                }
+            });
+            for _ in 0..3 {
+                match load_at(&tmp) {
+                    Err(ReplayError::Corrupt { index, .. }) => {
+                        assert_eq!(index, first, "bad events at {first} and {second}")
+                    }
+                    Err(e) => panic!("unexpected error {e}"),
+                    Ok(_) => panic!("a ledger with a bad event at {first} loaded"),
+                }
+            }
+        }
+    }
 }
