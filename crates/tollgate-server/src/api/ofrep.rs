@@ -240,16 +240,37 @@ pub async fn evaluate_one(
     }
 }
 
+/// What one and every flag are evaluated from: the caller's permission checked, the
+/// context parsed, and the subject's license facts in one state at one instant.
+struct Subject<'p> {
+    ctx: Context,
+    state: Arc<tollgate_core::State>,
+    product: Option<&'p str>,
+    now: tollgate_core::Timestamp,
+    license: Option<LicenseFacts>,
+}
+
+fn subject<'p>(
+    app: &AppState,
+    principal: &'p Principal,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Subject<'p>, OfrepError> {
+    principal.require(Permission::Validate)?;
+    let ctx = unleash_context(context_map(body)?)?;
+    let state = app.engine.state();
+    let product = principal.product.as_deref();
+    let now = crate::engine::now();
+    let license = facts(&state, &ctx, product, now);
+    Ok(Subject { ctx, state, product, now, license })
+}
+
 fn one(
     app: &AppState,
     key: &str,
     principal: &Principal,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OfrepError> {
-    principal.require(Permission::Validate)?;
-    let ctx = unleash_context(context_map(body)?)?;
-    let s = app.engine.state();
-    let product = principal.product.as_deref();
+    let Subject { ctx, state: s, product, now, license } = subject(app, principal, body)?;
     let not_found = || OfrepError {
         status: StatusCode::NOT_FOUND,
         key: None,
@@ -259,8 +280,6 @@ fn one(
     if !visible(&s, key, product) {
         return Err(not_found());
     }
-    let now = crate::engine::now();
-    let license = facts(&s, &ctx, product, now);
     let e = evaluate(&*s, key, &ctx, license.as_ref(), now, random_u32()).ok_or_else(not_found)?;
     let body =
         serde_json::to_vec(&success(key, &e)).map_err(|e| OfrepError::from(ApiError::internal(e.to_string())))?;
@@ -291,12 +310,7 @@ fn bulk(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OfrepError> {
-    principal.require(Permission::Validate)?;
-    let ctx = unleash_context(context_map(body)?)?;
-    let s = app.engine.state();
-    let product = principal.product.as_deref();
-    let now = crate::engine::now();
-    let license = facts(&s, &ctx, product, now);
+    let Subject { ctx, state: s, product, now, license } = subject(app, principal, body)?;
     let random = random_u32();
     let mut flags = Vec::new();
     for g in s.gates() {
