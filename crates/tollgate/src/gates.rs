@@ -9,17 +9,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 
-#[derive(Args, Clone)]
-pub struct Remote {
-    /// The server's base URL.
-    #[arg(long, env = "TOLLGATE_URL", default_value = "http://127.0.0.1:8080")]
-    url: String,
-    /// An admin token (gates are catalog writes).
-    #[arg(long, env = "TOLLGATE_TOKEN", hide_env_values = true)]
-    token: String,
-}
+use crate::remote::{Remote, call, pretty, runtime};
 
 #[derive(Subcommand)]
 pub enum GatesCmd {
@@ -57,28 +49,8 @@ fn parse_map(pairs: &[String]) -> anyhow::Result<serde_json::Map<String, serde_j
     Ok(map)
 }
 
-async fn call(
-    remote: &Remote,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<&serde_json::Value>,
-) -> anyhow::Result<String> {
-    let url = format!("{}{path}", remote.url.trim_end_matches('/'));
-    let mut req = reqwest::Client::new().request(method, &url).bearer_auth(&remote.token);
-    if let Some(b) = body {
-        req = req.json(b);
-    }
-    let res = req.send().await.with_context(|| format!("cannot reach {url}"))?;
-    let status = res.status();
-    let text = res.text().await?;
-    if !status.is_success() {
-        anyhow::bail!("{url}: {status}: {text}");
-    }
-    Ok(text)
-}
-
 pub fn run(cmd: GatesCmd) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = runtime()?;
     match cmd {
         GatesCmd::Import { remote, unleash, map } => {
             let text =
@@ -86,7 +58,7 @@ pub fn run(cmd: GatesCmd) -> anyhow::Result<ExitCode> {
             let document: serde_json::Value =
                 serde_json::from_str(&text).with_context(|| format!("{} is not JSON", unleash.display()))?;
             let body = serde_json::json!({ "unleash": document, "map": parse_map(&map)? });
-            let out = rt.block_on(call(&remote, reqwest::Method::POST, "/v1/gates/import", Some(&body)))?;
+            let out = rt.block_on(call(&remote, reqwest::Method::POST, "/v1/gates/import", Some(body)))?;
             let report: serde_json::Value = serde_json::from_str(&out).unwrap_or(serde_json::Value::String(out));
             let gates = report["gates"].as_array().map_or(0, Vec::len);
             let segments = report["segments"].as_array().map_or(0, Vec::len);
@@ -95,8 +67,7 @@ pub fn run(cmd: GatesCmd) -> anyhow::Result<ExitCode> {
         }
         GatesCmd::List { remote } => {
             let out = rt.block_on(call(&remote, reqwest::Method::GET, "/v1/gates", None))?;
-            let v: serde_json::Value = serde_json::from_str(&out).unwrap_or(serde_json::Value::String(out));
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            println!("{}", pretty(&out));
         }
     }
     Ok(ExitCode::SUCCESS)

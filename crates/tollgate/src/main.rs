@@ -11,6 +11,7 @@ mod config;
 mod demo;
 mod gates;
 mod ops;
+mod remote;
 mod signing;
 mod transfer;
 
