@@ -264,10 +264,7 @@ pub async fn preview(
 }
 
 pub(crate) fn random_u32() -> u32 {
-    let mut b = [0u8; 4];
-    // getrandom only fails where the OS has no randomness source at all.
-    getrandom::fill(&mut b).expect("the OS random source is available");
-    u32::from_le_bytes(b)
+    u32::from_le_bytes(super::random())
 }
 
 /// The import body: the Unleash document itself, or it under `unleash` with a `map`

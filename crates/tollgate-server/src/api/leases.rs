@@ -53,9 +53,7 @@ fn view<'a>(license: &'a LicenseId, l: &'a Lease) -> serde_json::Value {
 }
 
 fn random_lease_id() -> LeaseId {
-    let mut b = [0u8; 16];
-    getrandom::fill(&mut b).expect("the OS random source is available");
-    LeaseId::from_random(b)
+    LeaseId::from_random(super::random())
 }
 
 fn parse_lease(id: &str) -> Result<LeaseId, ApiError> {

@@ -96,24 +96,18 @@ pub struct IssueBody {
     external_id: Option<String>,
 }
 
-pub(crate) fn random<const N: usize>() -> [u8; N] {
-    let mut b = [0u8; N];
-    getrandom::fill(&mut b).expect("the OS random source is available");
-    b
-}
-
 /// A new license id: creation time first, then 80 random bits (see
 /// `LicenseId::from_time_and_random`), so ids issued later sort later.
 pub fn new_license_id() -> LicenseId {
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    LicenseId::from_time_and_random(millis, random())
+    LicenseId::from_time_and_random(millis, super::random())
 }
 
 /// A new license key: 120 random bits and a check character.
 pub fn new_license_key() -> LicenseKey {
-    LicenseKey::from_random(random())
+    LicenseKey::from_random(super::random())
 }
 
 #[utoipa::path(post, path = "/v1/licenses", tag = "licenses", request_body(content = Object, description = "{product, plan, licensee, expires_at?, metadata?, overrides?}"), responses((status = 201, description = "the new license with its key"), (status = 404, body = crate::problem::Problem), (status = 422, body = crate::problem::Problem)), security(("bearer" = [])))]

@@ -81,3 +81,11 @@ pub async fn execute(
     }
     Ok(res)
 }
+
+/// `N` bytes from the OS random source (ids, keys, rollout dice).
+pub(crate) fn random<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    // getrandom only fails where the OS has no randomness source at all.
+    getrandom::fill(&mut b).expect("the OS random source is available");
+    b
+}
