@@ -6,6 +6,7 @@
 //! 25th license followed by a lifecycle event (suspend, reinstate, renew, plan change).
 //! The events are encoded once; then each group measures one pass over all of them:
 //!
+//! - `replay/encode`: `Event::encode` of each event, the writer's canonical encoding;
 //! - `replay/decode`: `Event::decode` of each stored event;
 //! - `replay/apply`: `State::apply` of each decoded event into an empty state;
 //! - `replay/decode_apply_hash`: leaf hash, decode and apply, as start-up does it on
@@ -149,8 +150,20 @@ fn main() {
 
     let mut c = Criterion::default().sample_size(10).configure_from_args();
     let (mut dec, mut app, mut all, mut owned) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut enc = Vec::new();
     let mut g = c.benchmark_group("replay");
     g.throughput(Throughput::Elements(EVENTS as u64));
+    g.bench_function("encode", |b| {
+        b.iter_custom(|iters| {
+            timed(&mut enc, iters, || {
+                let t = Instant::now();
+                for e in &decoded {
+                    black_box(black_box(e).encode().unwrap());
+                }
+                t.elapsed()
+            })
+        })
+    });
     g.bench_function("decode", |b| {
         b.iter_custom(|iters| {
             timed(&mut dec, iters, || {
@@ -212,6 +225,7 @@ fn main() {
     g.finish();
     c.final_summary();
     for (name, s) in [
+        ("encode", &mut enc),
         ("decode", &mut dec),
         ("apply", &mut app),
         ("decode+apply+hash", &mut all),
