@@ -120,6 +120,10 @@ pub struct GateSpec {
     pub variants: Vec<Variant>,
 }
 
+/// Keys no gate may take: `GET /v1/gates/{key}` could never reach it, because the name
+/// is one of the gate endpoints' own paths or a path segment clients rewrite.
+pub const RESERVED_KEYS: [&str; 4] = ["ruleset", "import", ".", ".."];
+
 fn invalid(key: &GateKey, detail: impl fmt::Display) -> Refusal {
     Refusal::new(RefusalKind::Invalid, "INVALID_GATE", format!("gate '{key}': {detail}"))
 }
@@ -143,9 +147,16 @@ impl GateSpec {
         })
     }
 
-    /// Size limits: what any stored definition, imported or not, must respect.
+    /// Size limits and the key: what any stored definition, imported or not, must
+    /// respect.
     pub(crate) fn check_limits(&self) -> Result<(), Refusal> {
         let k = &self.key;
+        if RESERVED_KEYS.contains(&k.as_str()) {
+            return Err(invalid(
+                k,
+                "this key is reserved: /v1/gates/ruleset and /v1/gates/import are endpoints, and clients rewrite '.' and '..' in paths, so such a gate could not be read back at /v1/gates/{key}; choose another key",
+            ));
+        }
         if self.description.as_ref().is_some_and(|d| d.len() > MAX_DESCRIPTION) {
             return Err(invalid(k, format!("description is longer than {MAX_DESCRIPTION} bytes")));
         }

@@ -102,6 +102,20 @@ async fn invalid_definitions_are_problems_and_writes_need_the_role() {
     assert_problem(&r, 422, "UNKNOWN_FEATURE");
     let r = put(&app, "g", json!([1])).await;
     assert_problem(&r, 422, "INVALID_GATE");
+    // Keys that GET /v1/gates/{key} could never reach are refused, whichever way in.
+    for key in ["..", "."] {
+        let r = put(&app, &key.replace('.', "%2E"), json!({"strategies":[]})).await;
+        assert!(r.status.is_client_error(), "{key}: {}", r.text);
+    }
+    assert_problem(&put(&app, "ruleset", json!({"strategies":[]})).await, 405, "METHOD_NOT_ALLOWED");
+    for key in ["ruleset", "import", "..", "."] {
+        let mut doc = unleash_doc();
+        doc["features"][0]["name"] = json!(key);
+        let r = app.post("/v1/gates/import", doc).await;
+        assert_problem(&r, 422, "INVALID_GATE");
+        assert!(r.body["detail"].as_str().unwrap().contains("reserved"), "{key}: {}", r.text);
+        assert_problem(&app.get("/v1/gates/beta").await, 404, "GATE_NOT_FOUND");
+    }
 
     let product = product_token(&app, None).await;
     let r = app.call(Method::PUT, "/v1/gates/g", Some(&product), Some(json!({"strategies":[]}))).await;
