@@ -103,6 +103,9 @@ pub enum Bootstrap {
     FromEnv,
     /// A random admin token was written to this file (mode 0600).
     File(PathBuf),
+    /// Another node starting on the same empty database at the same time created the
+    /// admin token; it is in that node's data directory.
+    OtherNode,
 }
 
 pub struct Opened {
@@ -178,11 +181,34 @@ fn bootstrap_tokens(store: &mut dyn LedgerStore, config: &Config) -> anyhow::Res
         return Ok(Bootstrap::Existing);
     }
     let (secret, record) = new_token(Role::Admin, "bootstrap", None, now);
+    // Nodes starting together on one empty database would each create an admin token.
+    // The first to claim the bootstrap creates it; the others wait for it to appear. A
+    // claim whose token never appears (its node died before writing it) is taken over.
+    let claimed = store.meta_insert(BOOTSTRAP_CLAIM, record.id.as_bytes())?;
+    if claimed != record.id.as_bytes() {
+        let deadline = std::time::Instant::now() + BOOTSTRAP_WAIT;
+        while std::time::Instant::now() < deadline {
+            if !store.tokens()?.is_empty() {
+                return Ok(Bootstrap::OtherNode);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        tracing::warn!("another node claimed the bootstrap but registered no token; creating it here");
+        store.set_meta(BOOTSTRAP_CLAIM, record.id.as_bytes())?;
+    }
+    // The file first: a node that dies after it starts over on the next start, as no
+    // token exists yet; one that died after the token would have left nobody its secret.
     let path = config.data_dir.join(BOOTSTRAP_TOKEN_FILE);
     write_secret(&path, &secret)?;
     store.insert_token(&record)?;
     Ok(Bootstrap::File(path))
 }
+
+/// The meta key under which the first node to start on an empty database claims the
+/// creation of the bootstrap admin token.
+const BOOTSTRAP_CLAIM: &str = "bootstrap_token_claim";
+/// How long a node waits for the node that claimed the bootstrap to register its token.
+const BOOTSTRAP_WAIT: Duration = Duration::from_secs(10);
 
 fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
     let mut opts = std::fs::OpenOptions::new();

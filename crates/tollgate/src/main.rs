@@ -220,6 +220,9 @@ fn serve(args: Settings, demo: bool) -> anyhow::Result<()> {
         tollgate_server::Bootstrap::FromEnv => {
             tracing::info!("TOLLGATE_BOOTSTRAP_TOKEN is registered as an admin token")
         }
+        tollgate_server::Bootstrap::OtherNode => tracing::warn!(
+            "first start: another node starting at the same time created the admin token, in its own data directory"
+        ),
         tollgate_server::Bootstrap::Existing => {}
     }
     let app = opened.app.clone();

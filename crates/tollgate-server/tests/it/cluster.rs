@@ -277,6 +277,44 @@ fn nodes_starting_together_create_one_identity() {
     drop(schema);
 }
 
+/// Without `TOLLGATE_BOOTSTRAP_TOKEN`, nodes starting together on an empty database
+/// create one admin token, not one each: one node writes it to its data directory and
+/// the others say where it is.
+#[test]
+fn nodes_starting_together_create_one_bootstrap_token() {
+    let Some(schema) = schema() else { return };
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(3));
+    let starts: Vec<_> = (0..3)
+        .map(|i| {
+            let (url, barrier) = (schema.url.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let (cfg, tmp) = node_config(&url, 7, &format!("b{i}"));
+                barrier.wait();
+                let opened = tollgate_server::open(&cfg).expect("every node starts");
+                let file = match &opened.bootstrap {
+                    tollgate_server::Bootstrap::File(p) => Some(std::fs::read_to_string(p).unwrap().trim().to_string()),
+                    tollgate_server::Bootstrap::OtherNode | tollgate_server::Bootstrap::Existing => None,
+                    other => panic!("node {i}: {other:?}"),
+                };
+                let app = opened.app.clone();
+                let tokens = tollgate_store::LedgerStore::tokens(&**app.reader.lock().unwrap()).unwrap();
+                drop(app);
+                drop(opened.app);
+                opened.writer.join().unwrap();
+                drop(tmp);
+                (file, tokens)
+            })
+        })
+        .collect();
+    let results: Vec<_> = starts.into_iter().map(|t| t.join().unwrap()).collect();
+    let files: Vec<&String> = results.iter().filter_map(|(f, _)| f.as_ref()).collect();
+    assert_eq!(files.len(), 1, "exactly one node writes the token: {results:?}");
+    let tokens = &results.iter().map(|(_, t)| t).max_by_key(|t| t.len()).unwrap();
+    assert_eq!(tokens.len(), 1, "one admin token in the database: {tokens:?}");
+    assert_eq!(tokens[0].hash, tollgate_server::auth::hash_token(files[0]), "the file holds that token");
+    drop(schema);
+}
+
 /// Runs SQL on a plain thread (the sync client must not run on the test's runtime).
 fn sql(query: String) -> i64 {
     std::thread::spawn(move || {
