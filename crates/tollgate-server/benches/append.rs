@@ -11,15 +11,14 @@
 //! Run: `cargo bench -p tollgate-server --bench append`. The last lines printed are the
 //! ratios quoted in docs/BENCHMARKS.md.
 
-use std::sync::{Arc, Mutex};
+mod common;
+
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{Samples, catalog, issue, median, meta};
 use criterion::{Criterion, Throughput};
-use tollgate_core::catalog::{Feature, PlanSpec, ProductSpec};
-use tollgate_core::command::IssueLicense;
-use tollgate_core::ids::{FeatureKey, LicenseId, PlanKey, ProductKey};
-use tollgate_core::key::LicenseKey;
-use tollgate_core::{Command, Meta, State, Timestamp};
+use tollgate_core::{Command, State, Timestamp};
 use tollgate_store::{LedgerStore, NewEvent, SqliteStore};
 
 const WRITERS: usize = 64;
@@ -27,63 +26,6 @@ const PER_WRITER: usize = 50;
 const EVENTS: usize = WRITERS * PER_WRITER;
 const FSYNC_EVENTS: usize = 100;
 const REPLAY_EVENTS: u64 = 100_000;
-
-fn meta() -> Meta {
-    Meta { actor: "bench".into(), reason: None, request_id: "bench".into() }
-}
-
-fn catalog() -> (ProductSpec, PlanSpec) {
-    let product = ProductSpec {
-        key: ProductKey::parse("app").unwrap(),
-        name: "App".into(),
-        features: (0..20)
-            .map(|i| Feature { key: FeatureKey::parse(&format!("f{i}")).unwrap(), name: format!("F{i}") })
-            .collect(),
-    };
-    let plan = PlanSpec {
-        key: PlanKey::parse("std").unwrap(),
-        product: product.key.clone(),
-        name: "Std".into(),
-        features: product.features.iter().map(|f| f.key.clone()).collect(),
-        duration_days: Some(365),
-        trial_days: None,
-        grace_days: Some(7),
-        max_machines: Some(3),
-        max_users: None,
-        offline_days: None,
-        floating: None,
-        meters: vec![],
-    };
-    (product, plan)
-}
-
-fn issue(n: u64) -> Command {
-    let mut id = [0u8; 16];
-    id[..8].copy_from_slice(&n.to_be_bytes());
-    id[8..].copy_from_slice(&(n.wrapping_mul(0x9E37_79B9_7F4A_7C15)).to_be_bytes());
-    let mut key = [0u8; 15];
-    key[..8].copy_from_slice(&(n.wrapping_mul(0xD6E8_FEB8_6659_FD93)).to_be_bytes());
-    key[8..15].copy_from_slice(&n.to_be_bytes()[1..]);
-    Command::IssueLicense(IssueLicense {
-        id: LicenseId::from_random(id),
-        key: LicenseKey::from_random(key),
-        product: ProductKey::parse("app").unwrap(),
-        plan: PlanKey::parse("std").unwrap(),
-        licensee: format!("customer-{n}@example.com"),
-        expires_at: None,
-        metadata: Default::default(),
-        external_id: None,
-    })
-}
-
-/// Per-event seconds of each sample, so the bench can print its own medians and ratios.
-type Samples = Arc<Mutex<Vec<f64>>>;
-
-fn median(s: &Samples) -> f64 {
-    let mut v = s.lock().unwrap().clone();
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
-}
 
 fn raw_table(path: &std::path::Path) -> rusqlite::Connection {
     let c = rusqlite::Connection::open(path).unwrap();
@@ -128,9 +70,8 @@ fn main() {
     cfg.bootstrap_token = Some("bench-token-0123456789".into());
     let opened = tollgate_server::open(&cfg).unwrap();
     let app = opened.app.clone();
-    let (product, plan) = catalog();
     rt.block_on(async {
-        for cmd in [Command::CreateProduct(product), Command::CreatePlan(plan)] {
+        for cmd in catalog() {
             app.engine.submit(cmd, meta(), 201, None, Box::new(|_, _| serde_json::Value::Null)).await.unwrap();
         }
     });
@@ -222,7 +163,6 @@ fn main() {
         let mut store = SqliteStore::open(&replay_path).unwrap();
         let mut state = State::default();
         let now = Timestamp::parse("2026-11-23T00:00:00Z").unwrap();
-        let (product, plan) = catalog();
         let mut encoded = Vec::new();
         let decide = |state: &mut State, cmd: Command, encoded: &mut Vec<(Vec<u8>, [u8; 32])>| {
             for e in tollgate_core::decide(state, &cmd, &meta(), now).unwrap() {
@@ -232,8 +172,9 @@ fn main() {
                 encoded.push((bytes, hash));
             }
         };
-        decide(&mut state, Command::CreateProduct(product), &mut encoded);
-        decide(&mut state, Command::CreatePlan(plan), &mut encoded);
+        for cmd in catalog() {
+            decide(&mut state, cmd, &mut encoded);
+        }
         for n in 0..REPLAY_EVENTS - 2 {
             decide(&mut state, issue(n), &mut encoded);
         }

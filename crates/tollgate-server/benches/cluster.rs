@@ -15,92 +15,21 @@
 //! Run: `cargo bench -p tollgate-server --bench cluster`. The last lines printed are the
 //! medians and ratios quoted in docs/BENCHMARKS.md.
 
+mod common;
+
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::{Samples, catalog, issue, median, meta};
 use criterion::{Criterion, Throughput};
-use tollgate_core::catalog::{Feature, PlanSpec, ProductSpec};
-use tollgate_core::command::IssueLicense;
-use tollgate_core::ids::{FeatureKey, LicenseId, PlanKey, ProductKey};
-use tollgate_core::key::LicenseKey;
-use tollgate_core::{Command, Meta};
 use tollgate_server::engine::{Engine, EngineConfig};
+use tollgate_store::test_schema::TestSchema;
 use tollgate_store::{LedgerStore, PostgresStore};
 
 const WRITERS: usize = 64;
 const PER_WRITER: usize = 20;
 const EVENTS: usize = WRITERS * PER_WRITER;
-
-fn meta() -> Meta {
-    Meta { actor: "bench".into(), reason: None, request_id: "bench".into() }
-}
-
-fn catalog() -> [Command; 2] {
-    let product = ProductSpec {
-        key: ProductKey::parse("app").unwrap(),
-        name: "App".into(),
-        features: (0..20)
-            .map(|i| Feature { key: FeatureKey::parse(&format!("f{i}")).unwrap(), name: format!("F{i}") })
-            .collect(),
-    };
-    let plan = PlanSpec {
-        key: PlanKey::parse("std").unwrap(),
-        product: product.key.clone(),
-        name: "Std".into(),
-        features: product.features.iter().map(|f| f.key.clone()).collect(),
-        duration_days: Some(365),
-        trial_days: None,
-        grace_days: Some(7),
-        max_machines: Some(3),
-        max_users: None,
-        offline_days: None,
-        floating: None,
-        meters: vec![],
-    };
-    [Command::CreateProduct(product), Command::CreatePlan(plan)]
-}
-
-fn issue(n: u64) -> Command {
-    let mut id = [0u8; 16];
-    id[..8].copy_from_slice(&n.to_be_bytes());
-    id[8..].copy_from_slice(&(n.wrapping_mul(0x9E37_79B9_7F4A_7C15)).to_be_bytes());
-    let mut key = [0u8; 15];
-    key[..8].copy_from_slice(&(n.wrapping_mul(0xD6E8_FEB8_6659_FD93)).to_be_bytes());
-    key[8..15].copy_from_slice(&n.to_be_bytes()[1..]);
-    Command::IssueLicense(IssueLicense {
-        id: LicenseId::from_random(id),
-        key: LicenseKey::from_random(key),
-        product: ProductKey::parse("app").unwrap(),
-        plan: PlanKey::parse("std").unwrap(),
-        licensee: format!("customer-{n}@example.com"),
-        expires_at: None,
-        metadata: Default::default(),
-        external_id: None,
-    })
-}
-
-type Samples = Arc<Mutex<Vec<f64>>>;
-
-fn median(s: &Samples) -> f64 {
-    let mut v = s.lock().unwrap().clone();
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
-}
-
-/// A fresh schema, or why there is none.
-fn schema() -> Result<(postgres::Client, String, String), String> {
-    let base = std::env::var("TOLLGATE_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let mut admin = postgres::Client::connect(&base, postgres::NoTls).map_err(|e| format!("{base}: {e}"))?;
-    let name = format!("tg_bench_{}", std::process::id());
-    admin
-        .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"))
-        .map_err(|e| e.to_string())?;
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}options=-csearch_path%3D{name}");
-    Ok((admin, name, url))
-}
 
 fn start(url: &str, kek: &Arc<tollgate_server::kek::MasterKey>) -> (Engine, std::thread::JoinHandle<()>) {
     let config = EngineConfig { snapshot_every: 0, master_key: Some(kek.clone()), ..EngineConfig::default() };
@@ -129,13 +58,9 @@ fn run(rt: &tokio::runtime::Runtime, engines: &[Engine], counter: &Arc<AtomicU64
 }
 
 fn main() {
-    let (mut admin, name, url) = match schema() {
-        Ok(s) => s,
-        Err(why) => {
-            println!("skipping the PostgreSQL benchmarks: the database cannot be reached ({why})");
-            return;
-        }
-    };
+    // Without a server, this prints why and returns None.
+    let Some(schema) = TestSchema::create("tg_bench") else { return };
+    let url = schema.url.clone();
     let mut c = Criterion::default()
         .configure_from_args()
         .sample_size(10)
@@ -242,7 +167,7 @@ fn main() {
         let _ = w.join();
     }
     drop(raw);
-    let _ = admin.batch_execute(&format!("DROP SCHEMA {name} CASCADE"));
+    drop(schema);
 
     let (o, t, r) = (median(&one_samples), median(&three_samples), median(&raw_samples));
     println!();

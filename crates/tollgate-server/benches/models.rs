@@ -5,23 +5,18 @@
 //! Run: `cargo bench -p tollgate-server --bench models`. The last lines printed are
 //! the figures quoted in docs/BENCHMARKS.md (medians of the samples).
 
-use std::sync::{Arc, Mutex};
+mod common;
+
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{Samples, median};
 use criterion::{Criterion, Throughput};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "bench-token-0123456789";
 const CLIENTS: usize = 64;
 const PER_CLIENT: usize = 10;
-
-type Samples = Arc<Mutex<Vec<f64>>>;
-
-fn median(s: &Samples) -> f64 {
-    let mut v = s.lock().unwrap().clone();
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
 
 async fn post(client: &reqwest::Client, url: String, body: Value) -> Value {
     let r = client.post(url).bearer_auth(TOKEN).json(&body).send().await.expect("request");

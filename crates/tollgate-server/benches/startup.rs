@@ -7,15 +7,15 @@
 //! - from genesis (verify every leaf hash and fold every event).
 //!
 //! Run: `cargo bench -p tollgate-server --bench startup` (takes a few minutes and about
-//! 3 GiB of memory). Set `TOLLGATE_BENCH_LICENSES` to use another size.
+//! 3 GiB of memory). Set `TOLLGATE_BENCH_LICENSES` to use another size. The licenses are
+//! those of the other benches (`common::issue`): ids in issue order, as the server draws them.
 
 use std::time::{Duration, Instant};
 
-use tollgate_core::catalog::{Feature, PlanSpec, ProductSpec};
-use tollgate_core::command::IssueLicense;
-use tollgate_core::ids::{FeatureKey, LicenseId, PlanKey, ProductKey};
-use tollgate_core::key::LicenseKey;
-use tollgate_core::{Command, Meta, State, Timestamp, decide};
+mod common;
+
+use common::{catalog, issue, meta};
+use tollgate_core::{Command, State, Timestamp, decide};
 use tollgate_store::{LedgerStore, NewEvent, SnapshotRecord, SqliteStore};
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -34,20 +34,8 @@ fn main() {
     let n: u64 = std::env::var("TOLLGATE_BENCH_LICENSES").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("startup.db");
-    let meta = Meta { actor: "bench".into(), reason: None, request_id: "bench".into() };
+    let meta = meta();
     let now = Timestamp::parse("2026-11-23T00:00:00Z").unwrap();
-    let product = ProductSpec {
-        key: ProductKey::parse("app").unwrap(),
-        name: "App".into(),
-        features: (0..20)
-            .map(|i| Feature { key: FeatureKey::parse(&format!("f{i}")).unwrap(), name: format!("F{i}") })
-            .collect(),
-    };
-    let plan: PlanSpec = serde_json::from_value(serde_json::json!({
-        "key": "std", "product": "app", "name": "Std",
-        "features": (0..20).map(|i| format!("f{i}")).collect::<Vec<_>>(), "duration_days": 365
-    }))
-    .unwrap();
     let built = Instant::now();
     let mut state = State::default();
     let mut store = SqliteStore::open(&path).unwrap();
@@ -71,25 +59,11 @@ fn main() {
             batch.clear();
         }
     };
-    push(&mut state, Command::CreateProduct(product), &mut batch, &mut store, false);
-    push(&mut state, Command::CreatePlan(plan), &mut batch, &mut store, false);
+    for cmd in catalog() {
+        push(&mut state, cmd, &mut batch, &mut store, false);
+    }
     for i in 0..n {
-        let mut id = [0u8; 16];
-        id[..8].copy_from_slice(&i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
-        id[8..].copy_from_slice(&i.to_be_bytes());
-        let mut key = [0u8; 15];
-        key[..8].copy_from_slice(&i.wrapping_mul(0xD6E8_FEB8_6659_FD93).to_be_bytes());
-        key[8..].copy_from_slice(&i.to_be_bytes()[1..]);
-        let cmd = Command::IssueLicense(IssueLicense {
-            id: LicenseId::from_random(id),
-            key: LicenseKey::from_random(key),
-            product: ProductKey::parse("app").unwrap(),
-            plan: PlanKey::parse("std").unwrap(),
-            licensee: format!("customer-{i}@example.com"),
-            expires_at: None,
-            metadata: Default::default(),
-            external_id: None,
-        });
+        let cmd = issue(i);
         push(&mut state, cmd, &mut batch, &mut store, i + 1 == n);
     }
     let encoded = state.encode().unwrap();
