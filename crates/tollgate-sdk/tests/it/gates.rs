@@ -12,57 +12,7 @@ use serde_json::{Value, json};
 use tollgate_sdk::gates::{Context, Reason};
 use tollgate_sdk::{Client, GateClient, GateConfig, TollgateProvider};
 
-const ADMIN: &str = "tg_sdk_gates_admin_0123456789";
-
-struct Server {
-    base: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    opened: Option<tollgate_server::Opened>,
-    _tmp: tempfile::TempDir,
-}
-
-impl Server {
-    async fn start() -> Server {
-        let tmp = tempfile::tempdir().unwrap();
-        let mut cfg = tollgate_server::Config::new(tmp.path());
-        cfg.bootstrap_token = Some(ADMIN.into());
-        let opened = tollgate_server::open(&cfg).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(tollgate_server::serve(listener, opened.app.clone(), async {
-            let _ = stopped.await;
-        }));
-        Server { base, stop: Some(stop), task: Some(task), opened: Some(opened), _tmp: tmp }
-    }
-
-    async fn send(&self, method: reqwest::Method, path: &str, token: &str, body: Value) -> Value {
-        let r = reqwest::Client::new()
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        let v: Value = r.json().await.unwrap();
-        assert!(status.is_success(), "{path}: {status} {v}");
-        v
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Value {
-        self.send(reqwest::Method::POST, path, ADMIN, body).await
-    }
-
-    async fn stop(&mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.take().unwrap().await.unwrap().unwrap();
-        let opened = self.opened.take().unwrap();
-        drop(opened.app);
-        tokio::task::spawn_blocking(move || opened.writer.join().unwrap()).await.unwrap();
-    }
-}
+use crate::support::{ADMIN, Server};
 
 /// Product `app` (features pro, x), plan `p` with pro; gates `pro-ui` (bound to
 /// app/pro, 100% rollout) and `colour` (no license, variants with payloads).

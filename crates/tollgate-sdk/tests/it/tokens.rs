@@ -4,73 +4,27 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use tollgate_sdk::activation::{activation_request, deactivation_proof, verify_license_file};
 use tollgate_sdk::{Client, ClientConfig, Code, Error, Source, TokenError, VerifyOptions, verify_token_with};
 
-const ADMIN: &str = "tg_sdk_tokens_admin_0123456789";
+use crate::support::{ADMIN, Server};
 
-struct Server {
-    base: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    opened: Option<tollgate_server::Opened>,
-    _tmp: tempfile::TempDir,
-}
-
-impl Server {
-    async fn start() -> Server {
-        let tmp = tempfile::tempdir().unwrap();
-        let mut cfg = tollgate_server::Config::new(tmp.path());
-        cfg.bootstrap_token = Some(ADMIN.into());
-        let opened = tollgate_server::open(&cfg).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(tollgate_server::serve(listener, opened.app.clone(), async {
-            let _ = stopped.await;
-        }));
-        Server { base, stop: Some(stop), task: Some(task), opened: Some(opened), _tmp: tmp }
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Value {
-        let r = reqwest::Client::new()
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(ADMIN)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        let v: Value = r.json().await.unwrap();
-        assert!(status.is_success(), "{path}: {status} {v}");
-        v
-    }
-
-    /// A product with an offline-capable plan, a license, and a product token.
-    async fn seed(&self) -> (String, String, String) {
-        self.post(
-            "/v1/products",
-            json!({"key":"app","name":"App","features":[{"key":"pro","name":"Pro"},{"key":"x","name":"X"}]}),
-        )
-        .await;
-        self.post("/v1/plans", json!({"key":"p","product":"app","name":"P","features":["pro"],"offline_days":7})).await;
-        let lic = self.post("/v1/licenses", json!({"product":"app","plan":"p","licensee":"l"})).await;
-        let tok = self.post("/v1/tokens", json!({"role":"product","product":"app"})).await;
-        (
-            lic["key"].as_str().unwrap().to_string(),
-            lic["id"].as_str().unwrap().to_string(),
-            tok["token"].as_str().unwrap().to_string(),
-        )
-    }
-
-    async fn stop(&mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.take().unwrap().await.unwrap().unwrap();
-        let opened = self.opened.take().unwrap();
-        drop(opened.app);
-        tokio::task::spawn_blocking(move || opened.writer.join().unwrap()).await.unwrap();
-    }
+/// A product with an offline-capable plan, a license, and a product token.
+async fn seed(s: &Server) -> (String, String, String) {
+    s.post(
+        "/v1/products",
+        json!({"key":"app","name":"App","features":[{"key":"pro","name":"Pro"},{"key":"x","name":"X"}]}),
+    )
+    .await;
+    s.post("/v1/plans", json!({"key":"p","product":"app","name":"P","features":["pro"],"offline_days":7})).await;
+    let lic = s.post("/v1/licenses", json!({"product":"app","plan":"p","licensee":"l"})).await;
+    let tok = s.post("/v1/tokens", json!({"role":"product","product":"app"})).await;
+    (
+        lic["key"].as_str().unwrap().to_string(),
+        lic["id"].as_str().unwrap().to_string(),
+        tok["token"].as_str().unwrap().to_string(),
+    )
 }
 
 fn no_cache() -> ClientConfig {
@@ -80,7 +34,7 @@ fn no_cache() -> ClientConfig {
 #[tokio::test]
 async fn falls_back_to_the_last_verified_token_with_the_server_stopped() {
     let mut server = Server::start().await;
-    let (key, id, product_token) = server.seed().await;
+    let (key, id, product_token) = seed(&server).await;
     let client = Client::with_config(&server.base, &product_token, no_cache()).unwrap();
     let v = client.validate(&key, Some("pro")).await.unwrap();
     assert_eq!((v.valid, v.code, &v.source), (true, Code::Valid, &Source::Online));
@@ -111,7 +65,7 @@ async fn falls_back_to_the_last_verified_token_with_the_server_stopped() {
 #[tokio::test]
 async fn a_revocation_reaches_an_offline_client_through_the_feed() {
     let mut server = Server::start().await;
-    let (key, id, product_token) = server.seed().await;
+    let (key, id, product_token) = seed(&server).await;
     // Validating with a fingerprint asks that the machine be activated (issue 3's machines).
     server.post(&format!("/v1/licenses/{id}/machines"), json!({"fingerprint": "machine-1"})).await;
     let config = ClientConfig { fingerprint: Some("machine-1".into()), offline_tokens: true, ..no_cache() };
@@ -143,7 +97,7 @@ async fn a_revocation_reaches_an_offline_client_through_the_feed() {
 #[tokio::test]
 async fn jwks_is_refetched_on_an_unknown_kid_after_rotation() {
     let mut server = Server::start().await;
-    let (key, _, product_token) = server.seed().await;
+    let (key, _, product_token) = seed(&server).await;
     let client = Client::with_config(
         &server.base,
         &product_token,
@@ -175,7 +129,7 @@ async fn jwks_is_refetched_on_an_unknown_kid_after_rotation() {
 #[tokio::test]
 async fn air_gapped_activation_round_trip() {
     let mut server = Server::start().await;
-    let (key, id, product_token) = server.seed().await;
+    let (key, id, product_token) = seed(&server).await;
     let client = Client::new(&server.base, &product_token).unwrap();
     // The vendor ships the JWKS with the application; here it is fetched once.
     let jwks = client.jwks(None).await.unwrap();

@@ -2,18 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{ADMIN, bin, client, get_json, seed, start};
-
-fn run(args: &[&str], base: &str) -> (bool, String) {
-    let out = bin()
-        .args(args)
-        .env("TOLLGATE_URL", base)
-        .env("TOLLGATE_TOKEN", ADMIN)
-        .env("TOLLGATE_LOG", "warn")
-        .output()
-        .expect("run tollgate");
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
-}
+use crate::support::{client, get_json, run_remote, seed, start};
 
 #[tokio::test]
 async fn gates_import_from_an_unleash_file_and_list() {
@@ -34,7 +23,7 @@ async fn gates_import_from_an_unleash_file_and_list() {
     std::fs::write(&file, doc.to_string()).unwrap();
     let path = file.to_str().unwrap();
 
-    let (ok, out) = run(&["gates", "import", "--unleash", path, "--map", "export=app/a"], &base);
+    let (ok, out) = run_remote(&["gates", "import", "--unleash", path, "--map", "export=app/a"], &base);
     assert!(ok, "{out}");
     assert!(out.contains("imported 2 gates and 0 segments"), "{out}");
     let g = get_json(&c, &format!("{base}/v1/gates/export")).await;
@@ -42,18 +31,18 @@ async fn gates_import_from_an_unleash_file_and_list() {
     let g = get_json(&c, &format!("{base}/v1/gates/beta")).await;
     assert_eq!(g["definition"]["license_required"], false, "{g}");
 
-    let (ok, out) = run(&["gates", "list"], &base);
+    let (ok, out) = run_remote(&["gates", "list"], &base);
     assert!(ok, "{out}");
     let listed: Value = serde_json::from_str(&out[out.find('{').unwrap()..]).unwrap();
     let keys: Vec<&str> = listed["items"].as_array().unwrap().iter().map(|g| g["key"].as_str().unwrap()).collect();
     assert_eq!(keys, ["beta", "export"]);
 
-    let (ok, out) = run(&["gates", "import", "--unleash", path, "--map", "export"], &base);
+    let (ok, out) = run_remote(&["gates", "import", "--unleash", path, "--map", "export"], &base);
     assert!(!ok && out.contains("expected GATE=PRODUCT/FEATURE"), "{out}");
-    let (ok, out) = run(&["gates", "import", "--unleash", path, "--map", "export=app/nope"], &base);
+    let (ok, out) = run_remote(&["gates", "import", "--unleash", path, "--map", "export=app/nope"], &base);
     assert!(!ok && out.contains("UNKNOWN_FEATURE"), "the server's refusal is shown: {out}");
     std::fs::write(&file, "{not json").unwrap();
-    let (ok, out) = run(&["gates", "import", "--unleash", path], &base);
+    let (ok, out) = run_remote(&["gates", "import", "--unleash", path], &base);
     assert!(!ok && out.contains("is not JSON"), "{out}");
     server.stop();
 }

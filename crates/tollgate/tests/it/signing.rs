@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{ADMIN, bin, client, start};
+use crate::support::{ADMIN, client, run_remote, start};
 
 async fn post(base: &str, path: &str, body: Value) -> Value {
     let r = client().post(format!("{base}{path}")).bearer_auth(ADMIN).json(&body).send().await.unwrap();
@@ -11,17 +11,6 @@ async fn post(base: &str, path: &str, body: Value) -> Value {
     let v: Value = r.json().await.unwrap();
     assert!(status.is_success(), "{path}: {status} {v}");
     v
-}
-
-fn run(args: &[&str], base: &str) -> (bool, String) {
-    let out = bin()
-        .args(args)
-        .env("TOLLGATE_URL", base)
-        .env("TOLLGATE_TOKEN", ADMIN)
-        .env("TOLLGATE_LOG", "warn")
-        .output()
-        .expect("run tollgate");
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
 #[tokio::test]
@@ -38,23 +27,23 @@ async fn token_verify_key_rotation_and_offline_activation_from_the_cli() {
         post(&base, &format!("/v1/licenses/{id}/tokens"), json!({})).await["token"].as_str().unwrap().to_string();
 
     let jwks_url = format!("{base}/.well-known/jwks.json");
-    let (ok, out) = run(&["token", "verify", "--jwks", &jwks_url, "--audience", "cad", &token], &base);
+    let (ok, out) = run_remote(&["token", "verify", "--jwks", &jwks_url, "--audience", "cad", &token], &base);
     assert!(ok && out.contains(id), "{out}");
-    let (ok, out) = run(&["token", "verify", "--jwks", &jwks_url, "--audience", "other", &token], &base);
+    let (ok, out) = run_remote(&["token", "verify", "--jwks", &jwks_url, "--audience", "other", &token], &base);
     assert!(!ok && out.contains("REFUSED TOKEN_WRONG_AUDIENCE"), "{out}");
     let file = tmp.path().join("jwks.json");
     std::fs::write(&file, client().get(&jwks_url).send().await.unwrap().text().await.unwrap()).unwrap();
-    let (ok, out) = run(&["token", "verify", "--jwks", file.to_str().unwrap(), &token], &base);
+    let (ok, out) = run_remote(&["token", "verify", "--jwks", file.to_str().unwrap(), &token], &base);
     assert!(ok, "{out}");
 
-    let (ok, out) = run(&["keys", "rotate", "--reason", "cli test"], &base);
+    let (ok, out) = run_remote(&["keys", "rotate", "--reason", "cli test"], &base);
     assert!(ok && out.contains("current"), "{out}");
-    let (ok, out) = run(&["keys", "list"], &base);
+    let (ok, out) = run_remote(&["keys", "list"], &base);
     assert!(ok, "{out}");
     let listed: Value = serde_json::from_str(&out[out.find('{').unwrap()..]).unwrap();
     assert_eq!(listed["keys"].as_array().unwrap().len(), 2);
     // The old token still verifies against the live JWKS; the saved file lacks the new key.
-    let (ok, out) = run(&["token", "verify", "--jwks", &jwks_url, &token], &base);
+    let (ok, out) = run_remote(&["token", "verify", "--jwks", &jwks_url, &token], &base);
     assert!(ok, "{out}");
 
     let (request, _secret) =
@@ -62,7 +51,7 @@ async fn token_verify_key_rotation_and_offline_activation_from_the_cli() {
     let req_path = tmp.path().join("req.json");
     let out_path = tmp.path().join("license.json");
     std::fs::write(&req_path, serde_json::to_string(&request).unwrap()).unwrap();
-    let (ok, out) = run(
+    let (ok, out) = run_remote(
         &["offline", "activate", "--request", req_path.to_str().unwrap(), "--out", out_path.to_str().unwrap()],
         &base,
     );

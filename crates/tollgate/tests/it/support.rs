@@ -94,7 +94,17 @@ pub fn verify(data: &Path) -> (bool, String) {
 
 /// Runs the binary with these arguments; success, and stdout followed by stderr.
 pub fn run(args: &[&str]) -> (bool, String) {
-    let out = bin().args(args).env("TOLLGATE_LOG", "warn").output().expect("run tollgate");
+    output(bin().args(args))
+}
+
+/// Runs a command that talks to the server at `base` as the admin
+/// (`TOLLGATE_URL`, `TOLLGATE_TOKEN`); success, and stdout followed by stderr.
+pub fn run_remote(args: &[&str], base: &str) -> (bool, String) {
+    output(bin().args(args).env("TOLLGATE_URL", base).env("TOLLGATE_TOKEN", ADMIN))
+}
+
+fn output(cmd: &mut Command) -> (bool, String) {
+    let out = cmd.env("TOLLGATE_LOG", "warn").output().expect("run tollgate");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
 }
