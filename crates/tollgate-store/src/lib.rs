@@ -22,6 +22,7 @@ pub mod conformance;
 mod error;
 mod postgres;
 mod sqlite;
+pub mod test_schema;
 
 pub use error::{StoreError, Unique};
 pub use postgres::PgFollower;

@@ -315,18 +315,6 @@ fn nodes_starting_together_create_one_bootstrap_token() {
     drop(schema);
 }
 
-/// Runs SQL on a plain thread (the sync client must not run on the test's runtime).
-fn sql(query: String) -> i64 {
-    std::thread::spawn(move || {
-        let base = std::env::var("TOLLGATE_TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        let mut c = postgres::Client::connect(&base, postgres::NoTls).unwrap();
-        c.query_one(&query, &[]).unwrap().get(0)
-    })
-    .join()
-    .unwrap()
-}
-
 /// A network blip: every connection of both nodes is cut. Writes and reads come back
 /// (the first call on a dead connection fails unacknowledged, the next reconnects), the
 /// follower LISTENs again, and the other node catches up.
@@ -341,7 +329,7 @@ async fn nodes_reconnect_and_catch_up_after_the_database_connections_drop() {
     let b = spawn_config(b_cfg).await;
     a.seed_catalog().await;
 
-    let killed = sql(format!(
+    let killed = schema.query_i64(&format!(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '{app_name}'"
     ));
     assert!(killed >= 8, "both nodes' connections were cut ({killed})");
@@ -370,7 +358,7 @@ async fn nodes_reconnect_and_catch_up_after_the_database_connections_drop() {
     assert!(found, "the other node caught up with the write");
     let mut listening = 0;
     for _ in 0..50 {
-        listening = sql(format!(
+        listening = schema.query_i64(&format!(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{app_name}' AND query LIKE 'LISTEN%'"
         ));
         if listening == 2 {

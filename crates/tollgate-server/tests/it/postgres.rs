@@ -4,55 +4,16 @@
 //! `postgres://postgres@127.0.0.1:5432/test`); each test gets its own schema. Without a
 //! server the test fails in CI (`CI=true`) and skips with the reason printed elsewhere.
 
-use std::io::Write as _;
-
 use base64::Engine as _;
 use serde_json::json;
 
+use tollgate_store::test_schema::TestSchema;
+
 use crate::support::*;
 
-pub(crate) struct Schema {
-    admin: Option<postgres::Client>,
-    name: String,
-    pub(crate) url: String,
-}
-
-impl Drop for Schema {
-    // The sync client must not run on the test's runtime thread.
-    fn drop(&mut self) {
-        if let Some(mut admin) = self.admin.take() {
-            let sql = format!("DROP SCHEMA {} CASCADE", self.name);
-            let _ = std::thread::spawn(move || {
-                let _ = admin.batch_execute(&sql);
-            })
-            .join();
-        }
-    }
-}
-
-/// A fresh schema, set up on a plain thread (the sync client must not run on this
-/// test's runtime thread).
-pub(crate) fn schema() -> Option<Schema> {
-    std::thread::spawn(|| {
-        let base = std::env::var("TOLLGATE_TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        let mut admin = match postgres::Client::connect(&base, postgres::NoTls) {
-            Ok(c) => c,
-            Err(e) => {
-                let in_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-                assert!(!in_ci, "PostgreSQL is required in CI but {base} cannot be reached: {e}");
-                let _ = writeln!(std::io::stderr(), "skipping PostgreSQL test: {base} cannot be reached: {e}");
-                return None;
-            }
-        };
-        let name = format!("tg_srv_{}", tollgate_server::auth::random_hex(6));
-        admin.batch_execute(&format!("CREATE SCHEMA {name}")).unwrap();
-        let sep = if base.contains('?') { '&' } else { '?' };
-        let url = format!("{base}{sep}options=-csearch_path%3D{name}");
-        Some(Schema { admin: Some(admin), name, url })
-    })
-    .join()
-    .unwrap()
+/// A fresh schema for one test (see `tollgate_store::test_schema`).
+pub(crate) fn schema() -> Option<TestSchema> {
+    TestSchema::create("tg_srv")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,62 +4,29 @@
 //! `postgres://postgres@127.0.0.1:5432/test`). When it cannot be reached, the tests fail
 //! in CI (`CI=true`) and skip with the reason printed elsewhere.
 
-use std::io::Write as _;
-
 use tollgate_store::conformance::Harness;
+use tollgate_store::test_schema::TestSchema;
 use tollgate_store::{LedgerStore, PostgresStore};
 
-fn base_url() -> String {
-    std::env::var("TOLLGATE_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-/// A client for setting up schemas, or `None` (after failing in CI) when there is no server.
-fn admin() -> Option<postgres::Client> {
-    match postgres::Client::connect(&base_url(), postgres::NoTls) {
-        Ok(c) => Some(c),
-        Err(e) => {
-            let in_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-            assert!(!in_ci, "PostgreSQL is required in CI but {} cannot be reached: {e}", base_url());
-            let _ = writeln!(std::io::stderr(), "skipping PostgreSQL test: {} cannot be reached: {e}", base_url());
-            None
-        }
-    }
-}
-
 pub struct PgHarness {
-    schema: String,
-    url: String,
-    admin: postgres::Client,
+    schema: TestSchema,
 }
 
 impl PgHarness {
     pub fn new() -> Option<Self> {
-        let mut admin = admin()?;
-        let mut r = [0u8; 8];
-        getrandom::fill(&mut r).unwrap();
-        let schema = format!("tg_test_{}", r.iter().map(|b| format!("{b:02x}")).collect::<String>());
-        admin.batch_execute(&format!("CREATE SCHEMA {schema}")).unwrap();
-        let sep = if base_url().contains('?') { '&' } else { '?' };
-        let url = format!("{}{sep}options=-csearch_path%3D{schema}", base_url());
-        Some(Self { schema, url, admin })
-    }
-}
-
-impl Drop for PgHarness {
-    fn drop(&mut self) {
-        let _ = self.admin.batch_execute(&format!("DROP SCHEMA {} CASCADE", self.schema));
+        TestSchema::create("tg_test").map(|schema| Self { schema })
     }
 }
 
 impl Harness for PgHarness {
     fn create(&mut self) -> Box<dyn LedgerStore> {
-        Box::new(PostgresStore::open(&self.url).expect("open PostgreSQL store"))
+        Box::new(PostgresStore::open(&self.schema.url).expect("open PostgreSQL store"))
     }
     fn open_again(&mut self) -> Box<dyn LedgerStore> {
-        Box::new(PostgresStore::open(&self.url).expect("reopen PostgreSQL store"))
+        Box::new(PostgresStore::open(&self.schema.url).expect("reopen PostgreSQL store"))
     }
     fn open_reader(&mut self) -> Box<dyn LedgerStore> {
-        Box::new(PostgresStore::open_read_only(&self.url).expect("open PostgreSQL reader"))
+        Box::new(PostgresStore::open_read_only(&self.schema.url).expect("open PostgreSQL reader"))
     }
     fn resident_memory(&self) -> Option<u64> {
         let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -76,7 +43,7 @@ fn the_events_table_is_append_only() {
     let Some(mut h) = PgHarness::new() else { return };
     let mut store = h.create();
     store.append(0, &[tollgate_store::NewEvent { leaf: b"x", leaf_hash: [1; 32] }], &[]).unwrap();
-    let mut c = postgres::Client::connect(&h.url, postgres::NoTls).unwrap();
+    let mut c = postgres::Client::connect(&h.schema.url, postgres::NoTls).unwrap();
     let message = |e: postgres::Error| e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
     let e = message(c.execute("UPDATE events SET leaf = 'y'", &[]).unwrap_err());
     assert!(e.contains("append-only"), "{e}");
@@ -125,8 +92,8 @@ fn event(b: &[u8]) -> tollgate_store::NewEvent<'_> {
 fn nodes_share_meta_wake_each_other_and_heartbeat() {
     use std::time::Duration;
     let Some(h) = PgHarness::new() else { return };
-    let mut a = PostgresStore::open(&h.url).unwrap();
-    let mut b = PostgresStore::open(&h.url).unwrap();
+    let mut a = PostgresStore::open(&h.schema.url).unwrap();
+    let mut b = PostgresStore::open(&h.schema.url).unwrap();
     assert!(a.shared());
 
     assert_eq!(a.meta_insert("k", b"first").unwrap(), b"first");
@@ -141,7 +108,7 @@ fn nodes_share_meta_wake_each_other_and_heartbeat() {
 
     // While `a` holds the appends, `b` waits; it goes through once `a` lets go.
     a.hold_appends(true).unwrap();
-    let url = h.url.clone();
+    let url = h.schema.url.clone();
     let t = std::thread::spawn(move || {
         let mut b = PostgresStore::open(&url).unwrap();
         let started = std::time::Instant::now();

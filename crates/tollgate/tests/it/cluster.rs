@@ -8,7 +8,7 @@
 //! test fails in CI (`CI=true`) and skips with the reason printed elsewhere.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write as _};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -16,6 +16,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use tollgate_store::test_schema::TestSchema;
 
 use crate::support::*;
 
@@ -23,45 +24,8 @@ const MASTER_KEY: &str = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
 const WRITERS: usize = 24;
 const LIMITED: usize = 4;
 
-struct Schema {
-    base: String,
-    name: String,
-    url: String,
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let (base, sql) = (self.base.clone(), format!("DROP SCHEMA {} CASCADE", self.name));
-        let _ = std::thread::spawn(move || {
-            if let Ok(mut c) = postgres::Client::connect(&base, postgres::NoTls) {
-                let _ = c.batch_execute(&sql);
-            }
-        })
-        .join();
-    }
-}
-
-fn schema() -> Option<Schema> {
-    std::thread::spawn(|| {
-        let base = std::env::var("TOLLGATE_TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        let mut admin = match postgres::Client::connect(&base, postgres::NoTls) {
-            Ok(c) => c,
-            Err(e) => {
-                let in_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-                assert!(!in_ci, "PostgreSQL is required in CI but {base} cannot be reached: {e}");
-                let _ = writeln!(std::io::stderr(), "skipping PostgreSQL test: {base} cannot be reached: {e}");
-                return None;
-            }
-        };
-        let name = format!("tg_cli_{}", std::process::id());
-        admin.batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}")).unwrap();
-        let sep = if base.contains('?') { '&' } else { '?' };
-        let url = format!("{base}{sep}options=-csearch_path%3D{name}");
-        Some(Schema { base, name, url })
-    })
-    .join()
-    .unwrap()
+fn schema() -> Option<TestSchema> {
+    TestSchema::create("tg_cli")
 }
 
 /// `tollgate serve` as node `id` of the cluster, with the shared master key.
