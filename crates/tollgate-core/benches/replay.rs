@@ -1,9 +1,10 @@
 //! The core half of start-up replay: decoding stored events and folding them.
 //!
 //! 100,000 events shaped like a real ledger: a product with 20 features, two plans,
-//! licenses issued through `decide` with random-looking ids and keys, a licensee, an
-//! API-token actor and a request id, at instants a few milliseconds apart, and every
-//! 25th license followed by a lifecycle event (suspend, reinstate, renew, plan change).
+//! licenses issued through `decide` with time-ordered ids and random-looking keys (as
+//! the server draws them), a licensee, an API-token actor and a request id, at instants
+//! a few milliseconds apart, and every 25th license followed by a lifecycle event
+//! (suspend, reinstate, renew, plan change).
 //! The events are encoded once; then each group measures one pass over all of them:
 //!
 //! - `replay/encode`: `Event::encode` of each event, the writer's canonical encoding;
@@ -89,13 +90,14 @@ fn ledger() -> Vec<Vec<u8>> {
     run(&mut state, &mut out, Command::CreatePlan(trial.clone()));
     let mut i = 0u64;
     while out.len() < EVENTS {
-        let mut id = [0u8; 16];
-        id[..8].copy_from_slice(&i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
-        id[8..].copy_from_slice(&i.to_be_bytes());
+        // Ids as the server draws them: creation time first, then random bytes.
+        let mut random = [0u8; 10];
+        random[..8].copy_from_slice(&i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
+        random[8..].copy_from_slice(&i.to_be_bytes()[6..]);
         let mut key = [0u8; 15];
         key[..8].copy_from_slice(&i.wrapping_mul(0xD6E8_FEB8_6659_FD93).to_be_bytes());
         key[8..].copy_from_slice(&i.to_be_bytes()[1..]);
-        let id = LicenseId::from_random(id);
+        let id = LicenseId::from_time_and_random((start + (i * 37) as i64) as u64, random);
         let cmd = Command::IssueLicense(IssueLicense {
             id: id.clone(),
             key: LicenseKey::from_random(key),
