@@ -161,27 +161,55 @@ pub fn check_event(e: &StoredEvent) -> Result<Event, ReplayError> {
     Event::decode(&e.leaf).map_err(|err| ReplayError::corrupt(e.index, err.to_string()))
 }
 
+/// The most license keys a replay from genesis reserves room for up front.
+const GENESIS_KEY_CAPACITY: usize = 1 << 20;
+
 /// Newest valid snapshot + replay of the rest, verifying every leaf hash.
+///
+/// The snapshot is checked and decoded on a thread of its own while the log's leaf
+/// hashes are verified (which does not need it), so that start-up from a snapshot costs
+/// about the longer of the two instead of their sum. An unusable snapshot (wrong digest,
+/// undecodable, another sequence) is skipped for the next older one, or genesis.
 pub fn load(store: &dyn LedgerStore) -> Result<Loaded, ReplayError> {
-    let mut state = State::default();
-    let mut snapshot_seq = 0;
     for (seq, digest) in store.snapshot_seqs()? {
         let Some(snap) = store.load_snapshot(seq)? else { continue };
-        if digest_of(&snap.state) != digest {
-            tracing::warn!(seq, "snapshot digest does not match its content; skipping it");
-            continue;
-        }
-        match State::decode(&snap.state) {
-            Ok(s) if s.seq() == seq => {
-                state = s;
-                snapshot_seq = seq;
-                break;
-            }
-            Ok(_) => tracing::warn!(seq, "snapshot claims another sequence; skipping it"),
-            Err(e) => tracing::warn!(seq, error = %e, "snapshot does not decode; skipping it"),
+        let replayed = std::thread::scope(|scope| {
+            let decoding = scope.spawn(move || decode_snapshot(&snap.state, seq, &digest));
+            let base =
+                Base::Pending(Box::new(move || decoding.join().unwrap_or_else(|_| Err("decoding it panicked".into()))));
+            replay_events(store, base, seq)
+        });
+        match replayed {
+            Ok((state, log)) => return finish(store, state, log, seq),
+            Err(Unusable::Snapshot(why)) => tracing::warn!(seq, "snapshot skipped: {why}"),
+            Err(Unusable::Ledger(e)) => return Err(e),
         }
     }
-    let (state, log) = replay_events(store, state, snapshot_seq)?;
+    // At most one license per event; capped, so that a long ledger of usage and leases
+    // does not reserve room for licenses it never had.
+    let events = usize::try_from(store.len()?).unwrap_or(usize::MAX);
+    let state = State::with_capacity(events.min(GENESIS_KEY_CAPACITY));
+    match replay_events(store, Base::Ready(Box::new(state)), 0) {
+        Ok((state, log)) => finish(store, state, log, 0),
+        Err(Unusable::Ledger(e)) => Err(e),
+        Err(Unusable::Snapshot(why)) => Err(ReplayError::Internal(why)),
+    }
+}
+
+/// Checks a snapshot against its digest and decodes it; why not, as text.
+fn decode_snapshot(bytes: &[u8], seq: u64, digest: &merkle::Hash) -> Result<State, String> {
+    if digest_of(bytes) != *digest {
+        return Err("its digest does not match its content".into());
+    }
+    match State::decode(bytes) {
+        Ok(s) if s.seq() == seq => Ok(s),
+        Ok(s) => Err(format!("it claims sequence {}", s.seq())),
+        Err(e) => Err(format!("it does not decode: {e}")),
+    }
+}
+
+/// The replayed state and log, checked against the newest checkpoint they cover.
+fn finish(store: &dyn LedgerStore, state: State, log: MerkleLog, snapshot_seq: u64) -> Result<Loaded, ReplayError> {
     if log.len() < snapshot_seq {
         return Err(ReplayError::Internal(format!(
             "snapshot at seq {snapshot_seq} is ahead of the ledger ({} events)",
@@ -198,6 +226,55 @@ pub fn load(store: &dyn LedgerStore) -> Result<Loaded, ReplayError> {
         check_checkpoint_root(&log, cp.size, &cp.root)?;
     }
     Ok(Loaded { state, log, snapshot_seq })
+}
+
+/// The state a replay folds onto: ready, or a snapshot still being decoded, waited
+/// for when the first event past it is folded (or at the end).
+enum Base<'a> {
+    Ready(Box<State>),
+    Pending(Box<dyn FnOnce() -> Result<State, String> + 'a>),
+    Taken,
+}
+
+impl Base<'_> {
+    fn into_state(mut self) -> Result<State, Unusable> {
+        self.get()?;
+        match self {
+            Base::Ready(state) => Ok(*state),
+            _ => Err(Unusable::Snapshot("it was already found unusable".into())),
+        }
+    }
+
+    fn get(&mut self) -> Result<&mut State, Unusable> {
+        if let Base::Pending(_) = self
+            && let Base::Pending(decode) = std::mem::replace(self, Base::Taken)
+        {
+            *self = Base::Ready(Box::new(decode().map_err(Unusable::Snapshot)?));
+        }
+        match self {
+            Base::Ready(state) => Ok(state),
+            _ => Err(Unusable::Snapshot("it was already found unusable".into())),
+        }
+    }
+}
+
+/// Why a replay stopped: the snapshot it started from is unusable (try another), or
+/// the ledger itself is not sound (stop).
+enum Unusable {
+    Snapshot(String),
+    Ledger(ReplayError),
+}
+
+impl From<ReplayError> for Unusable {
+    fn from(e: ReplayError) -> Self {
+        Unusable::Ledger(e)
+    }
+}
+
+impl From<StoreError> for Unusable {
+    fn from(e: StoreError) -> Self {
+        Unusable::Ledger(ReplayError::Store(e))
+    }
 }
 
 /// What the decoder thread hands back for one event: its verified leaf hash, and the
@@ -238,9 +315,9 @@ fn decode_chunk(chunk: Vec<StoredEvent>, snapshot_seq: u64) -> Result<Vec<Decode
 /// reporting a gap it found while scanning, this thread folds everything before it.
 fn replay_events(
     store: &dyn LedgerStore,
-    mut state: State,
+    mut base: Base<'_>,
     snapshot_seq: u64,
-) -> Result<(State, MerkleLog), ReplayError> {
+) -> Result<(State, MerkleLog), Unusable> {
     type Numbered = (u64, Result<Vec<Decoded>, ReplayError>);
     let mut log = MerkleLog::new();
     let (to_decoder, decoder_in) = std::sync::mpsc::sync_channel::<(u64, Vec<StoredEvent>)>(2);
@@ -260,7 +337,11 @@ fn replay_events(
         let mut next_fold = 0u64;
         // Folds every chunk whose turn has come; with `upto`, waits for the decoder
         // until every chunk numbered below it is folded.
-        let mut fold = |state: &mut State, log: &mut MerkleLog, ready_now: Option<Numbered>, upto: Option<u64>| {
+        let mut fold = |base: &mut Base<'_>,
+                        log: &mut MerkleLog,
+                        ready_now: Option<Numbered>,
+                        upto: Option<u64>|
+         -> Result<(), Unusable> {
             if let Some((n, r)) = ready_now {
                 ready.insert(n, r);
             }
@@ -276,13 +357,15 @@ fn replay_events(
                             continue;
                         }
                         Err(_) => {
-                            return Err(ReplayError::Internal(format!("chunk {next_fold} of the replay was lost")));
+                            let lost = format!("chunk {next_fold} of the replay was lost");
+                            return Err(Unusable::Ledger(ReplayError::Internal(lost)));
                         }
                     },
                     None => return Ok(()),
                 };
                 for (hash, event) in decoded? {
                     if let Some(event) = event {
+                        let state = base.get()?;
                         state.apply_owned(event).map_err(|err| ReplayError::corrupt(log.len(), err.to_string()))?;
                     }
                     log.push(hash);
@@ -305,7 +388,7 @@ fn replay_events(
         let mut chunks = 0u64;
         let mut expected = 0u64;
         // The first error folding met (the earliest in the ledger), or a gap the scan met.
-        let mut folding_failed: Option<ReplayError> = None;
+        let mut folding_failed: Option<Unusable> = None;
         let mut gap: Option<ReplayError> = None;
         let stop = || StoreError::Invalid("replay stopped".into());
         let scanned = store.scan(0, &mut |e| {
@@ -318,7 +401,7 @@ fn replay_events(
             if chunk.len() == CHUNK {
                 let here = dispatch(chunks, std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)));
                 chunks += 1;
-                if let Err(err) = fold(&mut state, &mut log, here, None) {
+                if let Err(err) = fold(&mut base, &mut log, here, None) {
                     folding_failed = Some(err);
                     return Err(stop());
                 }
@@ -335,13 +418,13 @@ fn replay_events(
         }
         drop(to_decoder);
         // Everything before a gap is folded first, so the earliest error wins.
-        fold(&mut state, &mut log, last, Some(chunks))?;
+        fold(&mut base, &mut log, last, Some(chunks))?;
         if let Some(gap) = gap {
-            return Err(gap);
+            return Err(Unusable::Ledger(gap));
         }
-        scanned.map_err(ReplayError::Store)
+        scanned.map_err(Unusable::from)
     })?;
-    Ok((state, log))
+    Ok((base.into_state()?, log))
 }
 
 fn check_checkpoint_root(log: &MerkleLog, size: u64, root: &merkle::Hash) -> Result<(), ReplayError> {
@@ -447,7 +530,7 @@ mod tests {
     use tollgate_core::catalog::ProductSpec;
     use tollgate_core::ids::ProductKey;
     use tollgate_core::{Command, Meta, Timestamp, decide};
-    use tollgate_store::{NewEvent, SqliteStore};
+    use tollgate_store::{NewEvent, SnapshotRecord, SqliteStore};
 
     use super::*;
 
@@ -499,6 +582,51 @@ mod tests {
             assert_eq!(loaded.log.len(), 5_000);
             assert_eq!(loaded.log.root(), root, "leaf hashes pushed in ledger order");
         }
+    }
+
+    /// Start-up from a snapshot folds the events after it onto it and gives the state
+    /// genesis gives; a snapshot that does not match its digest, does not decode or
+    /// claims another sequence is skipped for the next older one.
+    #[test]
+    fn snapshots_load_while_the_log_is_verified_and_bad_ones_are_skipped() {
+        let (tmp, expected, root) = ledger(5_000, |_, _, _| {});
+        let path = tmp.path().join("l.db");
+        let snapshot_at = |seq: u64| {
+            let store = SqliteStore::open_read_only(&path).unwrap();
+            let (state, _) = fold(&store, Some(seq), &mut |_, _| {}).unwrap();
+            let bytes = state.encode().unwrap();
+            SnapshotRecord { seq, digest: digest_of(&bytes), state: bytes }
+        };
+        let (older, newer) = (snapshot_at(2_000), snapshot_at(4_000));
+        let mut store = SqliteStore::open(&path).unwrap();
+        store.put_snapshot(&older).unwrap();
+        store.put_snapshot(&newer).unwrap();
+        let check = |snapshot_seq: u64| {
+            let loaded = load_at(&tmp).unwrap();
+            assert_eq!(loaded.snapshot_seq, snapshot_seq);
+            assert_eq!(loaded.state.encode().unwrap(), expected, "the state genesis gives");
+            assert_eq!(loaded.log.root(), root);
+        };
+        check(4_000);
+
+        let spoiled = [
+            // Another digest.
+            SnapshotRecord { digest: [7; 32], ..snapshot_at(4_000) },
+            // Not a state document, under its own digest.
+            SnapshotRecord { seq: 4_000, digest: digest_of(b"[]"), state: b"[]".to_vec() },
+            // A sound state, but of another sequence.
+            SnapshotRecord { seq: 4_000, ..snapshot_at(3_000) },
+        ];
+        for bad in spoiled {
+            store.prune_snapshots(0).unwrap();
+            store.put_snapshot(&older).unwrap();
+            store.put_snapshot(&bad).unwrap();
+            check(2_000);
+        }
+        // Nothing usable: genesis.
+        store.prune_snapshots(0).unwrap();
+        store.put_snapshot(&SnapshotRecord { digest: [7; 32], ..snapshot_at(4_000) }).unwrap();
+        check(0);
     }
 
     /// Whichever thread decodes the chunk, the error names the earliest bad event.

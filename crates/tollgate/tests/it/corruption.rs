@@ -46,7 +46,7 @@ async fn a_corrupt_snapshot_is_skipped_with_a_warning_and_nothing_is_lost() {
     assert_eq!(count(&c, &server.base).await, 12, "replay from an older snapshot or genesis lost nothing");
     server.stop();
     let log = std::fs::read_to_string(&log).unwrap();
-    assert!(log.contains("snapshot digest does not match its content; skipping it"), "warned: {log}");
+    assert!(log.contains("snapshot skipped: its digest does not match its content"), "warned: {log}");
     let (ok, out) = verify(tmp.path());
     assert!(ok, "{out}");
 }
