@@ -4,6 +4,8 @@
 //! Commands that would change nothing (suspending a suspended license) decide to no
 //! events, so every lifecycle command is idempotent by construction.
 
+use std::sync::Arc;
+
 use crate::catalog::{Plan, PlanSpec, Product, ProductSpec};
 use crate::event::{Event, EventKind, Meta};
 use crate::ids::{LicenseId, PlanKey, ProductKey};
@@ -225,7 +227,7 @@ pub(crate) fn decide_kinds(state: &State, command: &Command, now: Timestamp) -> 
                 }
                 expires_at = Some(e);
             }
-            Ok(vec![EventKind::LicenseIssued(License {
+            Ok(vec![EventKind::LicenseIssued(Arc::new(License {
                 id: c.id.clone(),
                 key: c.key.clone(),
                 product: c.product.clone(),
@@ -239,7 +241,7 @@ pub(crate) fn decide_kinds(state: &State, command: &Command, now: Timestamp) -> 
                 metadata: c.metadata.clone(),
                 external_id: c.external_id.clone(),
                 version: 1,
-            })])
+            }))])
         }
         Command::Suspend(id) => {
             let l = license(state, id)?;

@@ -4,6 +4,8 @@
 //! those exact bytes are the Merkle leaf. Readers never re-encode a stored event: they
 //! hash and fold the bytes they were given.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Plan, Product};
@@ -53,7 +55,9 @@ pub enum EventKind {
     ProductUpdated(Product),
     PlanCreated(Plan),
     PlanUpdated(Plan),
-    LicenseIssued(License),
+    /// Shared, so that folding the event into a state (which keeps licenses behind
+    /// `Arc`) neither copies nor moves the license, and the event stays small to move.
+    LicenseIssued(Arc<License>),
     LicenseSuspended {
         license: LicenseId,
     },

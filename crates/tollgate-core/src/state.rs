@@ -234,7 +234,7 @@ impl State {
                 }
                 self.plans.insert(p.key.clone(), Arc::new(p.clone()));
             }
-            EventKind::LicenseIssued(l) => self.issue(seq, Arc::new(l.clone()))?,
+            EventKind::LicenseIssued(l) => self.issue(seq, l.clone())?,
             EventKind::LicenseSuspended { license } => self
                 .update(license, event, |l| l.status = Status::Suspended)
                 .map_err(|()| missing("license", license))?,
@@ -290,14 +290,13 @@ impl State {
         Ok(())
     }
 
-    /// Like [`State::apply`], but takes the event, so that a license it issues moves
-    /// into the state instead of being copied: replay decodes each event only to fold
-    /// it, and the copy (and the later drop of the original) was a fifth of folding.
+    /// Like [`State::apply`], but takes the event, so that what it carries moves into
+    /// the state: replay decodes each event only to fold it.
     pub fn apply_owned(&mut self, event: Event) -> Result<(), ApplyError> {
         match event {
             Event { event: EventKind::LicenseIssued(l), .. } => {
                 let seq = self.seq + 1;
-                self.issue(seq, Arc::new(l))?;
+                self.issue(seq, l)?;
                 self.seq = seq;
                 Ok(())
             }
@@ -447,7 +446,7 @@ mod tests {
 
     fn issued(l: License) -> Event {
         let meta = Meta { actor: "test".into(), reason: None, request_id: "req".into() };
-        Event::new(l.issued_at, meta, EventKind::LicenseIssued(l))
+        Event::new(l.issued_at, meta, EventKind::LicenseIssued(Arc::new(l)))
     }
 
     /// A refused issue must leave the derived indexes as they were too (the digest

@@ -108,7 +108,7 @@ fn apply_refuses_events_about_what_does_not_exist() {
         let mut l: License = (**w.state.license(lic(1).id.as_str()).unwrap()).clone();
         l.id = id.clone();
         l.key = key.clone();
-        EventKind::LicenseIssued(l)
+        EventKind::LicenseIssued(std::sync::Arc::new(l))
     };
     let annual = PlanKey::parse("annual").unwrap();
     let ghost_plan = PlanKey::parse("ghost").unwrap();

@@ -82,7 +82,7 @@ fn license(metadata: impl Strategy<Value = Value>) -> impl Strategy<Value = Lice
 
 fn event(metadata: impl Strategy<Value = Value> + 'static) -> impl Strategy<Value = Event> {
     let kind = prop_oneof![
-        license(metadata).prop_map(EventKind::LicenseIssued),
+        license(metadata).prop_map(|l| EventKind::LicenseIssued(std::sync::Arc::new(l))),
         license_id().prop_map(|license| EventKind::LicenseSuspended { license }),
         license_id().prop_map(|license| EventKind::LicenseReinstated { license }),
         license_id().prop_map(|license| EventKind::LicenseRevoked { license }),
