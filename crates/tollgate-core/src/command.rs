@@ -390,5 +390,54 @@ fn check_metadata(m: &Metadata) -> Result<(), Refusal> {
             "metadata is {size} bytes; at most {MAX_METADATA_BYTES} are kept per license"
         )));
     }
+    for (key, value) in m {
+        match metadata_value(value, 1) {
+            Ok(()) => {}
+            Err(MetadataValue::TooDeep) => {
+                return Err(Refusal::invalid(format!(
+                    "metadata '{key}' nests deeper than {MAX_METADATA_DEPTH} levels; flatten it"
+                )));
+            }
+            Err(MetadataValue::Inexact(n)) => {
+                return Err(Refusal::invalid(format!(
+                    "metadata '{key}' holds {n}, beyond 2^53: the ledger keeps numbers as IEEE doubles (RFC 8785), which would round it; send it as a string"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How deep metadata may nest. A stored event wraps metadata in four more levels, and
+/// serde_json refuses to read JSON nested deeper than 128: an event nested deeper than
+/// it can read would be written once and then never read back (start-up would refuse
+/// the ledger), so the limit sits well below that.
+const MAX_METADATA_DEPTH: usize = 32;
+
+/// The ledger keeps numbers as RFC 8785 does, as IEEE doubles: a larger integer would
+/// be answered exactly now and rounded after a restart.
+const MAX_EXACT_INTEGER: u64 = 1 << 53;
+
+enum MetadataValue {
+    TooDeep,
+    Inexact(serde_json::Number),
+}
+
+fn metadata_value(v: &serde_json::Value, depth: usize) -> Result<(), MetadataValue> {
+    use serde_json::Value;
+    if depth > MAX_METADATA_DEPTH {
+        return Err(MetadataValue::TooDeep);
+    }
+    match v {
+        Value::Number(n) => {
+            let exact = n.as_i64().map(i64::unsigned_abs).or_else(|| n.as_u64()).is_none_or(|i| i <= MAX_EXACT_INTEGER);
+            if !exact {
+                return Err(MetadataValue::Inexact(n.clone()));
+            }
+        }
+        Value::Array(items) => items.iter().try_for_each(|item| metadata_value(item, depth + 1))?,
+        Value::Object(map) => map.values().try_for_each(|item| metadata_value(item, depth + 1))?,
+        Value::Null | Value::Bool(_) | Value::String(_) => {}
+    }
     Ok(())
 }

@@ -254,6 +254,42 @@ async fn restart_keeps_everything() {
     drop(tmp);
 }
 
+/// Metadata the ledger could not give back as it was accepted is refused up front: JSON
+/// nested deeper than serde_json reads once it is wrapped in an event (before this
+/// check, such a license was acknowledged and then the ledger could never be loaded
+/// again), and integers that RFC 8785's doubles would round.
+#[tokio::test]
+async fn metadata_is_refused_unless_it_reads_back_exactly_after_a_restart() {
+    let app = spawn_app().await;
+    app.seed_catalog().await;
+    let nested = |levels: usize| (0..levels).fold(json!(1), |inner, _| json!([inner]));
+    let issue = |metadata: serde_json::Value| json!({"product":"cad","plan":"pro","licensee":"m","metadata":metadata});
+
+    let r = app.post("/v1/licenses", issue(json!({"deep": nested(124)}))).await;
+    assert_problem(&r, 422, "INVALID_INPUT");
+    assert!(r.body["detail"].as_str().unwrap().contains("'deep'"), "{}", r.text);
+    let r = app.post("/v1/licenses", issue(json!({"crm": {"id": 9_007_199_254_740_993u64}}))).await;
+    assert_problem(&r, 422, "INVALID_INPUT");
+    assert!(r.body["detail"].as_str().unwrap().contains("9007199254740993"), "{}", r.text);
+    let r = app.post("/v1/licenses", issue(json!({"neg": -9_007_199_254_740_993i64}))).await;
+    assert_problem(&r, 422, "INVALID_INPUT");
+
+    let kept = json!({"deep": nested(31), "max": 9_007_199_254_740_992u64, "min": -9_007_199_254_740_992i64, "ratio": 0.1, "name": "Ünïcode"});
+    let r = app.post("/v1/licenses", issue(kept.clone())).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body["metadata"], kept);
+    let id = r.body["id"].as_str().unwrap().to_string();
+
+    let dir = app.dir.clone();
+    let tmp = app.stop().await;
+    let app = spawn_at(&dir).await;
+    let r = app.get(&format!("/v1/licenses/{id}")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["metadata"], kept, "read back from the ledger as it was accepted");
+    app.stop().await;
+    drop(tmp);
+}
+
 #[tokio::test]
 async fn catalog_updates_are_versioned_and_checked() {
     let app = spawn_app().await;
