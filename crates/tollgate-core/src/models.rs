@@ -285,7 +285,7 @@ pub fn decide(state: &State, command: &ModelCommand, now: Timestamp) -> Result<V
             let used = models(id).map_or(0, |m| m.used(spec, now));
             let quota = e.quota(spec);
             if let Some(ceiling) = spec.ceiling(quota)
-                && used + quantity > ceiling
+                && used.saturating_add(*quantity) > ceiling
             {
                 return Err(Refusal::conflict(
                     "QUOTA_EXCEEDED",

@@ -373,7 +373,7 @@ impl Confirmation {
 impl Claims {
     pub fn is_within(&self, now: Timestamp, leeway: i64) -> bool {
         let now = seconds(now);
-        now <= self.exp + leeway && now + leeway >= self.nbf
+        now <= self.exp.saturating_add(leeway) && now.saturating_add(leeway) >= self.nbf
     }
     pub fn has_feature(&self, f: &str) -> bool {
         self.license.features.iter().any(|x| x == f)
@@ -464,10 +464,10 @@ pub fn check_claims(c: &Claims, v: &Verify<'_>) -> Result<(), TokenError> {
         return Err(TokenError::WrongAudience { expected: aud.into(), found: c.aud.clone() });
     }
     let now = seconds(v.now);
-    if now > c.exp + v.leeway {
+    if now > c.exp.saturating_add(v.leeway) {
         return Err(TokenError::Expired { exp: c.exp, now, leeway: v.leeway });
     }
-    if now + v.leeway < c.nbf {
+    if now.saturating_add(v.leeway) < c.nbf {
         return Err(TokenError::NotYetValid { nbf: c.nbf, now, leeway: v.leeway });
     }
     if let Some(bound) = &c.license.fingerprint

@@ -797,7 +797,8 @@ impl Committer {
     /// Snapshots are encoded off the writer threads: the state is an immutable, shared
     /// copy, so commits go on while it is serialized.
     fn maybe_snapshot(&mut self, state: Arc<State>) {
-        let by_count = self.config.snapshot_every > 0 && state.seq() >= self.last_snapshot + self.config.snapshot_every;
+        let by_count = self.config.snapshot_every > 0
+            && state.seq() >= self.last_snapshot.saturating_add(self.config.snapshot_every);
         let by_time = self.config.snapshot_interval.is_some_and(|t| self.last_snapshot_at.elapsed() >= t)
             && state.seq() > self.last_snapshot;
         if !(by_count || by_time) {

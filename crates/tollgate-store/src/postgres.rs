@@ -159,7 +159,12 @@ impl PostgresStore {
                 "the database has schema version {version}, newer than this build knows ({current}); upgrade Tollgate"
             )));
         }
-        for step in &MIGRATIONS[version as usize..] {
+        let Ok(applied) = usize::try_from(version) else {
+            return Err(StoreError::Incompatible(format!(
+                "the database has schema version {version}, which no Tollgate build wrote; restore the database from a backup"
+            )));
+        };
+        for step in &MIGRATIONS[applied..] {
             tx.batch_execute(step).map_err(pg)?;
         }
         tx.execute("UPDATE tollgate_schema SET version = $1", &[&current]).map_err(pg)?;
@@ -371,7 +376,15 @@ impl LedgerStore for PostgresStore {
         let end = self.len()?;
         let mut next = start;
         while next < end {
-            for e in self.read(next, (next + PAGE).min(end))? {
+            let page = self.read(next, (next + PAGE).min(end))?;
+            if page.is_empty() {
+                // The length said there were more: a gap, which a loop would never pass.
+                return Err(StoreError::Corrupt {
+                    index: Some(next),
+                    detail: "the event is missing from the events table".into(),
+                });
+            }
+            for e in page {
                 next = e.index + 1;
                 f(e)?;
             }

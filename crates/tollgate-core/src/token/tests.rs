@@ -105,6 +105,11 @@ fn round_trip_and_every_refusal() {
     check(&good, Verify { now: at(NOW - 60), ..v }, &keys, Ok(()));
     check(&good, Verify { now: at(NOW - 61), ..v }, &keys, Err("TOKEN_NOT_YET_VALID"));
     check(&good, Verify { now: at(NOW - 61), leeway: 0, ..v }, &keys, Err("TOKEN_NOT_YET_VALID"));
+    // A leeway or an expiry at the end of the range saturates (it overflowed before).
+    check(&good, Verify { now: at(NOW + 1_000_000), leeway: i64::MAX, ..v }, &keys, Ok(()));
+    let forever = Claims { exp: i64::MAX, ..claims() };
+    check(&s.sign_claims(TYP_JWT, &forever).unwrap(), Verify { leeway: i64::MAX, ..v }, &keys, Ok(()));
+    assert!(forever.is_within(at(NOW), i64::MAX));
 
     // Fingerprint: a bound token needs the same fingerprint; an unbound one ignores it.
     let mut bound = claims();

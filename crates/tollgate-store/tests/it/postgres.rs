@@ -138,3 +138,43 @@ fn nodes_share_meta_wake_each_other_and_heartbeat() {
     assert!(a.nodes(Duration::from_millis(1)).unwrap().is_empty(), "silent nodes are not listed");
     drop(follow);
 }
+
+/// A schema version no build wrote is refused with a clear error (a negative one used
+/// to index past the migrations and panic).
+#[test]
+fn a_schema_version_no_build_wrote_is_refused() {
+    let Some(mut h) = PgHarness::new() else { return };
+    drop(h.create());
+    let mut c = postgres::Client::connect(&h.schema.url, postgres::NoTls).unwrap();
+    for version in [-1, 9_999] {
+        c.execute("UPDATE tollgate_schema SET version = $1", &[&version]).unwrap();
+        let err = PostgresStore::open(&h.schema.url).err().expect("refused");
+        assert!(
+            matches!(err, tollgate_store::StoreError::Incompatible(ref m) if m.contains(&version.to_string())),
+            "{err:?}"
+        );
+    }
+}
+
+/// A whole page of the log missing from the table (the length counts past it) is
+/// corruption named by its first index, not a scan that never ends.
+#[test]
+fn a_missing_page_of_events_is_corruption_not_a_hang() {
+    let Some(mut h) = PgHarness::new() else { return };
+    let store = h.create();
+    let mut c = postgres::Client::connect(&h.schema.url, postgres::NoTls).unwrap();
+    c.execute("INSERT INTO events (idx, leaf, leaf_hash) VALUES (0, 'a', $1), (5000, 'b', $1)", &[&vec![7u8; 32]])
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = 0;
+        let r = store.scan(0, &mut |_| {
+            seen += 1;
+            Ok(())
+        });
+        let _ = tx.send((r, seen));
+    });
+    let (r, seen) = rx.recv_timeout(std::time::Duration::from_secs(30)).expect("the scan ends");
+    assert_eq!(seen, 1);
+    assert!(matches!(r, Err(tollgate_store::StoreError::Corrupt { index: Some(1), .. })), "{r:?}");
+}
