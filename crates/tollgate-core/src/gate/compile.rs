@@ -9,7 +9,9 @@
 //! when inverted; a strategy naming a missing segment never matches; an unknown
 //! (custom) strategy never matches, since core cannot run vendor code.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use regex::{Regex, RegexBuilder};
@@ -188,7 +190,11 @@ pub(crate) struct Variants {
 #[derive(Debug)]
 pub(crate) struct CompiledStrategy {
     pub(crate) kind: Kind,
+    /// The strategy's own constraints.
     pub(crate) constraints: Vec<CompiledConstraint>,
+    /// The constraints of the segments it names, each compiled once per gate and
+    /// shared, so that naming one segment many times does not multiply it.
+    pub(crate) segments: Vec<Arc<[CompiledConstraint]>>,
     pub(crate) variants: Variants,
 }
 
@@ -224,12 +230,19 @@ impl CompiledGate {
 /// cannot resolve never matches (as in Unleash).
 pub fn compile<'s>(spec: &GateSpec, version: u64, segment: impl Fn(u32) -> Option<&'s Segment>) -> CompiledGate {
     let name = spec.key.as_str();
+    let mut compiled: BTreeMap<u32, Option<Arc<[CompiledConstraint]>>> = BTreeMap::new();
+    let mut segment = |id: u32| {
+        compiled
+            .entry(id)
+            .or_insert_with(|| segment(id).map(|seg| seg.constraints.iter().map(compile_constraint).collect()))
+            .clone()
+    };
     CompiledGate {
         version,
         enabled: spec.enabled,
         license_required: spec.license_required,
         feature: spec.feature.as_ref().map(|f| (f.product.to_string(), f.feature.to_string())),
-        strategies: spec.strategies.iter().map(|s| compile_strategy(s, name, &segment)).collect(),
+        strategies: spec.strategies.iter().map(|s| compile_strategy(s, name, &mut segment)).collect(),
         variants: variants(
             spec.variants.iter().map(|v| CompiledVariant {
                 name: v.name.clone(),
@@ -270,7 +283,11 @@ fn variants(list: impl Iterator<Item = CompiledVariant>, stickiness: Option<&str
     }
 }
 
-fn compile_strategy<'s>(s: &Strategy, gate: &str, segment: &impl Fn(u32) -> Option<&'s Segment>) -> CompiledStrategy {
+fn compile_strategy(
+    s: &Strategy,
+    gate: &str,
+    segment: &mut impl FnMut(u32) -> Option<Arc<[CompiledConstraint]>>,
+) -> CompiledStrategy {
     let param = |k: &str| s.parameters.get(k).map(String::as_str);
     let percent = |k: &str| param(k).and_then(|p| p.parse::<u8>().ok()).map(u32::from);
     let group = param("groupId").unwrap_or(gate);
@@ -313,10 +330,14 @@ fn compile_strategy<'s>(s: &Strategy, gate: &str, segment: &impl Fn(u32) -> Opti
         }
         _ => Kind::Never,
     };
-    let mut constraints: Vec<CompiledConstraint> = s.constraints.iter().map(compile_constraint).collect();
-    for id in &s.segments {
+    let constraints: Vec<CompiledConstraint> = s.constraints.iter().map(compile_constraint).collect();
+    let mut segments: Vec<Arc<[CompiledConstraint]>> = Vec::new();
+    for (i, id) in s.segments.iter().enumerate() {
+        if s.segments[..i].contains(id) {
+            continue;
+        }
         match segment(*id) {
-            Some(seg) => constraints.extend(seg.constraints.iter().map(compile_constraint)),
+            Some(seg) => segments.push(seg),
             None => kind = Kind::Never,
         }
     }
@@ -324,6 +345,7 @@ fn compile_strategy<'s>(s: &Strategy, gate: &str, segment: &impl Fn(u32) -> Opti
     CompiledStrategy {
         kind,
         constraints,
+        segments,
         variants: variants(
             s.variants.iter().map(|v| CompiledVariant {
                 name: v.name.clone(),

@@ -302,12 +302,14 @@ impl<'a> Env<'a> {
     }
 
     fn constraints_hold(&self, s: &CompiledStrategy) -> bool {
-        s.constraints.iter().all(|c| match (&c.field, &c.op, self.ctx.current_time.as_ref()) {
-            // Without a currentTime in the context, dates compare against the request time.
-            (Field::CurrentTime, Op::Date(cmp, d), None) => {
-                cmp_holds(*cmp, i128::from(self.now.millis()) * 1_000_000, *d) != c.inverted
+        s.constraints.iter().chain(s.segments.iter().flat_map(|seg| seg.iter())).all(|c| {
+            match (&c.field, &c.op, self.ctx.current_time.as_ref()) {
+                // Without a currentTime in the context, dates compare against the request time.
+                (Field::CurrentTime, Op::Date(cmp, d), None) => {
+                    cmp_holds(*cmp, i128::from(self.now.millis()) * 1_000_000, *d) != c.inverted
+                }
+                _ => c.holds(self.field(&c.field)),
             }
-            _ => c.holds(self.field(&c.field)),
         })
     }
 }
@@ -332,7 +334,7 @@ fn scheduled(gate: &CompiledGate, own: u32, now: Timestamp) -> u32 {
 
 /// Whether one strategy lets the subject in, and why.
 fn strategy_matches(gate: &CompiledGate, s: &CompiledStrategy, env: &Env<'_>) -> Option<Reason> {
-    let targeted = !s.constraints.is_empty();
+    let targeted = !s.constraints.is_empty() || s.segments.iter().any(|seg| !seg.is_empty());
     let reason = match &s.kind {
         Kind::Never => return None,
         Kind::Default => {

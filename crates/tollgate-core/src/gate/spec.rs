@@ -18,6 +18,11 @@ const MAX_VALUES: usize = 10_000;
 const MAX_VARIANTS: usize = 100;
 const MAX_SCHEDULE: usize = 100;
 const MAX_DEPENDENCIES: usize = 20;
+/// Segments one strategy may name (Unleash's default limit is 5), and all strategies
+/// together: a reference costs a few bytes and can stand for a thousand constraints,
+/// so the definition's size does not bound it.
+const MAX_STRATEGY_SEGMENTS: usize = 10;
+const MAX_GATE_SEGMENTS: usize = 50;
 /// The canonical JSON of one definition; it is stored whole in every version's event.
 pub const MAX_GATE_BYTES: usize = 256 * 1024;
 /// Unleash's variant weights are per mille of 1000; anything that sums beyond this is a typo.
@@ -165,6 +170,12 @@ impl GateSpec {
         }
         if self.strategies.iter().any(|s| s.constraints.len() > MAX_CONSTRAINTS) {
             return Err(invalid(k, format!("at most {MAX_CONSTRAINTS} constraints per strategy")));
+        }
+        if self.strategies.iter().any(|s| s.segments.len() > MAX_STRATEGY_SEGMENTS) {
+            return Err(invalid(k, format!("at most {MAX_STRATEGY_SEGMENTS} segments per strategy")));
+        }
+        if self.strategies.iter().map(|s| s.segments.len()).sum::<usize>() > MAX_GATE_SEGMENTS {
+            return Err(invalid(k, format!("at most {MAX_GATE_SEGMENTS} segment references across strategies")));
         }
         if self.strategies.iter().flat_map(|s| &s.constraints).any(|c| c.values.len() > MAX_VALUES) {
             return Err(invalid(k, format!("at most {MAX_VALUES} values per constraint")));

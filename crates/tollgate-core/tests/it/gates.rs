@@ -432,3 +432,24 @@ fn gates_survive_snapshots_with_the_same_digest() {
         );
     }
 }
+
+/// A segment reference costs a few bytes and stands for all of the segment's
+/// constraints, so references are bounded apart from the definition's size, and each
+/// segment is compiled once per gate however often it is named.
+#[test]
+fn segment_references_are_bounded_and_a_repeated_one_holds_as_once() {
+    let mut w = World::new();
+    let segment = serde_json::from_value(
+        json!({"id":3,"constraints":[{"contextName":"region","operator":"IN","values":["eu"]}]}),
+    )
+    .unwrap();
+    assert_eq!(code(w.run(Command::Gates(GateCommand::PutSegment(segment)))), "1 events");
+    let gate = |strategies: serde_json::Value| json!({"key":"x","license_required":false,"strategies":strategies});
+    let naming = |times: usize| json!({"name":"default","segments":vec![3; times]});
+    assert_eq!(code(w.gate(gate(json!([naming(11)])))), "INVALID_GATE", "11 in one strategy");
+    assert_eq!(code(w.gate(gate(json!(vec![naming(10); 6])))), "INVALID_GATE", "60 across strategies");
+    assert_eq!(code(w.gate(gate(json!(vec![naming(10); 5])))), "1 events", "50 across strategies");
+    assert_eq!(code(w.gate(gate(json!([naming(2)])))), "1 events");
+    assert_eq!(w.answer("x", None, json!({"properties":{"region":"eu"}}), now()), "on TARGETING_MATCH");
+    assert_eq!(w.answer("x", None, json!({"properties":{"region":"us"}}), now()), "off DEFAULT");
+}

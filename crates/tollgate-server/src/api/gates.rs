@@ -252,14 +252,16 @@ pub async fn preview(
     };
     let proposed = spec_for_path(gate.as_str(), body)?;
     let s = app.engine.state();
-    let pq = PreviewQuery {
-        context: &context,
-        now: crate::engine::now(),
-        random: random_u32(),
-        after: q.after.as_deref(),
-        limit,
-    };
-    let p = tollgate_core::gate::preview(&s, &proposed, pq)?;
+    let (now, random) = (crate::engine::now(), random_u32());
+    // Every license is evaluated: on a blocking thread, not one of the few that serve
+    // requests.
+    let state = s.clone();
+    let p = tokio::task::spawn_blocking(move || {
+        let pq = PreviewQuery { context: &context, now, random, after: q.after.as_deref(), limit };
+        tollgate_core::gate::preview(&state, &proposed, pq)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("the preview stopped: {e}")))??;
     json(&p, s.seq())
 }
 
