@@ -17,9 +17,15 @@
 //! On a shared store (PostgreSQL, several nodes) another node may append first: the
 //! append then fails with `Conflict`, the committer folds the events it missed (the
 //! same checks as replay), decides the batch's commands again against the new state
-//! and retries, a bounded number of times. Batches decided on the old state are
-//! decided again rather than refused. The follower (`crate::tail`) asks the committer
-//! to catch up whenever any node appends, so every node's state follows the one log.
+//! and retries, a bounded number of times (holding the other nodes' appends meanwhile,
+//! so it cannot lose twice). Whenever the committed state moves other than by the
+//! decider's own next batch (events folded from other nodes, a batch decided again),
+//! the epoch moves after it: batches decided on the old state are handed back to the
+//! decider, which decides them again on the new one, rather than refused. A batch
+//! with no events still confirms the log's length under the append lock, so that no
+//! answer comes from a state other nodes have already moved past. The follower
+//! (`crate::tail`) asks the committer to catch up whenever any node appends, so every
+//! node's state follows the one log.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -50,6 +56,9 @@ const DECIDED: usize = 64;
 const MAX_RETRIES: usize = 8;
 /// Events read per query while catching up.
 const CATCH_UP_PAGE: u64 = 2_000;
+/// How many times the committer hands a request back to the decider (its batch was
+/// decided on a state other nodes' events replaced) before deciding it itself.
+const MAX_HAND_BACKS: u8 = 4;
 
 /// Renders the response of a command from the state it produced. `Fn`, not `FnOnce`:
 /// on a shared store a command may be decided, and so rendered, more than once.
@@ -101,6 +110,8 @@ pub(crate) struct Submit {
     idempotency: Option<Idempotency>,
     render: Render,
     reply: oneshot::Sender<Result<Outcome, EngineError>>,
+    /// How many times the committer handed it back to be decided again.
+    handed_back: u8,
 }
 
 pub(crate) enum Job {
@@ -110,6 +121,8 @@ pub(crate) enum Job {
     /// Fold what other nodes appended (from the follower, or a request waiting for a
     /// sequence).
     CatchUp,
+    /// Requests the committer handed back are waiting (see `Decider::bounced`).
+    Wake,
 }
 
 /// The log as readers see it: leaf hashes of committed events, for roots and proofs.
@@ -151,7 +164,13 @@ struct Decider {
     reader: Box<dyn LedgerStore>,
     committed: Arc<ArcSwap<State>>,
     epoch: Arc<AtomicU64>,
+    /// The number of the last batch the committer made durable.
+    published: Arc<AtomicU64>,
     to_committer: std::sync::mpsc::SyncSender<Work>,
+    /// Requests of batches decided on a state that is no longer the committed one,
+    /// handed back by the committer to be decided again (before newer ones). Unbounded,
+    /// so that the committer never waits on the decider, which may be waiting on it.
+    bounced: std::sync::mpsc::Receiver<Vec<Submit>>,
 }
 
 type Reply = (oneshot::Sender<Result<Outcome, EngineError>>, Result<Outcome, EngineError>);
@@ -185,6 +204,8 @@ struct Committer {
     state: Arc<ArcSwap<State>>,
     seq: watch::Sender<u64>,
     epoch: Arc<AtomicU64>,
+    published: Arc<AtomicU64>,
+    bounce: std::sync::mpsc::Sender<Vec<Submit>>,
     log: SharedLog,
     signer: note::Signer,
     origin: String,
@@ -211,10 +232,14 @@ impl Batch {
         self.records.extend(next.records);
         self.pending.extend(next.pending);
         self.state = next.state;
+        self.number = next.number;
     }
 }
 
 struct Batch {
+    /// The decider's count of batches: the committer publishes the last one it made
+    /// durable, so the decider knows which idempotency records the store now holds.
+    number: u64,
     epoch: u64,
     expected_len: u64,
     leaves: Vec<(Vec<u8>, merkle::Hash)>,
@@ -249,6 +274,8 @@ impl Engine {
         let (work_tx, work_rx) = std::sync::mpsc::sync_channel(DECIDED);
         let commits = Arc::new(AtomicU64::new(0));
         let epoch = Arc::new(AtomicU64::new(0));
+        let published = Arc::new(AtomicU64::new(0));
+        let (bounce_tx, bounce_rx) = std::sync::mpsc::channel();
         let (publish_tx, publish_rx) = std::sync::mpsc::channel();
         let committer = Committer {
             publish: publish_tx,
@@ -259,6 +286,8 @@ impl Engine {
             state: state.clone(),
             seq: seq_tx,
             epoch: epoch.clone(),
+            published: published.clone(),
+            bounce: bounce_tx,
             log: log.clone(),
             origin: identity.origin.clone(),
             signer: identity.signer,
@@ -267,7 +296,8 @@ impl Engine {
             last_snapshot: loaded.snapshot_seq,
             last_snapshot_at: std::time::Instant::now(),
         };
-        let decider = Decider { reader, committed: state.clone(), epoch, to_committer: work_tx };
+        let decider =
+            Decider { reader, committed: state.clone(), epoch, published, to_committer: work_tx, bounced: bounce_rx };
         let spawn_err = |e: std::io::Error| replay::ReplayError::Internal(e.to_string());
         if let Some(follower) = follower {
             crate::tail::spawn(follower, tx.downgrade()).map_err(spawn_err)?;
@@ -352,7 +382,7 @@ impl Engine {
         render: Render,
     ) -> Result<Outcome, EngineError> {
         let (reply, rx) = oneshot::channel();
-        let job = Job::Submit(Box::new(Submit { command, meta, status, idempotency, render, reply }));
+        let job = Job::Submit(Box::new(Submit { command, meta, status, idempotency, render, reply, handed_back: 0 }));
         self.tx.send(job).await.map_err(|_| EngineError::Stopped)?;
         rx.await.map_err(|_| EngineError::Stopped)?
     }
@@ -465,8 +495,9 @@ impl Decider {
         let mut epoch = self.epoch.load(Ordering::Acquire);
         let mut spec: State = (*self.committed.load_full()).clone();
         // Idempotency records decided but perhaps not yet committed (the reader cannot
-        // see them yet), with the sequence their batch ends at.
+        // see them yet), with the number of their batch.
         let mut recent: Vec<(u64, IdempotencyRecord)> = Vec::new();
+        let mut number = 0u64;
         let mut jobs = Vec::with_capacity(MAX_BATCH);
         while let Some(first) = rx.blocking_recv() {
             jobs.push(first);
@@ -483,29 +514,40 @@ impl Decider {
                 spec = (*self.committed.load_full()).clone();
                 recent.clear();
             }
-            let committed_seq = self.committed.load().seq();
-            recent.retain(|(end, _)| *end > committed_seq);
+            // Records of batches the store holds are found there from now on. (Not by
+            // sequence: a batch of no events but a record ends where it began.)
+            let published = self.published.load(Ordering::Acquire);
+            recent.retain(|(n, _)| *n > published);
             let mut submits = Vec::with_capacity(jobs.len());
+            // Handed back by the committer, so decided on the new state: first, as they
+            // came first. (Every batch they came in was decided under an older epoch, so
+            // the state was reset above.)
+            while let Ok(back) = self.bounced.try_recv() {
+                submits.extend(back);
+            }
             for job in jobs.drain(..) {
                 let forward = match job {
                     Job::Submit(s) => {
                         submits.push(*s);
                         continue;
                     }
+                    Job::Wake => continue,
                     Job::Checkpoint(reply) => Work::Checkpoint(reply),
                     Job::Snapshot(s) => Work::Snapshot(s),
                     Job::CatchUp => Work::CatchUp,
                 };
                 // Keep order: a checkpoint asked for after a write covers it.
                 if !submits.is_empty() {
-                    self.decide_batch(&mut spec, epoch, std::mem::take(&mut submits), &mut recent);
+                    number += 1;
+                    self.decide_batch(&mut spec, epoch, number, std::mem::take(&mut submits), &mut recent);
                 }
                 if self.to_committer.send(forward).is_err() {
                     return;
                 }
             }
             if !submits.is_empty() {
-                self.decide_batch(&mut spec, epoch, submits, &mut recent);
+                number += 1;
+                self.decide_batch(&mut spec, epoch, number, submits, &mut recent);
             }
         }
         tracing::info!("decider stopped");
@@ -515,6 +557,7 @@ impl Decider {
         &self,
         spec: &mut State,
         epoch: u64,
+        number: u64,
         submits: Vec<Submit>,
         recent: &mut Vec<(u64, IdempotencyRecord)>,
     ) {
@@ -522,11 +565,10 @@ impl Decider {
         let Some((next, leaves, records, pending)) = decide_all(spec, submits, &*self.reader, recent) else {
             return;
         };
-        let end = next.seq();
-        recent.extend(records.iter().map(|r| (end, r.clone())));
+        recent.extend(records.iter().map(|r| (number, r.clone())));
         let state = Arc::new(next);
         *spec = (*state).clone();
-        let batch = Batch { epoch, expected_len, leaves, records, pending, state };
+        let batch = Batch { number, epoch, expected_len, leaves, records, pending, state };
         // A closed channel means the committer stopped; the replies drop, which callers
         // see as a stopped engine.
         let _ = self.to_committer.send(Work::Batch(batch));
@@ -649,13 +691,40 @@ impl Committer {
         Ok(end - start)
     }
 
+    /// Hands requests back to the decider, to be decided again on the committed state.
+    fn hand_back(&self, pending: Vec<Pending>) {
+        if pending.is_empty() {
+            return;
+        }
+        let submits: Vec<Submit> =
+            pending.into_iter().map(|p| Submit { handed_back: p.submit.handed_back + 1, ..p.submit }).collect();
+        if let Err(back) = self.bounce.send(submits) {
+            // The decider has stopped: the replies drop, which callers see as a stopped
+            // engine.
+            drop(back);
+            return;
+        }
+        // A full queue wakes the decider anyway; a closed one means it has stopped.
+        if let Some(tx) = self.snapshot_tx.upgrade() {
+            let _ = tx.try_send(Job::Wake);
+        }
+    }
+
     /// Decides the batch's commands again on the committed state.
     fn redecide(&self, b: Batch) -> Option<Batch> {
         let base = self.state.load_full();
         let submits = b.pending.into_iter().map(|p| p.submit);
         let (next, leaves, records, pending) = decide_all(&base, submits, &*self.store, &[])?;
         let epoch = self.epoch.load(Ordering::Acquire);
-        Some(Batch { epoch, expected_len: base.seq(), leaves, records, pending, state: Arc::new(next) })
+        Some(Batch {
+            number: b.number,
+            epoch,
+            expected_len: base.seq(),
+            leaves,
+            records,
+            pending,
+            state: Arc::new(next),
+        })
     }
 
     fn commit(&mut self, b: Batch) {
@@ -675,24 +744,45 @@ impl Committer {
             }
         };
         let stale = b.epoch != self.epoch.load(Ordering::Acquire);
-        // On a shared store the decider may have started from a state that a batch the
-        // committer decided again has since overtaken: such a batch (even one with no
-        // events) must not publish its older state.
+        // Decided again here: the decider's next batches were not decided on what this
+        // one commits.
+        let mut redecided = false;
         if stale || (self.shared && b.expected_len != self.state.load().seq()) {
             if !self.shared {
                 let msg = "an earlier write failed, so this one was not committed; retry it";
                 fail_all(b.pending, &|| EngineError::Internal(msg.into()));
                 return;
             }
-            // Decided on a state that other nodes' events (or a failed write) replaced.
+            // Decided on a state that other nodes' events (or a batch decided again)
+            // replaced. The decider starts again from the committed state once it sees
+            // the epoch move (it has, unless the length alone gave the batch away), and
+            // decides these requests again there: deciding them here instead would move
+            // the state under every batch it has decided since, on and on.
+            if !stale {
+                self.epoch.fetch_add(1, Ordering::AcqRel);
+            }
+            // A request handed back many times (other nodes keep appending between its
+            // decision and its commit) is decided here, on the committed state, so that
+            // it is not starved.
+            let (again, back): (Vec<Pending>, Vec<Pending>) =
+                b.pending.into_iter().partition(|p| p.submit.handed_back >= MAX_HAND_BACKS);
+            self.hand_back(back);
+            if again.is_empty() {
+                return;
+            }
+            b.pending = again;
             match self.redecide(b) {
                 Some(nb) => b = nb,
                 None => return,
             }
+            redecided = true;
         }
         let mut attempt = 0;
         loop {
-            if b.leaves.is_empty() && b.records.is_empty() {
+            // On a shared store even a batch of no events goes to the store, which
+            // confirms under the append lock that no other node has appended since the
+            // state its answers were decided on.
+            if b.leaves.is_empty() && b.records.is_empty() && !self.shared {
                 break;
             }
             let events: Vec<NewEvent<'_>> =
@@ -735,6 +825,7 @@ impl Committer {
                         Some(nb) => b = nb,
                         None => return,
                     }
+                    redecided = true;
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "append failed; the batch and every batch decided after it are refused");
@@ -747,6 +838,12 @@ impl Committer {
         let seq = b.state.seq();
         let replaced = self.state.swap(b.state.clone());
         self.seq.send_replace(seq);
+        self.published.store(b.number, Ordering::Release);
+        if redecided {
+            // After the new state is in place, so that a decider that sees the epoch
+            // move starts from it.
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+        }
         let mut replies = Vec::with_capacity(b.pending.len());
         for mut p in b.pending {
             if let Ok(o) = &mut p.result
@@ -829,18 +926,23 @@ mod tests {
 
     use super::*;
 
-    /// The real SQLite store, with appends that fail while `fail` is set: a full disk.
-    struct Flaky {
-        inner: SqliteStore,
-        fail: Arc<AtomicBool>,
+    /// A real store, with a hook that runs before every append: it may fail it (a full
+    /// disk) or hold it (to order what the engine's threads do).
+    struct Hooked {
+        inner: Box<dyn LedgerStore>,
+        before_append: Arc<dyn Fn() -> Result<(), StoreError> + Send + Sync>,
     }
 
-    impl LedgerStore for Flaky {
+    impl LedgerStore for Hooked {
         fn append(&mut self, n: u64, e: &[NewEvent<'_>], r: &[IdempotencyRecord]) -> Result<(), StoreError> {
-            if self.fail.load(Ordering::SeqCst) {
-                return Err(StoreError::Invalid("disk full (injected)".into()));
-            }
+            (self.before_append)()?;
             self.inner.append(n, e, r)
+        }
+        fn shared(&self) -> bool {
+            self.inner.shared()
+        }
+        fn hold_appends(&mut self, hold: bool) -> Result<(), StoreError> {
+            self.inner.hold_appends(hold)
         }
         fn len(&self) -> Result<u64, StoreError> {
             self.inner.len()
@@ -907,8 +1009,232 @@ mod tests {
     }
 
     async fn submit(engine: &Engine, n: usize) -> Result<Outcome, EngineError> {
-        let meta = Meta { actor: "test".into(), reason: None, request_id: format!("r{n}") };
-        engine.submit(product(n), meta, 201, None, Box::new(|_, _| serde_json::Value::Null)).await
+        run(engine, product(n), None).await
+    }
+
+    async fn run(engine: &Engine, command: Command, idempotency: Option<Idempotency>) -> Result<Outcome, EngineError> {
+        let meta = Meta { actor: "test".into(), reason: None, request_id: "r".into() };
+        engine.submit(command, meta, 201, idempotency, Box::new(|_, _| serde_json::Value::Null)).await
+    }
+
+    fn named_product(key: &str, name: &str) -> Command {
+        Command::CreateProduct(ProductSpec {
+            key: ProductKey::parse(key).unwrap(),
+            name: name.into(),
+            features: vec![],
+        })
+    }
+
+    /// A product `cad`, a plan `basic` and one license on it, whose id is returned.
+    async fn one_license(engine: &Engine) -> tollgate_core::ids::LicenseId {
+        run(engine, named_product("cad", "CAD"), None).await.unwrap();
+        let plan = serde_json::from_value(serde_json::json!({"key":"basic","product":"cad","name":"Basic"})).unwrap();
+        run(engine, Command::CreatePlan(plan), None).await.unwrap();
+        let id = tollgate_core::ids::LicenseId::from_random([1; 16]);
+        let issue = tollgate_core::command::IssueLicense {
+            id: id.clone(),
+            key: tollgate_core::key::LicenseKey::from_random([2; 15]),
+            product: ProductKey::parse("cad").unwrap(),
+            plan: tollgate_core::ids::PlanKey::parse("basic").unwrap(),
+            licensee: "acme".into(),
+            expires_at: None,
+            metadata: Default::default(),
+            external_id: None,
+        };
+        run(engine, Command::IssueLicense(issue), None).await.unwrap();
+        id
+    }
+
+    fn shared(url: &str) -> Box<dyn LedgerStore> {
+        Box::new(tollgate_store::PostgresStore::open(url).expect("open PostgreSQL store"))
+    }
+
+    /// A repeated idempotency key on a write of no events (suspending a suspended
+    /// license) is answered from the first, however the repeats fall into batches.
+    /// Its record once left the decider's memory before it was durable, so a repeat
+    /// decided meanwhile wrote the key a second time, the append failed on the
+    /// duplicate, and every write decided after it was refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_repeated_key_on_a_write_of_no_events_is_answered_from_the_first() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&tmp.path().join("l.db")).unwrap();
+        let (engine, writer) = Engine::start(Box::new(store), EngineConfig::default()).unwrap();
+        let id = one_license(&engine).await;
+        run(&engine, Command::Suspend(id.clone()), None).await.unwrap();
+        let seq = engine.state().seq();
+        for round in 0..20 {
+            let idem = Idempotency { scope: "s".into(), key: format!("k{round}"), request_hash: [round; 32] };
+            let tasks: Vec<_> = (0..16)
+                .map(|n| {
+                    let (e, id, idem) = (engine.clone(), id.clone(), idem.clone());
+                    tokio::spawn(async move {
+                        // Spread over batches: the first wakes the decider alone.
+                        tokio::time::sleep(Duration::from_micros(50 * n)).await;
+                        run(&e, Command::Suspend(id), Some(idem)).await
+                    })
+                })
+                .collect();
+            let mut fresh = 0;
+            for t in tasks {
+                let o = t.await.unwrap().expect("every repeat is answered");
+                fresh += usize::from(!o.replayed);
+            }
+            assert_eq!(fresh, 1, "one answer was decided, the others replayed it");
+        }
+        assert_eq!(engine.state().seq(), seq, "no events");
+        drop(engine);
+        writer.join().unwrap();
+    }
+
+    /// On a shared store, a write that decides to no events is still decided on the
+    /// log's latest state: here, suspending a license another node has just
+    /// reinstated is an event, not "already suspended" from this node's older state.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_of_no_events_on_a_shared_store_is_decided_on_the_latest_state() {
+        let Some(schema) = tollgate_store::test_schema::TestSchema::create("tg_engine") else { return };
+        let (x, xw) = Engine::start(shared(&schema.url), EngineConfig::default()).unwrap();
+        let (y, yw) = Engine::start(shared(&schema.url), EngineConfig::default()).unwrap();
+        let id = one_license(&x).await;
+        for _ in 0..10 {
+            run(&x, Command::Suspend(id.clone()), None).await.unwrap();
+            let seq = x.state().seq();
+            assert_eq!(y.wait_for_seq(seq, Duration::from_secs(10)).await, seq);
+            let reinstated = run(&y, Command::Reinstate(id.clone()), None).await.unwrap();
+            let suspended = run(&x, Command::Suspend(id.clone()), None).await.unwrap();
+            assert_eq!(suspended.seq, reinstated.seq + 1, "decided after the reinstatement, as one new event");
+            let l =
+                tollgate_store::PostgresStore::open_read_only(&schema.url).map(|s| replay::load(&s).unwrap()).unwrap();
+            assert_eq!(l.state.license(id.as_str()).unwrap().status, tollgate_core::license::Status::Suspended);
+            run(&x, Command::Reinstate(id.clone()), None).await.unwrap();
+        }
+        drop((x, y));
+        xw.join().unwrap();
+        yw.join().unwrap();
+    }
+
+    /// Holds appends until they are let through, and counts those begun.
+    #[derive(Default)]
+    struct Gate {
+        /// (appends let through and not yet begun, appends begun)
+        counts: std::sync::Mutex<(u64, u64)>,
+        moved: std::sync::Condvar,
+    }
+
+    impl Gate {
+        fn pass(&self) {
+            let mut c = self.counts.lock().unwrap();
+            c.1 += 1;
+            while c.0 == 0 {
+                c = self.moved.wait(c).unwrap();
+            }
+            c.0 -= 1;
+        }
+        fn allow(&self, n: u64) {
+            self.counts.lock().unwrap().0 += n;
+            self.moved.notify_all();
+        }
+        async fn begun(&self, n: u64) {
+            for _ in 0..5_000 {
+                if self.counts.lock().unwrap().1 >= n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            panic!("append {n} never began");
+        }
+    }
+
+    /// After the committer decides a batch again (it lost a race to another node), the
+    /// batches the decider built on the batch's first decision must not commit as they
+    /// are. Here the decider, restarted on the state that lacks the batch's product
+    /// `k`, decides another `k`, which the committer then refuses; `d`, decided after
+    /// that on the decider's state, used to commit with a state holding the refused
+    /// `k`, which the node then served (and built on) while the ledger said otherwise.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nothing_decided_on_a_batch_the_committer_decided_again_commits_as_it_was() {
+        let Some(schema) = tollgate_store::test_schema::TestSchema::create("tg_engine") else { return };
+        let gate = Arc::new(Gate::default());
+        let passing = gate.clone();
+        let store = Hooked {
+            inner: shared(&schema.url),
+            before_append: Arc::new(move || {
+                passing.pass();
+                Ok(())
+            }),
+        };
+        let (x, xw) = Engine::start(Box::new(store), EngineConfig::default()).unwrap();
+        let (y, yw) = Engine::start(shared(&schema.url), EngineConfig::default()).unwrap();
+        let spawn = |command: Command| {
+            let x = x.clone();
+            tokio::spawn(async move { run(&x, command, None).await })
+        };
+        // x decides `k` = "a" and is held at the append; y appends meanwhile.
+        let a = spawn(named_product("k", "a"));
+        gate.begun(1).await;
+        run(&y, named_product("foreign", "F"), None).await.unwrap();
+        // x's append conflicts: it folds y's event, decides `k` again, and is held again.
+        gate.allow(1);
+        gate.begun(2).await;
+        // The decider starts again from the folded state, where `k` does not exist.
+        let b = spawn(named_product("k", "b"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        gate.allow(u64::MAX / 2);
+        assert!(!a.await.unwrap().unwrap().replayed);
+        match b.await.unwrap() {
+            Err(EngineError::Refused(r)) => assert_eq!(r.code, "PRODUCT_EXISTS"),
+            other => panic!("the second `k` is refused: {other:?}"),
+        }
+        // Decided after that refusal: on the committed state, not on the refused `k`.
+        run(&x, named_product("d", "D"), None).await.unwrap();
+        assert_eq!(x.state().product("k").unwrap().name, "a");
+        assert!(x.state().product("d").is_some());
+        let store = tollgate_store::PostgresStore::open_read_only(&schema.url).unwrap();
+        let folded = replay::load(&store).unwrap().state;
+        assert_eq!(x.state().digest().unwrap(), folded.digest().unwrap(), "x holds the fold of the ledger");
+        drop((x, y));
+        xw.join().unwrap();
+        yw.join().unwrap();
+    }
+
+    /// Two nodes race to create the same products, with writes of their own between,
+    /// so that batches are decided on states the other node's events replace. Each
+    /// node must end holding exactly the fold of the ledger.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nodes_racing_on_one_ledger_publish_only_what_it_holds() {
+        let Some(schema) = tollgate_store::test_schema::TestSchema::create("tg_engine") else { return };
+        let (x, xw) = Engine::start(shared(&schema.url), EngineConfig::default()).unwrap();
+        let (y, yw) = Engine::start(shared(&schema.url), EngineConfig::default()).unwrap();
+        let mut tasks = Vec::new();
+        for (node, engine) in [("x", &x), ("y", &y)] {
+            for t in 0..16 {
+                let e = engine.clone();
+                tasks.push(tokio::spawn(async move {
+                    for round in 0..25 {
+                        // Refused for all but the first to get there: a decision that
+                        // depends on what the other node did.
+                        let _ = run(&e, named_product(&format!("k{round}"), &format!("{node}{t}")), None).await;
+                        run(&e, named_product(&format!("{node}-{t}-{round}"), "own"), None).await.unwrap();
+                    }
+                }));
+            }
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let store = tollgate_store::PostgresStore::open_read_only(&schema.url).unwrap();
+        let len = store.len().unwrap();
+        let folded = replay::load(&store).unwrap().state;
+        for (node, engine) in [("x", &x), ("y", &y)] {
+            assert_eq!(engine.wait_for_seq(len, Duration::from_secs(10)).await, len);
+            assert_eq!(
+                engine.state().digest().unwrap(),
+                folded.digest().unwrap(),
+                "node {node} holds a state other than the fold of the ledger"
+            );
+        }
+        drop((x, y));
+        xw.join().unwrap();
+        yw.join().unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -916,7 +1242,14 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("l.db");
         let fail = Arc::new(AtomicBool::new(false));
-        let store = Flaky { inner: SqliteStore::open(&path).unwrap(), fail: fail.clone() };
+        let failing = fail.clone();
+        let store = Hooked {
+            inner: Box::new(SqliteStore::open(&path).unwrap()),
+            before_append: Arc::new(move || match failing.load(Ordering::SeqCst) {
+                true => Err(StoreError::Invalid("disk full (injected)".into())),
+                false => Ok(()),
+            }),
+        };
         let (engine, writer) = Engine::start(Box::new(store), EngineConfig::default()).unwrap();
         for n in 0..5 {
             submit(&engine, n).await.unwrap();

@@ -340,7 +340,10 @@ impl LedgerStore for PostgresStore {
                 }
             }
             // Delivered at commit, to every node that LISTENs: they fold the new events.
-            tx.execute("SELECT pg_notify($1, '')", &[&self_channel]).map_err(pg)?;
+            // (An append of no events only confirmed the length under the lock.)
+            if !events.is_empty() {
+                tx.execute("SELECT pg_notify($1, '')", &[&self_channel]).map_err(pg)?;
+            }
             match tx.commit() {
                 Ok(()) => Ok(()),
                 Err(err) if is_unique_violation(&err) => {
