@@ -91,7 +91,7 @@ fn one_row(state: &mut State, row: &ImportRow, now: Timestamp, out: &mut Vec<Eve
 /// Decides every row; returns the events of the whole import and its report. The
 /// events are only to be used when `report.rejected` is empty.
 pub fn plan(state: &State, rows: &[ImportRow], now: Timestamp) -> (Vec<EventKind>, ImportReport) {
-    let mut scratch = state.clone();
+    let mut scratch = state.scratch();
     let mut events = Vec::new();
     let mut report = ImportReport { total: rows.len(), ..ImportReport::default() };
     let mut seen = BTreeSet::new();

@@ -56,8 +56,15 @@ pub struct State {
 /// extends the one live history, or a branch it then discards. Core stays pure: the
 /// index is memory only, and nothing in it depends on time or order beyond the events
 /// folded.
+///
+/// A dry run (an import's report) must not grow the shared index with licenses that
+/// will never be committed: its copy of the state ([`State::scratch`]) keeps the keys
+/// it adds in an overlay of its own.
 #[derive(Clone)]
-struct KeyIndex(Arc<papaya::HashMap<LicenseKey, LicenseId, foldhash::fast::RandomState>>);
+struct KeyIndex {
+    shared: Arc<papaya::HashMap<LicenseKey, LicenseId, foldhash::fast::RandomState>>,
+    scratch: Option<OrdMap<LicenseKey, LicenseId>>,
+}
 
 impl Default for KeyIndex {
     /// One writer at a time (the thread folding events) and doubling growth: a whole
@@ -78,27 +85,47 @@ impl KeyIndex {
             .resize_mode(papaya::ResizeMode::Blocking)
             .capacity(n)
             .build();
-        Self(Arc::new(map))
+        Self { shared: Arc::new(map), scratch: None }
     }
 
     fn get(&self, key: &str) -> Option<LicenseId> {
-        self.0.pin().get(key).cloned()
+        if let Some(id) = self.scratch.as_ref().and_then(|s| s.get(key)) {
+            return Some(id.clone());
+        }
+        self.shared.pin().get(key).cloned()
     }
 
     /// Points `key` at `id` unless it already points somewhere: then returns where,
     /// and changes nothing.
-    fn claim(&self, key: &LicenseKey, id: &LicenseId) -> Option<LicenseId> {
-        self.0.pin().try_insert(key.clone(), id.clone()).err().map(|taken| taken.current.clone())
+    fn claim(&mut self, key: &LicenseKey, id: &LicenseId) -> Option<LicenseId> {
+        match &mut self.scratch {
+            None => self.shared.pin().try_insert(key.clone(), id.clone()).err().map(|taken| taken.current.clone()),
+            Some(own) => {
+                if let Some(taken) = own.get(key).cloned().or_else(|| self.shared.pin().get(key).cloned()) {
+                    return Some(taken);
+                }
+                own.insert(key.clone(), id.clone());
+                None
+            }
+        }
     }
 
-    fn set(&self, key: LicenseKey, id: LicenseId) {
-        self.0.pin().insert(key, id);
+    fn set(&mut self, key: LicenseKey, id: LicenseId) {
+        match &mut self.scratch {
+            None => {
+                self.shared.pin().insert(key, id);
+            }
+            Some(own) => {
+                own.insert(key, id);
+            }
+        }
     }
 }
 
 impl std::fmt::Debug for KeyIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "KeyIndex({} keys)", self.0.len())
+        let own = self.scratch.as_ref().map_or(0, OrdMap::len);
+        write!(f, "KeyIndex({} keys shared, {own} of its own)", self.shared.len())
     }
 }
 
@@ -149,6 +176,15 @@ impl State {
         State { by_key: KeyIndex::with_capacity(licenses), ..State::default() }
     }
 
+    /// A copy for a dry run, which is folded into and then dropped: the license keys it
+    /// adds stay in an index of its own instead of the one every version of the state
+    /// shares (which only grows), and so go when it goes.
+    pub fn scratch(&self) -> State {
+        let mut s = self.clone();
+        s.by_key.scratch.get_or_insert_with(OrdMap::new);
+        s
+    }
+
     /// Token signing keys.
     pub fn keys(&self) -> &KeyRing {
         &self.keys
@@ -178,12 +214,12 @@ impl State {
         self.licenses.len()
     }
 
-    /// Looks a license up by its canonical key text.
     /// Looks a license up by its id in another system.
     pub fn license_by_external_id(&self, external_id: &str) -> Option<&Arc<License>> {
         self.by_external.get(external_id).and_then(|id| self.licenses.get(id))
     }
 
+    /// Looks a license up by its canonical key text.
     pub fn license_by_key(&self, key: &str) -> Option<&Arc<License>> {
         let id = self.by_key.get(key)?;
         self.licenses.get(&id).filter(|l| l.key.as_str() == key)
@@ -391,7 +427,7 @@ impl State {
         for p in doc.plans {
             s.plans.insert(p.key.clone(), p);
         }
-        let index = s.by_key.0.pin();
+        let index = s.by_key.shared.pin();
         for l in doc.licenses {
             index.insert(l.key.clone(), l.id.clone());
             if let Some(x) = &l.external_id {
@@ -509,6 +545,32 @@ mod tests {
         let err = again.apply(&issued(license(10, 2, None))).unwrap_err();
         assert!(matches!(err, ApplyError::Duplicate { what: "license key", .. }), "{err:?}");
         assert_eq!(again.license_by_key(key2.as_str()).unwrap().id, license(2, 2, None).id);
+    }
+
+    /// A dry run's copy finds what it folded, refuses duplicates as any version does,
+    /// and leaves nothing in the shared index when it is dropped.
+    #[test]
+    fn a_scratch_copy_keeps_its_keys_to_itself() {
+        let mut committed = State::default();
+        committed.apply(&issued(license(1, 1, None))).unwrap();
+        let shared = committed.by_key.shared.len();
+        let mut scratch = committed.scratch();
+        for n in 2..50 {
+            scratch.apply(&issued(license(n, n, None))).unwrap();
+        }
+        let mut row = scratch.clone();
+        row.apply(&issued(license(60, 60, None))).unwrap();
+        assert!(row.license_by_key(license(60, 60, None).key.as_str()).is_some());
+        assert!(scratch.license_by_key(license(60, 60, None).key.as_str()).is_none(), "a dropped row's copy");
+        drop(row);
+        assert_eq!(scratch.license_by_key(license(7, 7, None).key.as_str()).unwrap().id, license(7, 7, None).id);
+        assert!(scratch.license_by_key(license(1, 1, None).key.as_str()).is_some(), "and the committed ones");
+        let err = scratch.apply(&issued(license(99, 7, None))).unwrap_err();
+        assert!(matches!(err, ApplyError::Duplicate { what: "license key", .. }), "{err:?}");
+        let err = scratch.apply(&issued(license(98, 1, None))).unwrap_err();
+        assert!(matches!(err, ApplyError::Duplicate { what: "license key", .. }), "{err:?}");
+        assert_eq!(committed.by_key.shared.len(), shared, "the shared index did not grow");
+        assert!(committed.license_by_key(license(7, 7, None).key.as_str()).is_none());
     }
 
     /// Folding owned events gives the same state as folding borrowed ones.
