@@ -176,18 +176,11 @@ impl KeyVault {
         if exp <= current {
             return Ok(());
         }
-        let mark = (exp + HOUR - 1).div_euclid(HOUR) * HOUR;
-        let name = format!("{HWM_PREFIX}{kid}");
-        // Other nodes on a shared store raise the same mark: never lower theirs.
-        let stored = store.meta(&name)?.and_then(|b| <[u8; 8]>::try_from(b).ok()).map(i64::from_be_bytes);
-        if let Some(theirs) = stored
-            && theirs >= mark
-        {
-            self.hwm.lock().unwrap_or_else(|p| p.into_inner()).insert(kid.to_string(), theirs);
-            return Ok(());
-        }
-        store.set_meta(&name, &mark.to_be_bytes())?;
-        self.hwm.lock().unwrap_or_else(|p| p.into_inner()).insert(kid.to_string(), mark);
+        let mark = exp.saturating_add(HOUR - 1).div_euclid(HOUR).saturating_mul(HOUR).max(0);
+        // Other nodes on a shared store raise the same mark: in one step, never lowering
+        // theirs.
+        let stored = store.meta_raise(&format!("{HWM_PREFIX}{kid}"), mark)?;
+        self.hwm.lock().unwrap_or_else(|p| p.into_inner()).insert(kid.to_string(), stored);
         Ok(())
     }
 

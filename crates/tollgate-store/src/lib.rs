@@ -190,6 +190,22 @@ pub trait LedgerStore: Send {
         Ok(value.to_vec())
     }
 
+    /// Raises the number stored under `key` (8 bytes, big-endian) to at least `value`,
+    /// never lowering it, and returns what is stored afterwards: several nodes raising
+    /// one mark end at the highest, whatever their order. `value` must not be negative
+    /// (stores may compare the bytes). The default is enough for a store with one
+    /// writer.
+    fn meta_raise(&mut self, key: &str, value: i64) -> Result<i64, StoreError> {
+        let stored = self.meta(key)?.and_then(|b| <[u8; 8]>::try_from(b).ok()).map(i64::from_be_bytes);
+        match stored {
+            Some(s) if s >= value => Ok(s),
+            _ => {
+                self.set_meta(key, &value.to_be_bytes())?;
+                Ok(value)
+            }
+        }
+    }
+
     /// Fails with [`StoreError::Duplicate`] if the id or the hash is already stored.
     fn insert_token(&mut self, t: &TokenRecord) -> Result<(), StoreError>;
 

@@ -532,6 +532,28 @@ impl LedgerStore for PostgresStore {
         .map_err(pg)
     }
 
+    fn meta_raise(&mut self, key: &str, value: i64) -> Result<i64, StoreError> {
+        if value < 0 {
+            return Err(StoreError::Invalid(format!("meta mark {value} is negative")));
+        }
+        // One statement: the row lock orders nodes raising the same mark. Big-endian
+        // bytes of non-negative numbers compare as the numbers do.
+        let stored: Vec<u8> = self
+            .run(|c| {
+                c.query_one(
+                    "INSERT INTO meta (key, value) VALUES ($1, $2)
+                     ON CONFLICT (key) DO UPDATE SET value = GREATEST(meta.value, excluded.value)
+                     RETURNING value",
+                    &[&key, &&value.to_be_bytes()[..]],
+                )
+                .map(|r| r.get(0))
+            })
+            .map_err(pg)?;
+        <[u8; 8]>::try_from(stored.as_slice())
+            .map(i64::from_be_bytes)
+            .map_err(|_| StoreError::Corrupt { index: None, detail: format!("meta '{key}' is not an 8-byte number") })
+    }
+
     fn insert_token(&mut self, t: &TokenRecord) -> Result<(), StoreError> {
         self.run(|client| {
             let n = client

@@ -178,3 +178,34 @@ fn a_missing_page_of_events_is_corruption_not_a_hang() {
     assert_eq!(seen, 1);
     assert!(matches!(r, Err(tollgate_store::StoreError::Corrupt { index: Some(1), .. })), "{r:?}");
 }
+
+/// Nodes raising one mark together end at the highest value any of them raised it to
+/// (a read then a write let a node lower another's mark).
+#[test]
+fn nodes_raising_one_mark_end_at_the_highest() {
+    let Some(mut h) = PgHarness::new() else { return };
+    drop(h.create());
+    let url = h.schema.url.clone();
+    let threads: Vec<_> = (0..4i64)
+        .map(|t| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let mut store = PostgresStore::open(&url).unwrap();
+                let mut highest = 0;
+                for n in 0..150i64 {
+                    // Each thread climbs, with values interleaved with the others'.
+                    let value = n * 4 + t;
+                    let after = store.meta_raise("mark", value).unwrap();
+                    assert!(after >= value, "{after} < {value}");
+                    highest = highest.max(value);
+                }
+                highest
+            })
+        })
+        .collect();
+    let highest = threads.into_iter().map(|t| t.join().unwrap()).max().unwrap();
+    let store = PostgresStore::open(&url).unwrap();
+    let stored = store.meta("mark").unwrap().map(|b| i64::from_be_bytes(b.try_into().unwrap()));
+    assert_eq!(stored, Some(highest));
+    assert!(PostgresStore::open(&url).unwrap().meta_raise("mark", -1).is_err());
+}
