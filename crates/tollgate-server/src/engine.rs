@@ -691,6 +691,23 @@ impl Committer {
         Ok(end - start)
     }
 
+    /// Whether the batch's events are in the store although its append reported an
+    /// error (a connection lost during `COMMIT`): the leaf hashes at its positions are
+    /// its own (they cover request ids, instants and random ids, so no other batch has
+    /// them).
+    fn landed(&self, b: &Batch) -> bool {
+        let n = b.leaves.len() as u64;
+        if n == 0 {
+            return false;
+        }
+        match self.store.read(b.expected_len, b.expected_len + n) {
+            Ok(stored) => {
+                stored.len() as u64 == n && stored.iter().zip(&b.leaves).all(|(s, (_, hash))| s.leaf_hash == *hash)
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Hands requests back to the decider, to be decided again on the committed state.
     fn hand_back(&self, pending: Vec<Pending>) {
         if pending.is_empty() {
@@ -827,6 +844,17 @@ impl Committer {
                     }
                     redecided = true;
                 }
+                Err(e) if self.landed(&b) => {
+                    // The connection broke as the transaction committed: the answer was
+                    // lost, not the write. Its events are in the log, so it stands.
+                    tracing::warn!(error = %e, "the append reported an error, but its events are in the log: it committed");
+                    self.commits.fetch_add(1, Ordering::Relaxed);
+                    let mut log = self.log.write().unwrap_or_else(|p| p.into_inner());
+                    for (_, hash) in &b.leaves {
+                        log.push(*hash);
+                    }
+                    break;
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "append failed; the batch and every batch decided after it are refused");
                     self.epoch.fetch_add(1, Ordering::AcqRel);
@@ -930,13 +958,23 @@ mod tests {
     /// disk) or hold it (to order what the engine's threads do).
     struct Hooked {
         inner: Box<dyn LedgerStore>,
-        before_append: Arc<dyn Fn() -> Result<(), StoreError> + Send + Sync>,
+        before_append: Hook,
+        /// Runs after the append committed: an error here is one reported for a
+        /// transaction that did commit.
+        after_append: Hook,
+    }
+
+    type Hook = Arc<dyn Fn() -> Result<(), StoreError> + Send + Sync>;
+
+    fn no_hook() -> Hook {
+        Arc::new(|| Ok(()))
     }
 
     impl LedgerStore for Hooked {
         fn append(&mut self, n: u64, e: &[NewEvent<'_>], r: &[IdempotencyRecord]) -> Result<(), StoreError> {
             (self.before_append)()?;
-            self.inner.append(n, e, r)
+            self.inner.append(n, e, r)?;
+            (self.after_append)()
         }
         fn shared(&self) -> bool {
             self.inner.shared()
@@ -1047,6 +1085,39 @@ mod tests {
 
     fn shared(url: &str) -> Box<dyn LedgerStore> {
         Box::new(tollgate_store::PostgresStore::open(url).expect("open PostgreSQL store"))
+    }
+
+    /// An append whose transaction committed but whose answer was lost (the connection
+    /// broke during `COMMIT`) stands: its requests are answered as written, and the
+    /// engine goes on at the right sequence. It used to answer 500 for writes that were
+    /// in the ledger, and on SQLite every later append then failed on the length.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_whose_answer_was_lost_stands() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("l.db");
+        let lose = Arc::new(AtomicBool::new(false));
+        let losing = lose.clone();
+        let store = Hooked {
+            inner: Box::new(SqliteStore::open(&path).unwrap()),
+            before_append: no_hook(),
+            after_append: Arc::new(move || match losing.swap(false, Ordering::SeqCst) {
+                true => Err(StoreError::Invalid("connection reset during COMMIT (injected)".into())),
+                false => Ok(()),
+            }),
+        };
+        let (engine, writer) = Engine::start(Box::new(store), EngineConfig::default()).unwrap();
+        submit(&engine, 0).await.unwrap();
+        lose.store(true, Ordering::SeqCst);
+        let o = submit(&engine, 1).await.expect("the write is in the ledger, so it is answered as written");
+        assert_eq!(o.seq, 2);
+        for n in 2..6 {
+            submit(&engine, n).await.unwrap();
+        }
+        assert_eq!(engine.state().seq(), 6);
+        drop(engine);
+        writer.join().unwrap();
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(replay::verify(&store, &mut |_| {}).unwrap().events, 6);
     }
 
     /// A repeated idempotency key on a write of no events (suspending a suspended
@@ -1161,6 +1232,7 @@ mod tests {
                 passing.pass();
                 Ok(())
             }),
+            after_append: no_hook(),
         };
         let (x, xw) = Engine::start(Box::new(store), EngineConfig::default()).unwrap();
         let (y, yw) = Engine::start(shared(&schema.url), EngineConfig::default()).unwrap();
@@ -1249,6 +1321,7 @@ mod tests {
                 true => Err(StoreError::Invalid("disk full (injected)".into())),
                 false => Ok(()),
             }),
+            after_append: no_hook(),
         };
         let (engine, writer) = Engine::start(Box::new(store), EngineConfig::default()).unwrap();
         for n in 0..5 {
