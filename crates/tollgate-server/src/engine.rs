@@ -507,6 +507,13 @@ impl Decider {
                     Err(_) => break,
                 }
             }
+            // Handed back by the committer: decided first, as they came first. Taken
+            // before the epoch is read: the committer moves the epoch before it hands
+            // anything back, so the state is reset below for these.
+            let mut submits = Vec::with_capacity(jobs.len());
+            while let Ok(back) = self.bounced.try_recv() {
+                submits.extend(back);
+            }
             let current = self.epoch.load(Ordering::Acquire);
             if current != epoch {
                 // A commit failed, or other nodes appended: everything speculative is void.
@@ -518,13 +525,6 @@ impl Decider {
             // sequence: a batch of no events but a record ends where it began.)
             let published = self.published.load(Ordering::Acquire);
             recent.retain(|(n, _)| *n > published);
-            let mut submits = Vec::with_capacity(jobs.len());
-            // Handed back by the committer, so decided on the new state: first, as they
-            // came first. (Every batch they came in was decided under an older epoch, so
-            // the state was reset above.)
-            while let Ok(back) = self.bounced.try_recv() {
-                submits.extend(back);
-            }
             for job in jobs.drain(..) {
                 let forward = match job {
                     Job::Submit(s) => {
@@ -645,6 +645,12 @@ impl Committer {
         if !self.shared {
             return Ok(0);
         }
+        self.fold_appended()
+    }
+
+    /// Folds every event the store holds beyond the state, as [`Self::catch_up`]
+    /// describes, on any store.
+    fn fold_appended(&mut self) -> Result<u64, EngineError> {
         let end = self.store.len()?;
         let mut state = self.state.load_full();
         let start = state.seq();
@@ -698,7 +704,12 @@ impl Committer {
     fn landed(&self, b: &Batch) -> bool {
         let n = b.leaves.len() as u64;
         if n == 0 {
-            return false;
+            // Records alone: each stored as this batch wrote it.
+            return !b.records.is_empty()
+                && b.records.iter().all(|r| {
+                    matches!(self.store.idempotency(&r.scope, &r.key),
+                        Ok(Some(s)) if s.request_hash == r.request_hash && s.body == r.body)
+                });
         }
         match self.store.read(b.expected_len, b.expected_len + n) {
             Ok(stored) => {
@@ -790,7 +801,11 @@ impl Committer {
             b.pending = again;
             match self.redecide(b) {
                 Some(nb) => b = nb,
-                None => return,
+                None => {
+                    // Answered as dropped; the decider's batches after it are void.
+                    self.epoch.fetch_add(1, Ordering::AcqRel);
+                    return;
+                }
             }
             redecided = true;
         }
@@ -813,10 +828,13 @@ impl Committer {
                     }
                     break;
                 }
-                Err(StoreError::Conflict { .. } | StoreError::Duplicate { what: Unique::IdempotencyKey, .. })
-                    if self.shared =>
+                Err(e @ (StoreError::Conflict { .. } | StoreError::Duplicate { what: Unique::IdempotencyKey, .. }))
+                    if self.shared || matches!(e, StoreError::Conflict { .. }) =>
                 {
                     // Another node appended first (or answered the same idempotency key).
+                    // With one writer the log can only be longer than the state after a
+                    // commit whose answer was lost and could not be confirmed: folding
+                    // it back is the same catching up.
                     attempt += 1;
                     if attempt > MAX_RETRIES {
                         tracing::warn!(attempts = attempt, "the ledger is contended; the batch is refused");
@@ -832,7 +850,7 @@ impl Committer {
                             Err(e) => tracing::warn!(error = %e, "could not hold appends; retrying without"),
                         }
                     }
-                    if let Err(e) = self.catch_up() {
+                    if let Err(e) = self.fold_appended() {
                         tracing::error!(error = %e, "catching up after a conflict failed");
                         self.epoch.fetch_add(1, Ordering::AcqRel);
                         fail_all(b.pending, &|| EngineError::Internal(format!("catching up failed: {e}")));
@@ -840,7 +858,10 @@ impl Committer {
                     }
                     match self.redecide(b) {
                         Some(nb) => b = nb,
-                        None => return,
+                        None => {
+                            self.epoch.fetch_add(1, Ordering::AcqRel);
+                            return;
+                        }
                     }
                     redecided = true;
                 }
@@ -1118,6 +1139,40 @@ mod tests {
         writer.join().unwrap();
         let store = SqliteStore::open(&path).unwrap();
         assert_eq!(replay::verify(&store, &mut |_| {}).unwrap().events, 6);
+    }
+
+    /// On one node too, a log longer than the state (a commit whose answer was lost and
+    /// could not be confirmed, written here by a second connection) is folded back in
+    /// at the next append, which then goes on: it used to fail on the length, and so
+    /// did every append after it until a restart.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_log_longer_than_the_state_is_folded_back_in() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("l.db");
+        let (engine, writer) =
+            Engine::start(Box::new(SqliteStore::open(&path).unwrap()), EngineConfig::default()).unwrap();
+        submit(&engine, 0).await.unwrap();
+        let meta = Meta { actor: "test".into(), reason: None, request_id: "lost".into() };
+        let lost = decide(&engine.state(), &product(99), &meta, now()).unwrap();
+        let leaves: Vec<(Vec<u8>, merkle::Hash)> = lost
+            .iter()
+            .map(|e| e.encode().unwrap())
+            .map(|bytes| {
+                let hash = merkle::leaf_hash(&bytes);
+                (bytes, hash)
+            })
+            .collect();
+        let events: Vec<NewEvent<'_>> = leaves.iter().map(|(leaf, hash)| NewEvent { leaf, leaf_hash: *hash }).collect();
+        SqliteStore::open(&path).unwrap().append(1, &events, &[]).unwrap();
+
+        let o = submit(&engine, 1).await.expect("the append folds the longer log and goes on");
+        assert_eq!(o.seq, 3);
+        assert!(engine.state().product("p99").is_some(), "the lost commit is in the state");
+        submit(&engine, 2).await.unwrap();
+        drop(engine);
+        writer.join().unwrap();
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(replay::verify(&store, &mut |_| {}).unwrap().events, 4);
     }
 
     /// A repeated idempotency key on a write of no events (suspending a suspended

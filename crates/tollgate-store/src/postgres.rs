@@ -308,35 +308,40 @@ impl LedgerStore for PostgresStore {
             if actual != expected_len {
                 return Err(StoreError::Conflict { expected: expected_len, actual });
             }
-            let insert = tx.prepare("INSERT INTO events (idx, leaf, leaf_hash) VALUES ($1, $2, $3)").map_err(pg)?;
             let first = int(actual, "log length")?;
-            for (idx, e) in (first..).zip(events) {
-                if let Err(err) = tx.execute(&insert, &[&idx, &e.leaf, &&e.leaf_hash[..]]) {
-                    // Another node appended at this index first: the caller catches up.
-                    if is_unique_violation(&err) {
-                        drop(tx);
-                        let actual = Self::len_in(client)?;
-                        return Err(StoreError::Conflict { expected: expected_len, actual });
+            // An append of nothing only confirms the length: nothing to prepare.
+            if !events.is_empty() {
+                let insert = tx.prepare("INSERT INTO events (idx, leaf, leaf_hash) VALUES ($1, $2, $3)").map_err(pg)?;
+                for (idx, e) in (first..).zip(events) {
+                    if let Err(err) = tx.execute(&insert, &[&idx, &e.leaf, &&e.leaf_hash[..]]) {
+                        // Another node appended at this index first: the caller catches up.
+                        if is_unique_violation(&err) {
+                            drop(tx);
+                            let actual = Self::len_in(client)?;
+                            return Err(StoreError::Conflict { expected: expected_len, actual });
+                        }
+                        return Err(pg(err));
                     }
-                    return Err(pg(err));
                 }
             }
-            let remember = tx
-                .prepare(
-                    "INSERT INTO idempotency (scope, key, request_hash, status, body, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                )
-                .map_err(pg)?;
-            for r in idempotency {
-                let status = i32::from(r.status);
-                let n = tx
-                    .execute(&remember, &[&r.scope, &r.key, &&r.request_hash[..], &status, &r.body, &r.created_at])
+            if !idempotency.is_empty() {
+                let remember = tx
+                    .prepare(
+                        "INSERT INTO idempotency (scope, key, request_hash, status, body, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                    )
                     .map_err(pg)?;
-                if n == 0 {
-                    return Err(StoreError::Duplicate {
-                        what: Unique::IdempotencyKey,
-                        key: format!("{}/{}", r.scope, r.key),
-                    });
+                for r in idempotency {
+                    let status = i32::from(r.status);
+                    let n = tx
+                        .execute(&remember, &[&r.scope, &r.key, &&r.request_hash[..], &status, &r.body, &r.created_at])
+                        .map_err(pg)?;
+                    if n == 0 {
+                        return Err(StoreError::Duplicate {
+                            what: Unique::IdempotencyKey,
+                            key: format!("{}/{}", r.scope, r.key),
+                        });
+                    }
                 }
             }
             // Delivered at commit, to every node that LISTENs: they fold the new events.
