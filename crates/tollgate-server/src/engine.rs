@@ -1104,6 +1104,13 @@ mod tests {
         id
     }
 
+    /// Stops the engine and verifies the SQLite ledger it wrote; returns its length.
+    fn stop_and_verify(engine: Engine, writer: thread::JoinHandle<()>, path: &std::path::Path) -> u64 {
+        drop(engine);
+        writer.join().unwrap();
+        replay::verify(&SqliteStore::open(path).unwrap(), &mut |_| {}).unwrap().events
+    }
+
     fn shared(url: &str) -> Box<dyn LedgerStore> {
         Box::new(tollgate_store::PostgresStore::open(url).expect("open PostgreSQL store"))
     }
@@ -1135,10 +1142,7 @@ mod tests {
             submit(&engine, n).await.unwrap();
         }
         assert_eq!(engine.state().seq(), 6);
-        drop(engine);
-        writer.join().unwrap();
-        let store = SqliteStore::open(&path).unwrap();
-        assert_eq!(replay::verify(&store, &mut |_| {}).unwrap().events, 6);
+        assert_eq!(stop_and_verify(engine, writer, &path), 6);
     }
 
     /// On one node too, a log longer than the state (a commit whose answer was lost and
@@ -1169,10 +1173,7 @@ mod tests {
         assert_eq!(o.seq, 3);
         assert!(engine.state().product("p99").is_some(), "the lost commit is in the state");
         submit(&engine, 2).await.unwrap();
-        drop(engine);
-        writer.join().unwrap();
-        let store = SqliteStore::open(&path).unwrap();
-        assert_eq!(replay::verify(&store, &mut |_| {}).unwrap().events, 4);
+        assert_eq!(stop_and_verify(engine, writer, &path), 4);
     }
 
     /// A repeated idempotency key on a write of no events (suspending a suspended
@@ -1404,12 +1405,6 @@ mod tests {
             submit(&engine, n).await.unwrap();
         }
         assert_eq!(engine.state().seq(), 10);
-        drop(engine);
-        writer.join().unwrap();
-
-        let store = SqliteStore::open(&path).unwrap();
-        assert_eq!(store.len().unwrap(), 10, "the store holds exactly the acknowledged events");
-        let report = replay::verify(&store, &mut |_| {}).unwrap();
-        assert_eq!(report.events, 10);
+        assert_eq!(stop_and_verify(engine, writer, &path), 10, "the store holds exactly the acknowledged events");
     }
 }
