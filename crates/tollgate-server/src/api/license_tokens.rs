@@ -60,9 +60,11 @@ pub async fn mint(app: &Arc<AppState>, license_id: &str, m: Mint) -> Result<Mint
     let l = s
         .license(license_id)
         .ok_or_else(|| ApiError::not_found("LICENSE_NOT_FOUND", format!("no license with id '{license_id}'")))?;
-    let plan = s
-        .plan(l.plan.as_str())
-        .ok_or_else(|| ApiError::internal(format!("license '{license_id}' names a plan that does not exist")))?;
+    // The plan as this license has it: its overrides add and remove features and
+    // change limits, exactly as `/v1/validate` answers.
+    let effective = tollgate_core::models::effective(&s, l)
+        .map_err(|_| ApiError::internal(format!("license '{license_id}' names a plan that does not exist")))?;
+    let plan = effective.plan;
     let standing = l.standing(plan, now);
     if !matches!(standing, Standing::Active | Standing::Grace { .. }) {
         return Err(conflict(
@@ -105,8 +107,8 @@ pub async fn mint(app: &Arc<AppState>, license_id: &str, m: Mint) -> Result<Mint
         license: LicenseClaim {
             status: standing.as_str().to_string(),
             plan: plan.key.to_string(),
-            features: plan.features.iter().map(|f| f.to_string()).collect(),
-            limits: Limits { max_machines: plan.max_machines, max_users: plan.max_users },
+            features: effective.features().map(|f| f.to_string()).collect(),
+            limits: Limits { max_machines: effective.max_machines(), max_users: effective.max_users() },
             fingerprint: m.fingerprint,
             expires_at: l.expires_at.map(seconds),
             grace_ends_at: grace_end.filter(|g| Some(*g) != l.expires_at).map(seconds),

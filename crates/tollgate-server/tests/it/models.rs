@@ -259,6 +259,17 @@ async fn overrides_at_issue_and_later_and_entitlements_of_a_licensee() {
         (json!(["a", "b", "e"]), Some(3))
     );
     assert_eq!(app.post(&machines, json!({"fingerprint":"m2"})).await.status, 201);
+    // A signed token carries the license's features and limits as validation answers
+    // them, overrides included (it carried the plan's).
+    let r = app.post(&format!("/v1/licenses/{id}/tokens"), json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let payload = r.body["token"].as_str().unwrap().split('.').nth(1).unwrap().to_string();
+    let claims: Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["license"]["features"], json!(["a", "b", "e"]), "{claims}");
+    assert_eq!(claims["license"]["limits"]["max_machines"], 3, "{claims}");
     assert_problem(
         &app.post(&format!("/v1/licenses/{id}/overrides"), json!({"features_add":["zz"]})).await,
         422,
