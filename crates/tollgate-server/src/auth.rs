@@ -107,6 +107,19 @@ pub fn random_hex(bytes: usize) -> String {
     hex::encode(buf)
 }
 
+/// A product scope is honoured by product tokens (which only validate, and whose every
+/// lookup is filtered by it). The other roles see and change every product, so a scope
+/// on them would promise a restriction that is not there: refused.
+pub fn check_scope(role: Role, product: Option<&str>) -> Result<(), String> {
+    match (role, product) {
+        (Role::Product, _) | (_, None) => Ok(()),
+        (role, Some(p)) => Err(format!(
+            "a product scope ('{p}') restricts product tokens only; an {role} token sees every product: create a product token for '{p}', or an {role} token without a product",
+            role = role.as_str()
+        )),
+    }
+}
+
 /// A new token secret and its record.
 pub fn new_token(role: Role, name: &str, product: Option<String>, created_at: String) -> (String, TokenRecord) {
     let secret = format!("tg_{}", random_hex(32));
@@ -129,36 +142,51 @@ const CACHE_TTL: Duration = Duration::from_secs(30);
 /// takes effect within the cache TTL.
 pub struct TokenCache {
     reader: Mutex<Box<dyn LedgerStore>>,
-    cache: RwLock<HashMap<[u8; 32], (Principal, Instant)>>,
+    /// The cached principals, and how many times the cache was forgotten: a lookup
+    /// that began before a revocation must not put what it read back afterwards.
+    cache: RwLock<(HashMap<[u8; 32], (Principal, Instant)>, u64)>,
 }
 
 impl TokenCache {
     pub fn new(reader: Box<dyn LedgerStore>) -> Self {
-        Self { reader: Mutex::new(reader), cache: RwLock::new(HashMap::new()) }
+        Self { reader: Mutex::new(reader), cache: RwLock::new((HashMap::new(), 0)) }
     }
 
     pub fn forget(&self) {
-        self.cache.write().unwrap_or_else(|p| p.into_inner()).clear();
+        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+        cache.0.clear();
+        cache.1 += 1;
     }
 
     pub fn authenticate(&self, secret: &str) -> Result<Principal, ApiError> {
         let hash = hash_token(secret);
-        if let Some((p, at)) = self.cache.read().unwrap_or_else(|p| p.into_inner()).get(&hash)
-            && at.elapsed() < CACHE_TTL
-        {
-            return Ok(p.clone());
-        }
+        let generation = {
+            let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
+            if let Some((p, at)) = cache.0.get(&hash)
+                && at.elapsed() < CACHE_TTL
+            {
+                return Ok(p.clone());
+            }
+            cache.1
+        };
         let record = self.reader.lock().unwrap_or_else(|p| p.into_inner()).token_by_hash(&hash)?;
         let Some(t) = record.filter(|t| t.revoked_at.is_none()) else {
             return Err(ApiError::unauthorized("the bearer token is not known or was revoked"));
         };
         let role = Role::parse(&t.role).ok_or_else(|| ApiError::internal("a stored token has an unknown role"))?;
+        // Created before scopes on other roles were refused: it would act on every
+        // product while its holder was told it was restricted to one.
+        check_scope(role, t.product.as_deref()).map_err(|why| {
+            ApiError::unauthorized(format!("token {} is refused: {why}; revoke it and create another", t.id))
+        })?;
         let p = Principal { token_id: t.id, role, product: t.product };
         let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
-        if cache.len() > 10_000 {
-            cache.clear();
+        if cache.1 == generation {
+            if cache.0.len() > 10_000 {
+                cache.0.clear();
+            }
+            cache.0.insert(hash, (p.clone(), Instant::now()));
         }
-        cache.insert(hash, (p.clone(), Instant::now()));
         Ok(p)
     }
 }

@@ -319,6 +319,7 @@ fn token_create(data: PathBuf, role: &str, name: &str, product: Option<String>) 
     if let Some(p) = &product {
         tollgate_core::ids::ProductKey::parse(p)?;
     }
+    tollgate_server::auth::check_scope(role, product.as_deref()).map_err(|why| anyhow::anyhow!(why))?;
     let mut store = open_existing(&data)?;
     let (secret, record) =
         tollgate_server::auth::new_token(role, name, product, tollgate_server::engine::now().to_string());

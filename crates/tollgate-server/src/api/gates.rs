@@ -373,6 +373,11 @@ pub async fn ruleset(
         rules.gates.retain(|g| g.feature.as_ref().is_none_or(|f| f.product.as_str() == p));
         let kept: std::collections::BTreeSet<&str> = rules.gates.iter().map(|g| g.key.as_str()).collect();
         rules.versions.retain(|k, _| kept.contains(k.as_str()));
+        // And only the segments those gates use: another product's segments may list
+        // its users or licensees.
+        let used: std::collections::BTreeSet<u32> =
+            rules.gates.iter().flat_map(|g| g.strategies.iter().flat_map(|st| st.segments.iter().copied())).collect();
+        rules.segments.retain(|seg| used.contains(&seg.id));
     }
     let etag = etag_of(&rules)?;
     let tag = HeaderValue::from_str(&etag).map_err(|e| ApiError::internal(e.to_string()))?;

@@ -86,6 +86,8 @@ pub async fn create_token(
     let role = Role::parse(&b.role).ok_or_else(|| {
         ApiError::unprocessable("INVALID_INPUT", "role must be one of admin, issuer, auditor, product")
     })?;
+    crate::auth::check_scope(role, b.product.as_ref().map(|p| p.as_str()))
+        .map_err(|why| ApiError::unprocessable("INVALID_INPUT", why))?;
     let name = b.name.unwrap_or_default();
     if name.len() > 200 {
         return Err(ApiError::unprocessable("INVALID_INPUT", "name is at most 200 bytes"));

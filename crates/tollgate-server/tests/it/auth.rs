@@ -114,3 +114,44 @@ async fn tokens_are_stored_hashed() {
     assert!(!found(&db) && !found(&wal), "the token secret must not be stored");
     app.stop().await;
 }
+
+/// A product scope restricts product tokens only. On another role it would promise a
+/// restriction the handlers do not make (an issuer "scoped" to one product could
+/// revoke another product's licenses), so it is refused when the token is created,
+/// and a token stored with one earlier is refused when it is used.
+#[tokio::test]
+async fn a_product_scope_is_for_product_tokens_only() {
+    let app = spawn_app().await;
+    app.seed_catalog().await;
+    for role in ["issuer", "auditor", "admin"] {
+        let r = app.post("/v1/tokens", json!({"role": role, "product": "cad"})).await;
+        assert_problem(&r, 422, "INVALID_INPUT");
+        assert!(r.body["detail"].as_str().unwrap().contains("product token"), "{}", r.text);
+    }
+    let scoped = token(&app, "product", Some("cad")).await;
+    let r = app
+        .call(Method::POST, "/v1/validate", Some(&scoped), Some(json!({"key":"AAAAA-AAAAA-AAAAA-AAAAA-AAAAA"})))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    // One stored before the refusal existed.
+    let (secret, record) = tollgate_server::auth::new_token(
+        tollgate_server::auth::Role::Issuer,
+        "old scoped issuer",
+        Some("cad".into()),
+        "2026-11-01T00:00:00Z".into(),
+    );
+    let dir = app.dir.clone();
+    let tmp = app.stop().await;
+    {
+        use tollgate_store::LedgerStore;
+        let mut store = tollgate_store::SqliteStore::open(&tollgate_server::db_path(&dir)).unwrap();
+        store.insert_token(&record).unwrap();
+    }
+    let app = spawn_at(&dir).await;
+    let r = app.call(Method::GET, "/v1/licenses", Some(&secret), None).await;
+    assert_problem(&r, 401, "UNAUTHORIZED");
+    assert!(r.body["detail"].as_str().unwrap().contains("revoke it"), "{}", r.text);
+    app.stop().await;
+    drop(tmp);
+}

@@ -278,6 +278,22 @@ async fn ruleset_is_signed_and_served_with_an_etag() {
     let (_, payload) = token::verify_jws(&r.text, "tollgate-ruleset+jwt", &jwks(&app).await).unwrap();
     let doc: RulesetDoc = serde_json::from_slice(&payload).unwrap();
     assert!(doc.gates.is_empty(), "{doc:?}");
+
+    // Nor the segments only `cad`'s gates use (they may list its customers).
+    let unleash = json!({"version":2,"segments":[{"id":5,"name":"vip","constraints":[{"contextName":"userId","operator":"IN","values":["acme-ceo"]}]}],
+        "features":[{"name":"vip-ui","enabled":true,"strategies":[{"name":"default","segments":[5]}]}]});
+    let r = app.post("/v1/gates/import", json!({"unleash": unleash, "map": {"vip-ui": "cad/c"}})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let segments = |token: String| {
+        let app = &app;
+        async move {
+            let r = app.call(Method::GET, "/v1/gates/ruleset", Some(&token), None).await;
+            let (_, payload) = token::verify_jws(&r.text, "tollgate-ruleset+jwt", &jwks(app).await).unwrap();
+            serde_json::from_slice::<RulesetDoc>(&payload).unwrap().segments.len()
+        }
+    };
+    assert_eq!(segments(product.clone()).await, 1);
+    assert_eq!(segments(scoped.clone()).await, 0);
 }
 
 #[tokio::test]
