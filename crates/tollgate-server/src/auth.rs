@@ -144,8 +144,11 @@ pub struct TokenCache {
     reader: Mutex<Box<dyn LedgerStore>>,
     /// The cached principals, and how many times the cache was forgotten: a lookup
     /// that began before a revocation must not put what it read back afterwards.
-    cache: RwLock<(HashMap<[u8; 32], (Principal, Instant)>, u64)>,
+    cache: RwLock<(Cached, u64)>,
 }
+
+/// Principals by token hash, with when they were read.
+type Cached = HashMap<[u8; 32], (Principal, Instant)>;
 
 impl TokenCache {
     pub fn new(reader: Box<dyn LedgerStore>) -> Self {
