@@ -86,6 +86,19 @@ pub async fn mint(app: &Arc<AppState>, license_id: &str, m: Mint) -> Result<Mint
                 format!("plan '{}' allows no offline use; set its offline_days", plan.key),
             ));
         };
+        // Bound to an activated machine, which counts against the license's machine
+        // limit: a floating lease is too short-lived to stand behind a token that lasts
+        // days, and would let every machine that once held one keep working offline.
+        if let Some(fp) = &m.fingerprint
+            && !s.models(license_id).is_some_and(|models| models.machines.contains_key(fp.as_str()))
+        {
+            return Err(conflict(
+                "MACHINE_NOT_ACTIVATED",
+                format!(
+                    "an offline token is issued only to an activated machine; activate '{fp}' first (POST /v1/licenses/{license_id}/machines)"
+                ),
+            ));
+        }
         let max = i64::from(days) * 86_400;
         now_s + m.ttl_seconds.map_or(max, |t| t.min(max))
     } else {

@@ -26,6 +26,7 @@ use crate::problem::ApiError;
 pub async fn activate(
     State(app): State<Arc<AppState>>,
     principal: Principal,
+    request_id: RequestId,
     body: ApiJson<ActivationRequest>,
 ) -> Result<Response, ApiError> {
     principal.require(Permission::LicenseWrite)?;
@@ -52,6 +53,19 @@ pub async fn activate(
             None => return Err(ApiError::not_found("LICENSE_NOT_FOUND", "no license with that key")),
         }
     };
+    // Activation activates the machine, within the license's machine limit, as the
+    // online endpoint does (a machine activated already stays as it is).
+    let fingerprint = tollgate_core::machine::Fingerprint::parse(&req.fingerprint)
+        .map_err(|r| ApiError::unprocessable(r.code, r.detail))?;
+    let machine = tollgate_core::machine::MachineSpec { fingerprint, name: None, components: Vec::new() };
+    let license = tollgate_core::ids::LicenseId::parse(&id).map_err(|e| ApiError::internal(e.to_string()))?;
+    let meta = tollgate_core::Meta {
+        actor: principal.actor(),
+        reason: Some("offline activation".into()),
+        request_id: request_id.0,
+    };
+    let command = Command::Models(tollgate_core::models::ModelCommand::ActivateMachine { license, machine });
+    app.engine.submit(command, meta, 201, None, Box::new(|_, _| serde_json::Value::Null)).await?;
     let m = Mint {
         fingerprint: Some(req.fingerprint),
         offline: true,

@@ -48,6 +48,9 @@ struct ValidateResponse<'a> {
     usage: Vec<super::usage::MeterReport<'a>>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     token: Option<super::license_tokens::TokenPart>,
+    /// Why an offline token was asked for and an online one given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offline_refused: Option<String>,
 }
 
 #[utoipa::path(post, path = "/v1/validate", tag = "validation", request_body(content = Object, description = "{key, feature?, fingerprint?, user?}"), responses((status = 200, description = "{valid, code, license, features, grace_ends_at?, usage?}; code is VALID, GRACE_PERIOD, NOT_FOUND, SUSPENDED, REVOKED, EXPIRED, FEATURE_NOT_ENTITLED, FINGERPRINT_NOT_ACTIVATED, USER_NOT_ASSIGNED or MALFORMED_KEY")), security(("bearer" = [])))]
@@ -89,6 +92,7 @@ pub async fn validate(
         }
         _ => None,
     };
+    let mut offline_refused = None;
     let token = match (b.token, v.valid(), v.license) {
         (true, true, Some(l)) => {
             let m = super::license_tokens::Mint {
@@ -96,7 +100,17 @@ pub async fn validate(
                 offline: b.offline,
                 ..Default::default()
             };
-            Some(super::license_tokens::mint(&app, l.id.as_str(), m).await?.part())
+            match super::license_tokens::mint(&app, l.id.as_str(), m).await {
+                Ok(t) => Some(t.part()),
+                // A fingerprint valid through a floating lease: the answer stands, with
+                // an online token, and says why there is no offline one.
+                Err(e) if e.code == "MACHINE_NOT_ACTIVATED" => {
+                    offline_refused = Some(e.detail);
+                    let m = super::license_tokens::Mint { fingerprint: b.fingerprint.clone(), ..Default::default() };
+                    Some(super::license_tokens::mint(&app, l.id.as_str(), m).await?.part())
+                }
+                Err(e) => return Err(e),
+            }
         }
         _ => None,
     };
@@ -111,6 +125,7 @@ pub async fn validate(
             features,
             usage,
             token,
+            offline_refused,
         },
         s.seq(),
     )

@@ -57,6 +57,7 @@ async fn pyjwt_verifies_tokens_before_and_after_rotation() {
     let url = format!("{}/.well-known/jwks.json", app.base);
 
     let (before, _) = token(&app, id, json!({})).await;
+    crate::tokens::activate(&app, id, "fp").await;
     let (offline, _) = token(&app, id, json!({"offline": true, "fingerprint": "fp"})).await;
     let out = pyjwt(&url, &[&before, &offline]);
     assert_eq!(out.len(), 2);

@@ -31,6 +31,12 @@ pub async fn seed(app: &TestApp) -> Value {
     app.issue("roam", "acme").await
 }
 
+/// Activates a machine on the license (offline tokens are only for activated machines).
+pub async fn activate(app: &TestApp, id: &str, fingerprint: &str) {
+    let r = app.post(&format!("/v1/licenses/{id}/machines"), json!({ "fingerprint": fingerprint })).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+}
+
 pub async fn token(app: &TestApp, id: &str, body: Value) -> (String, Value) {
     let r = app.post(&format!("/v1/licenses/{id}/tokens"), body).await;
     assert_eq!(r.status, 200, "{}", r.text);
@@ -70,7 +76,10 @@ async fn jwks_is_rfc7517_and_tokens_verify_with_core() {
     assert_eq!(header["alg"], "EdDSA");
     assert_eq!(header["kid"], k["kid"]);
 
-    // Offline: bound to a fingerprint, lasting the plan's offline_days.
+    // Offline: bound to an activated machine, lasting the plan's offline_days.
+    let r = app.post(&format!("/v1/licenses/{id}/tokens"), json!({"offline": true, "fingerprint": "fp-1"})).await;
+    assert_problem(&r, 409, "MACHINE_NOT_ACTIVATED");
+    activate(&app, id, "fp-1").await;
     let (t, _) = token(&app, id, json!({"offline": true, "fingerprint": "fp-1"})).await;
     let v = Verify { audience: Some("cad"), fingerprint: Some("fp-1"), ..Verify::at(now()) };
     let c = token::verify(&t, &set, &v).unwrap();
@@ -123,6 +132,7 @@ async fn rotation_keeps_the_old_key_published_while_its_tokens_live() {
     let app = spawn_app().await;
     let lic = seed(&app).await;
     let id = lic["id"].as_str().unwrap();
+    activate(&app, id, "m").await;
     let (old_token, _) = token(&app, id, json!({"offline": true, "fingerprint": "m"})).await;
     let before = jwks(&app).await;
     let old_kid: Vec<String> = before.kids().map(String::from).collect();
@@ -275,4 +285,53 @@ async fn the_checkpoint_key_is_sealed_and_a_plaintext_one_is_migrated() {
     assert_eq!(key1, key2);
     app.stop().await;
     drop(tmp);
+}
+
+/// A floating lease answers validation, and gets online tokens, but no offline token:
+/// one would outlive the lease by days, so every machine that once held a lease could
+/// keep working offline past the lease limit. Offline tokens are for activated
+/// machines, which count against the machine limit; air-gapped activation activates.
+#[tokio::test]
+async fn offline_tokens_are_for_activated_machines_within_the_limit() {
+    let app = spawn_app().await;
+    seed(&app).await;
+    let r = app
+        .post(
+            "/v1/plans",
+            json!({"key":"roam-float","product":"cad","name":"Roam float","features":["a"],"offline_days":30,"max_machines":1,
+                   "floating":{"max_leases":1,"lease_ttl_seconds":60}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let lic = app.issue("roam-float", "acme").await;
+    let (id, key) = (lic["id"].as_str().unwrap(), lic["key"].as_str().unwrap());
+    let r = app.post(&format!("/v1/licenses/{id}/leases"), json!({"fingerprint":"ws-1"})).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let online = app.post("/v1/validate", json!({"key": key, "fingerprint": "ws-1", "token": true})).await;
+    assert_eq!((online.status.as_u16(), online.body["code"].as_str()), (200, Some("VALID")), "{}", online.text);
+    assert!(online.body["token"].is_string());
+    // Asked for an offline token, the answer stands with an online one, and says why.
+    let offline =
+        app.post("/v1/validate", json!({"key": key, "fingerprint": "ws-1", "token": true, "offline": true})).await;
+    assert_eq!((offline.status.as_u16(), offline.body["code"].as_str()), (200, Some("VALID")), "{}", offline.text);
+    assert!(offline.body["offline_refused"].as_str().unwrap().contains("activated machine"), "{}", offline.text);
+    let v = Verify { fingerprint: Some("ws-1"), ..Verify::at(now()) };
+    let claims = token::verify(offline.body["token"].as_str().unwrap(), &jwks(&app).await, &v).unwrap();
+    assert!(!claims.license.offline, "an online token: {claims:?}");
+    assert!(claims.exp - claims.iat <= 300);
+    let r = app.post(&format!("/v1/licenses/{id}/tokens"), json!({"offline": true, "fingerprint": "ws-1"})).await;
+    assert_problem(&r, 409, "MACHINE_NOT_ACTIVATED");
+
+    // Air-gapped activation activates the machine, so the limit holds there too.
+    let request = |fp: &str| {
+        let public = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]).verifying_key().to_bytes();
+        let machine_key = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, public);
+        json!({"type":"tollgate.activation-request.v1","key":key,"fingerprint":fp,"nonce":"n-0123456789abcdef","machine_key":machine_key})
+    };
+    let r = app.post("/v1/offline/activate", request("pc-1")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let machines = app.get(&format!("/v1/licenses/{id}/machines")).await;
+    assert!(machines.text.contains("pc-1"), "{}", machines.text);
+    assert_problem(&app.post("/v1/offline/activate", request("pc-2")).await, 409, "MACHINE_LIMIT");
+    assert_eq!(app.post("/v1/offline/activate", request("pc-1")).await.status, 200, "the same machine again");
 }
