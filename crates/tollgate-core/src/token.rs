@@ -391,19 +391,50 @@ pub struct Revocations {
     pub tree_size: u64,
     pub licenses: BTreeSet<String>,
     pub jtis: BTreeSet<String>,
+    /// License id → machine fingerprint → when it was deactivated (seconds): tokens
+    /// bound to that machine and issued until then are void.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub machines: BTreeMap<String, BTreeMap<String, i64>>,
 }
 
 impl Revocations {
     /// Folds a (verified) feed page in: revoked and suspended licenses are added,
-    /// reinstated ones removed, revoked token ids added.
+    /// reinstated ones removed, revoked token ids and deactivated machines added.
     pub fn apply(&mut self, list: &RevocationList) {
         for l in &list.reinstated {
             self.licenses.remove(l);
         }
         self.licenses.extend(list.licenses.iter().cloned());
         self.jtis.extend(list.jtis.iter().cloned());
+        for m in &list.machines {
+            let at = self.machines.entry(m.license.clone()).or_default().entry(m.fingerprint.clone()).or_insert(m.at);
+            *at = (*at).max(m.at);
+        }
         self.tree_size = self.tree_size.max(list.tree_size);
     }
+
+    /// Why these claims are revoked, if they are: their license, their own id, or the
+    /// machine they are bound to (deactivated after they were issued).
+    pub fn refuses(&self, c: &Claims) -> Option<TokenError> {
+        if self.licenses.contains(&c.sub) {
+            return Some(TokenError::Revoked { what: "license", id: c.sub.clone() });
+        }
+        if self.jtis.contains(&c.jti) {
+            return Some(TokenError::Revoked { what: "token", id: c.jti.clone() });
+        }
+        let fp = c.license.fingerprint.as_deref()?;
+        let at = self.machines.get(&c.sub)?.get(fp)?;
+        (c.iat <= *at).then(|| TokenError::Revoked { what: "machine", id: fp.to_string() })
+    }
+}
+
+/// A machine deactivated on a license: tokens bound to it and issued at or before `at`
+/// (seconds) are void; it may be activated again, and then gets new tokens.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineRevocation {
+    pub license: String,
+    pub fingerprint: String,
+    pub at: i64,
 }
 
 /// The payload of `GET /v1/revocations?since=SEQ`.
@@ -420,6 +451,9 @@ pub struct RevocationList {
     pub reinstated: Vec<String>,
     /// Token ids revoked since `since` (offline deactivations).
     pub jtis: Vec<String>,
+    /// Machines deactivated since `since`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub machines: Vec<MachineRevocation>,
 }
 
 impl RevocationList {
@@ -475,13 +509,8 @@ pub fn check_claims(c: &Claims, v: &Verify<'_>) -> Result<(), TokenError> {
     {
         return Err(TokenError::FingerprintMismatch);
     }
-    if let Some(r) = v.revocations {
-        if r.licenses.contains(&c.sub) {
-            return Err(TokenError::Revoked { what: "license", id: c.sub.clone() });
-        }
-        if r.jtis.contains(&c.jti) {
-            return Err(TokenError::Revoked { what: "token", id: c.jti.clone() });
-        }
+    if let Some(refused) = v.revocations.and_then(|r| r.refuses(c)) {
+        return Err(refused);
     }
     Ok(())
 }

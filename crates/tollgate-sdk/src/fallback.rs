@@ -157,9 +157,7 @@ impl Client {
             .iter()
             .filter(|(_, t)| {
                 let Ok(p) = tollgate_core::token::parse(t, tollgate_core::token::TYP_JWT) else { return true };
-                serde_json::from_slice::<Claims>(p.payload())
-                    .map(|c| revoked.licenses.contains(&c.sub) || revoked.jtis.contains(&c.jti))
-                    .unwrap_or(true)
+                serde_json::from_slice::<Claims>(p.payload()).map(|c| revoked.refuses(&c).is_some()).unwrap_or(true)
             })
             .map(|(k, _)| k.clone())
             .collect();

@@ -172,14 +172,38 @@ fn revocation_feed_folds() {
         licenses: vec!["lic_a".into()],
         reinstated: vec![],
         jtis: vec!["j".into()],
+        machines: vec![MachineRevocation { license: claims().sub, fingerprint: "m1".into(), at: NOW }],
     };
     let t = s.sign_claims(TYP_REVOCATIONS, &list).unwrap();
     let back = RevocationList::verify(&t, &jwks(&s)).unwrap();
     let mut r = Revocations::default();
     r.apply(&back);
     assert!(r.licenses.contains("lic_a") && r.jtis.contains("j") && r.tree_size == 9);
-    r.apply(&RevocationList { reinstated: vec!["lic_a".into()], licenses: vec![], tree_size: 10, ..back });
+    r.apply(&RevocationList { reinstated: vec!["lic_a".into()], licenses: vec![], tree_size: 10, ..back.clone() });
     assert!(!r.licenses.contains("lic_a"));
+
+    // A deactivated machine voids the tokens bound to it and issued until then; a token
+    // issued after (the machine activated again), or bound to another machine, stands.
+    let bound = |fingerprint: &str, iat: i64| {
+        let mut c = claims();
+        c.license.fingerprint = Some(fingerprint.into());
+        c.iat = iat;
+        c
+    };
+    let code = |r: &Revocations, c: &Claims| r.refuses(c).map(|e| e.code());
+    assert_eq!(code(&r, &bound("m1", NOW - 100)), Some("TOKEN_REVOKED"));
+    assert_eq!(code(&r, &bound("m1", NOW)), Some("TOKEN_REVOKED"));
+    assert_eq!(code(&r, &bound("m1", NOW + 1)), None);
+    assert_eq!(code(&r, &bound("m2", NOW - 100)), None);
+    assert_eq!(code(&r, &claims()), None, "an unbound token");
+    let v = Verify { fingerprint: Some("m1"), revocations: Some(&r), ..Verify::at(at(NOW)) };
+    assert_eq!(check_claims(&bound("m1", NOW - 100), &v).map_err(|e| e.code()), Err("TOKEN_REVOKED"));
+    // A later page moving the deactivation on keeps the later instant.
+    r.apply(&RevocationList {
+        machines: vec![MachineRevocation { license: claims().sub, fingerprint: "m1".into(), at: NOW + 50 }],
+        ..back.clone()
+    });
+    assert_eq!(code(&r, &bound("m1", NOW + 1)), Some("TOKEN_REVOKED"));
     assert!(matches!(
         RevocationList::verify(&s.sign_claims(TYP_JWT, &claims()).unwrap(), &jwks(&s)),
         Err(TokenError::WrongType { .. })

@@ -14,7 +14,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tollgate_core::license::Status;
-use tollgate_core::token::{RevocationList, TYP_REVOCATIONS, seconds};
+use tollgate_core::token::{MachineRevocation, RevocationList, TYP_REVOCATIONS, seconds};
 use tollgate_core::{Event, EventKind};
 use tollgate_store::StoreError;
 
@@ -30,7 +30,7 @@ pub struct Since {
     since: u64,
 }
 
-#[utoipa::path(get, path = "/v1/revocations", tag = "tokens", params(("since" = Option<u64>, Query, description = "ledger sequence of the previous call's tree_size (0: everything)")), responses((status = 200, description = "application/jwt: a JWS (typ tollgate-revocations+jwt) whose payload is {iss, iat, since, tree_size, licenses, reinstated, jtis}", content_type = "application/jwt")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/revocations", tag = "tokens", params(("since" = Option<u64>, Query, description = "ledger sequence of the previous call's tree_size (0: everything)")), responses((status = 200, description = "application/jwt: a JWS (typ tollgate-revocations+jwt) whose payload is {iss, iat, since, tree_size, licenses, reinstated, jtis, machines: [{license, fingerprint, at}]}", content_type = "application/jwt")), security(("bearer" = [])))]
 pub async fn feed(
     State(app): State<Arc<AppState>>,
     principal: Principal,
@@ -41,6 +41,7 @@ pub async fn feed(
     let mut touched = BTreeSet::new();
     let mut reinstated = BTreeSet::new();
     let mut jtis = Vec::new();
+    let mut machines = Vec::new();
     let mut tree_size = q.since;
     {
         let store = app.reader.lock().unwrap_or_else(|p| p.into_inner());
@@ -56,6 +57,11 @@ pub async fn feed(
                     touched.insert(license);
                 }
                 EventKind::LicenseTokenRevoked { jti, license, .. } => jtis.push((license, jti)),
+                EventKind::MachineDeactivated { license, fingerprint } => machines.push(MachineRevocation {
+                    license: license.to_string(),
+                    fingerprint: fingerprint.to_string(),
+                    at: seconds(event.at),
+                }),
                 _ => {}
             }
             Ok(())
@@ -75,6 +81,7 @@ pub async fn feed(
         }
     }
     let jtis = jtis.into_iter().filter(|(l, _)| visible(l.as_str()).is_some()).map(|(_, j)| j).collect();
+    machines.retain(|m| visible(&m.license).is_some());
     let list = RevocationList {
         iss: app.keys.issuer.clone(),
         iat: seconds(crate::engine::now()),
@@ -83,6 +90,7 @@ pub async fn feed(
         licenses,
         reinstated: back,
         jtis,
+        machines,
     };
     let jws = signer.sign_claims(TYP_REVOCATIONS, &list).map_err(|e| ApiError::internal(e.to_string()))?;
     let mut res = jws.into_response();

@@ -333,5 +333,24 @@ async fn offline_tokens_are_for_activated_machines_within_the_limit() {
     let machines = app.get(&format!("/v1/licenses/{id}/machines")).await;
     assert!(machines.text.contains("pc-1"), "{}", machines.text);
     assert_problem(&app.post("/v1/offline/activate", request("pc-2")).await, 409, "MACHINE_LIMIT");
-    assert_eq!(app.post("/v1/offline/activate", request("pc-1")).await.status, 200, "the same machine again");
+    let r = app.post("/v1/offline/activate", request("pc-1")).await;
+    assert_eq!(r.status, 200, "the same machine again: {}", r.text);
+    let file_token = r.body["token"].as_str().unwrap().to_string();
+
+    // Deactivating the machine puts it in the revocation feed: a client that reads the
+    // feed refuses the tokens bound to it, so freeing the seat for another machine does
+    // not leave this one working offline.
+    let set = jwks(&app).await;
+    let v = Verify { fingerprint: Some("pc-1"), ..Verify::at(now()) };
+    token::verify(&file_token, &set, &v).unwrap();
+    let r = app.call(reqwest::Method::DELETE, &format!("/v1/licenses/{id}/machines/pc-1"), Some(ADMIN), None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = app.get("/v1/revocations?since=0").await;
+    let list = RevocationList::verify(&r.text, &set).unwrap();
+    assert!(list.machines.iter().any(|m| m.license == id && m.fingerprint == "pc-1"), "{list:?}");
+    let mut revoked = tollgate_core::token::Revocations::default();
+    revoked.apply(&list);
+    let refused = token::verify(&file_token, &set, &Verify { revocations: Some(&revoked), ..v }).unwrap_err();
+    assert_eq!(refused.code(), "TOKEN_REVOKED");
+    assert_eq!(app.post("/v1/offline/activate", request("pc-2")).await.status, 200, "the seat is free again");
 }
