@@ -313,20 +313,30 @@ pub(crate) fn decide_kinds(state: &State, command: &Command, now: Timestamp) -> 
                     ),
                 ));
             }
-            if &l.plan == new {
-                return Ok(vec![]);
-            }
-            // Leaving a trial converts it: the new plan's term starts now, same key.
-            // Otherwise the paid term already bought is kept; a perpetual plan drops expiry.
-            // A paid license starting a term (it was perpetual) gets the plan's paid
-            // term, not the trial the plan offers to new licenses.
+            let old = plan(state, &l.plan)?;
+            // A trial converts: to the plan's paid term from now (perpetual when it has
+            // none), and that includes changing to the plan it is on (how a trial that
+            // was paid for becomes a paid license in place). A trial never starts again:
+            // moved to a plan that only offers trials, it goes on as it was.
+            // Otherwise the paid term already bought is kept; a perpetual plan drops the
+            // expiry a term gave (but keeps one set by hand on a perpetual plan). A paid
+            // license starting a term (it was perpetual) gets the plan's paid term, not
+            // the trial the plan offers to new licenses.
             let (expires_at, trial) = if l.trial {
-                initial_term(p, now)
+                match (p.duration_days, p.trial_days) {
+                    (Some(d), _) => (Some(now.plus_days(d)), false),
+                    (None, None) => (None, false),
+                    (None, Some(_)) => (l.expires_at, true),
+                }
             } else if p.duration_days.is_none() && p.trial_days.is_none() {
-                (None, false)
+                let set_by_hand = old.duration_days.is_none() && old.trial_days.is_none();
+                (if set_by_hand { l.expires_at } else { None }, false)
             } else {
                 (l.expires_at.or_else(|| p.duration_days.or(p.trial_days).map(|d| now.plus_days(d))), false)
             };
+            if &l.plan == new && expires_at == l.expires_at && trial == l.trial {
+                return Ok(vec![]);
+            }
             Ok(vec![EventKind::LicensePlanChanged { license: id.clone(), plan: new.clone(), expires_at, trial }])
         }
         Command::Models(c) => crate::models::decide(state, c, now),

@@ -137,16 +137,23 @@ pub struct MeterUsage {
 }
 
 impl MeterUsage {
-    /// The amount used in the period that contains `now`.
+    /// The amount used in the period that contains `now`: what was recorded since that
+    /// period began. (Usage kept under a shorter period that began inside this one,
+    /// after the meter's period was made longer, counts; usage from before it began
+    /// does not.)
     pub fn used_at(&self, period: Period, now: Timestamp) -> u64 {
-        if period.start(now) == self.period_start { self.used } else { 0 }
+        if self.period_start >= period.start(now) { self.used } else { 0 }
     }
 
-    /// Folds `quantity` recorded at `at` in.
+    /// Folds `quantity` recorded at `at` in. A record that lands in a period before the
+    /// one kept (nodes' clocks differ, or a clock stepped back) adds to the kept one
+    /// rather than replacing it, so no usage is ever forgotten by going back in time.
     pub fn record(current: Option<MeterUsage>, period: Period, at: Timestamp, quantity: u64) -> MeterUsage {
         let start = period.start(at);
-        let used = current.filter(|u| u.period_start == start).map_or(0, |u| u.used);
-        MeterUsage { period_start: start, used: used.saturating_add(quantity) }
+        match current.filter(|u| u.period_start >= start) {
+            Some(u) => MeterUsage { period_start: u.period_start, used: u.used.saturating_add(quantity) },
+            None => MeterUsage { period_start: start, used: quantity },
+        }
     }
 }
 
@@ -176,5 +183,31 @@ mod tests {
         assert_eq!(m(Overage::Mode(OverageMode::Allow)).ceiling(1000), None);
         assert_eq!(m(Overage::Percent { allow_percent: 10 }).ceiling(1000), Some(1100));
         assert_eq!(m(Overage::Percent { allow_percent: 50 }).ceiling(3), Some(4));
+    }
+
+    /// Usage is never forgotten by a clock going back (a record from another node a
+    /// second behind, across a month boundary), nor by a meter's period made longer;
+    /// it does start again when a new period begins.
+    #[test]
+    fn usage_survives_a_clock_going_back_and_a_longer_period() {
+        let feb = MeterUsage::record(None, Period::Month, t("2027-02-01T00:00:00.500Z"), 900);
+        let late = MeterUsage::record(Some(feb), Period::Month, t("2027-01-31T23:59:59.900Z"), 10);
+        assert_eq!(late.used_at(Period::Month, t("2027-02-01T00:00:02Z")), 910);
+        let next = MeterUsage::record(Some(late), Period::Month, t("2027-02-01T00:00:02Z"), 5);
+        assert_eq!(next.used_at(Period::Month, t("2027-02-02T00:00:00Z")), 915);
+        assert_eq!(next.used_at(Period::Month, t("2027-03-01T00:00:00Z")), 0, "March starts again");
+        let march = MeterUsage::record(Some(next), Period::Month, t("2027-03-01T00:00:00Z"), 1);
+        assert_eq!(march, MeterUsage { period_start: t("2027-03-01T00:00:00Z"), used: 1 });
+
+        // Today's usage under a daily meter counts in the month once the meter is
+        // monthly, and in the whole once it counts in total; the other way round it
+        // starts again (the total was not all used this month).
+        let today = MeterUsage::record(None, Period::Day, t("2027-02-10T09:00:00Z"), 40);
+        assert_eq!(today.used_at(Period::Month, t("2027-02-10T10:00:00Z")), 40);
+        assert_eq!(today.used_at(Period::Total, t("2027-02-10T10:00:00Z")), 40);
+        let monthly = MeterUsage::record(Some(today), Period::Month, t("2027-02-10T10:00:00Z"), 2);
+        assert_eq!(monthly.used_at(Period::Month, t("2027-02-20T00:00:00Z")), 42);
+        let total = MeterUsage::record(None, Period::Total, t("2027-01-05T00:00:00Z"), 800);
+        assert_eq!(total.used_at(Period::Month, t("2027-02-10T10:00:00Z")), 0);
     }
 }

@@ -190,6 +190,38 @@ fn trials_renew_by_the_trial_term_and_convert_on_a_plan_change() {
     );
 }
 
+/// A trial converts to its own plan's paid term in place (changing to the plan it is
+/// on), never starts again on a plan that only offers trials, and a perpetual license
+/// keeps an expiry set by hand when it moves to another perpetual plan.
+#[test]
+fn a_trial_converts_in_place_and_never_starts_again() {
+    let mut w = World::new();
+    let [t1, t2, p] = [1, 2, 3].map(lic);
+    let eval = json!({"key":"eval","product":"cad","name":"Evaluation","features":["export"],"trial_days":7});
+    let plus = json!({"key":"perpetual-plus","product":"cad","name":"Perpetual plus","features":["export","render"]});
+    check(
+        &mut w,
+        vec![
+            (day(0), create_plan(eval), "plan_created"),
+            (day(0), create_plan(plus), "plan_created"),
+            (day(0), issue(&t1, "trial"), "license_issued expires_at=d14 trial"),
+            // Paid for on day 10: the plan's 365-day term starts now, same plan, same key.
+            (day(10), change_plan(&t1, "trial"), "license_plan_changed plan=trial expires_at=d375"),
+            (day(11), change_plan(&t1, "trial"), "no events"),
+            (day(20), renew(&t1), "license_renewed expires_at=d740"),
+            // Trial to a trial-only plan and back: the trial goes on, it does not restart;
+            // the way back to a plan with a paid term converts it.
+            (day(0), issue(&t2, "trial"), "license_issued expires_at=d14 trial"),
+            (day(5), change_plan(&t2, "eval"), "license_plan_changed plan=eval expires_at=d14 trial"),
+            (day(6), change_plan(&t2, "eval"), "no events"),
+            (day(6), change_plan(&t2, "trial"), "license_plan_changed plan=trial expires_at=d371"),
+            // An expiry set by hand on a perpetual plan stays through a perpetual plan change.
+            (day(0), issue_with(&p, "perpetual", |c| c.expires_at = Some(day(100))), "license_issued expires_at=d100"),
+            (day(5), change_plan(&p, "perpetual-plus"), "license_plan_changed plan=perpetual-plus expires_at=d100"),
+        ],
+    );
+}
+
 #[test]
 fn paid_plan_changes_keep_the_term_bought_and_perpetual_drops_it() {
     let mut w = World::new();
