@@ -27,6 +27,10 @@ pub enum ReplayError {
     Corrupt { seq: u64, index: u64, detail: String },
     #[error("checkpoint at tree size {size} does not match the ledger: {detail}")]
     Checkpoint { size: u64, detail: String },
+    #[error(
+        "snapshot at seq {seq} does not match the ledger: {detail}. The server would start from it; restore from a backup, or remove the snapshot so that state is folded from the ledger"
+    )]
+    Snapshot { seq: u64, detail: String },
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("{0}")]
@@ -442,6 +446,8 @@ fn check_checkpoint_root(log: &MerkleLog, size: u64, root: &merkle::Hash) -> Res
 pub struct VerifyReport {
     pub events: u64,
     pub checkpoints: usize,
+    /// Snapshots whose digest is that of the state folded at their sequence.
+    pub snapshots: usize,
     pub root: merkle::Hash,
     pub digest: merkle::Hash,
 }
@@ -453,6 +459,16 @@ pub fn fold(
     store: &dyn LedgerStore,
     upto: Option<u64>,
     progress: &mut dyn FnMut(u64, u64),
+) -> Result<(State, MerkleLog), ReplayError> {
+    fold_seeing(store, upto, progress, &mut |_, _| Ok(()))
+}
+
+/// [`fold`], showing `at` the state after every event.
+fn fold_seeing(
+    store: &dyn LedgerStore,
+    upto: Option<u64>,
+    progress: &mut dyn FnMut(u64, u64),
+    at: &mut dyn FnMut(u64, &State) -> Result<(), ReplayError>,
 ) -> Result<(State, MerkleLog), ReplayError> {
     let total = store.len()?;
     let n = upto.unwrap_or(total);
@@ -479,6 +495,10 @@ pub fn fold(
             return Err(stop());
         }
         log.push(e.leaf_hash);
+        if let Err(err) = at(log.len(), &state) {
+            failure = Some(err);
+            return Err(stop());
+        }
         if log.len().is_multiple_of(10_000) {
             progress(log.len(), n);
         }
@@ -497,10 +517,26 @@ pub fn fold(
 }
 
 /// The full offline audit: every leaf hash, every event folds, every checkpoint's root
-/// and signature. `progress` is called with the events done so far.
+/// and signature, and every snapshot is the state folded at its sequence. `progress` is
+/// called with the events done so far.
 pub fn verify(store: &dyn LedgerStore, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport, ReplayError> {
-    let (state, log) = fold(store, None, &mut |done, _| progress(done))?;
+    // Read before the log: on a live ledger, checkpoints signed while it is folded would
+    // name sizes beyond what was read, and look like a removed tail.
     let checkpoints = store.checkpoints()?;
+    let snapshots: std::collections::BTreeMap<u64, merkle::Hash> = store.snapshot_seqs()?.into_iter().collect();
+    let mismatch = |seq, detail: String| ReplayError::Snapshot { seq, detail };
+    let (state, log) = fold_seeing(store, None, &mut |done, _| progress(done), &mut |seq, state| {
+        let Some(stored) = snapshots.get(&seq) else { return Ok(()) };
+        let folded = state.digest().map_err(|e| ReplayError::Internal(e.to_string()))?;
+        if folded != *stored {
+            return Err(mismatch(seq, "its digest is not the digest of the state folded from the ledger".into()));
+        }
+        Ok(())
+    })?;
+    // (A snapshot whose bytes do not hash to its digest is harmless: start-up skips it.)
+    if let Some((&seq, _)) = snapshots.iter().find(|(seq, _)| **seq > log.len()) {
+        return Err(mismatch(seq, format!("the ledger has only {} events", log.len())));
+    }
     let verifier = verifier(store)?;
     for cp in &checkpoints {
         check_checkpoint_root(&log, cp.size, &cp.root)?;
@@ -522,7 +558,13 @@ pub fn verify(store: &dyn LedgerStore, progress: &mut dyn FnMut(u64)) -> Result<
         }
     }
     let digest = state.digest().map_err(|e| ReplayError::Internal(e.to_string()))?;
-    Ok(VerifyReport { events: log.len(), checkpoints: checkpoints.len(), root: log.root(), digest })
+    Ok(VerifyReport {
+        events: log.len(),
+        checkpoints: checkpoints.len(),
+        snapshots: snapshots.len(),
+        root: log.root(),
+        digest,
+    })
 }
 
 #[cfg(test)]

@@ -270,7 +270,7 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-fn open_existing(data: &std::path::Path) -> anyhow::Result<tollgate_store::SqliteStore> {
+fn existing_db(data: &std::path::Path) -> anyhow::Result<PathBuf> {
     let path = tollgate_server::db_path(data);
     if !path.exists() {
         anyhow::bail!(
@@ -278,14 +278,19 @@ fn open_existing(data: &std::path::Path) -> anyhow::Result<tollgate_store::Sqlit
             path.display()
         );
     }
-    Ok(tollgate_store::SqliteStore::open(&path)?)
+    Ok(path)
+}
+
+fn open_existing(data: &std::path::Path) -> anyhow::Result<tollgate_store::SqliteStore> {
+    Ok(tollgate_store::SqliteStore::open(&existing_db(data)?)?)
 }
 
 fn ledger_verify(data: PathBuf, database: Option<String>) -> anyhow::Result<ExitCode> {
     // Read-only on PostgreSQL: verifying never writes, even by accident.
     let store: Box<dyn tollgate_store::LedgerStore> = match &database {
         Some(url) => Box::new(tollgate_store::PostgresStore::open_read_only(url)?),
-        None => Box::new(open_existing(&data)?),
+        // Read-only: the file may be evidence, and opening it to write could migrate it.
+        None => Box::new(tollgate_store::SqliteStore::open_read_only(&existing_db(&data)?)?),
     };
     let started = std::time::Instant::now();
     match tollgate_server::replay::verify(&*store, &mut |n| {
@@ -296,7 +301,13 @@ fn ledger_verify(data: PathBuf, database: Option<String>) -> anyhow::Result<Exit
         Ok(r) => {
             use base64::Engine as _;
             let b64 = base64::engine::general_purpose::STANDARD;
-            println!("ok: {} events, {} checkpoints verified in {:.2?}", r.events, r.checkpoints, started.elapsed());
+            println!(
+                "ok: {} events, {} checkpoints, {} snapshots verified in {:.2?}",
+                r.events,
+                r.checkpoints,
+                r.snapshots,
+                started.elapsed()
+            );
             println!("root: {}", b64.encode(r.root));
             println!("state digest: {}", hex_encode(&r.digest));
             Ok(ExitCode::SUCCESS)

@@ -80,3 +80,41 @@ async fn a_truncated_database_file_stops_start_up_with_a_clear_error() {
     let (ok, out) = verify(tmp.path());
     assert!(!ok, "verify fails too: {out}");
 }
+
+/// A snapshot forged to hold another state (with the digest of its own bytes, so start-up
+/// would take it) is caught by `ledger verify`, which folds the ledger and compares
+/// the state at the snapshot's sequence.
+#[tokio::test]
+async fn a_forged_snapshot_fails_ledger_verify_naming_its_sequence() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = start_with(tmp.path(), &["--snapshot-every", "5"], None);
+    let c = client();
+    seed(&c, &server.base).await;
+    licenses(&c, &server.base, 12).await;
+    server.stop();
+    let (ok, out) = verify(tmp.path());
+    assert!(ok && out.contains("snapshots verified"), "{out}");
+    let db = tmp.path().join("tollgate.db");
+    let seq = {
+        let store = tollgate_store::SqliteStore::open_read_only(&db).unwrap();
+        store.snapshot_seqs().unwrap()[0].0
+    };
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let state: Vec<u8> =
+            conn.query_row("SELECT state FROM snapshots WHERE seq = ?1", [seq as i64], |r| r.get(0)).unwrap();
+        // Another licensee on the first license, and a digest that matches the bytes.
+        let text = String::from_utf8(state).unwrap();
+        let forged = text.replacen("\"licensee\":\"c0\"", "\"licensee\":\"mallory\"", 1).into_bytes();
+        assert_ne!(forged, text.as_bytes(), "the snapshot names licensee c0");
+        let digest = tollgate_core::state::digest_of(&forged);
+        conn.execute(
+            "UPDATE snapshots SET state = ?1, digest = ?2 WHERE seq = ?3",
+            rusqlite::params![forged, &digest[..], seq as i64],
+        )
+        .unwrap();
+    }
+    let (ok, out) = verify(tmp.path());
+    assert!(!ok, "{out}");
+    assert!(out.contains(&format!("snapshot at seq {seq} does not match the ledger")), "{out}");
+}
