@@ -81,8 +81,16 @@ pub struct BackupReport {
 /// Copies the store consistently (the server may be running), then verifies the copy in
 /// full before reporting success.
 pub fn backup(data_dir: &Path, out: &Path, progress: Progress<'_>) -> Result<BackupReport, DurabilityError> {
-    if out.exists() {
-        return Err(DurabilityError::Usage(format!("{} already exists; choose a new file name", out.display())));
+    // The backup and the files written beside it are all new (`symlink_metadata`: a
+    // dangling link counts too).
+    for path in [
+        out.to_path_buf(),
+        PathBuf::from(format!("{}.checkpoint", out.display())),
+        PathBuf::from(format!("{}.master.key", out.display())),
+    ] {
+        if std::fs::symlink_metadata(&path).is_ok() {
+            return Err(DurabilityError::Usage(format!("{} already exists; choose a new file name", path.display())));
+        }
     }
     let store = open_existing(data_dir)?;
     store.backup_to(out)?;
@@ -99,7 +107,15 @@ pub fn backup(data_dir: &Path, out: &Path, progress: Progress<'_>) -> Result<Bac
     let checkpoint_path = match &reached.checkpoint {
         Some(cp) => {
             let p = PathBuf::from(format!("{}.checkpoint", out.display()));
-            std::fs::write(&p, &cp.note).map_err(StoreError::Io)?;
+            // Only a new file: never over (or through a symlink at) one already there.
+            let written =
+                std::fs::OpenOptions::new().write(true).create_new(true).open(&p).and_then(|mut f| {
+                    std::io::Write::write_all(&mut f, cp.note.as_bytes()).and_then(|()| f.sync_all())
+                });
+            if let Err(e) = written {
+                let _ = std::fs::remove_file(out);
+                return Err(StoreError::Io(std::io::Error::new(e.kind(), format!("{}: {e}", p.display()))).into());
+            }
             Some(p)
         }
         None => None,
@@ -109,7 +125,7 @@ pub fn backup(data_dir: &Path, out: &Path, progress: Progress<'_>) -> Result<Bac
     let master = data_dir.join(crate::kek::MASTER_KEY_FILE);
     if master.exists() {
         let text = std::fs::read_to_string(&master).map_err(StoreError::Io)?;
-        crate::write_secret(&PathBuf::from(format!("{}.master.key", out.display())), text.trim())
+        crate::write_new_secret(&PathBuf::from(format!("{}.master.key", out.display())), text.trim())
             .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?;
     }
     Ok(BackupReport { path: out.to_path_buf(), reached, checkpoint_path })
@@ -174,30 +190,87 @@ pub fn restore(from: &Path, data_dir: &Path, until: Until, progress: Progress<'_
                 "the backup has {total} events; cannot restore to sequence {n}"
             )));
         }
-        Until::Seq(n) => n,
+        Until::Seq(n) => {
+            inside_request(&source, n, total)?;
+            n
+        }
         Until::Time(t) => seq_at_time(&source, t)?,
     };
     std::fs::create_dir_all(data_dir).map_err(StoreError::Io)?;
+    // Built beside its final name and renamed there only once cut and verified: a crash
+    // or Ctrl-C on the way leaves no ledger the server would start from.
+    let building = data_dir.join(format!("{}.restoring", crate::DB_FILE));
+    let remove = |path: &Path| {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    };
+    remove(&building);
     let master = PathBuf::from(format!("{}.master.key", from.display()));
     let master_dest = data_dir.join(crate::kek::MASTER_KEY_FILE);
-    if master.exists() && !master_dest.exists() {
+    let wrote_master = master.exists() && !master_dest.exists();
+    if wrote_master {
         let text = std::fs::read_to_string(&master).map_err(StoreError::Io)?;
-        crate::write_secret(&master_dest, text.trim())
+        crate::write_new_secret(&master_dest, text.trim())
             .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?;
     }
-    source.backup_to(&dest)?;
-    drop(source);
     let result = (|| {
-        let mut restored = SqliteStore::open(&dest)?;
-        restored.truncate_for_restore(n)?;
-        verified_reach(&restored, &mut |done| progress(done, n))
+        source.backup_to(&building)?;
+        let reached = {
+            let mut restored = SqliteStore::open(&building)?;
+            restored.truncate_for_restore(n)?;
+            verified_reach(&restored, &mut |done| progress(done, n))?
+        };
+        // Closing the last connection folds the WAL into the file; one left behind
+        // would not follow the rename.
+        let wal = PathBuf::from(format!("{}-wal", building.display()));
+        if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+            return Err(DurabilityError::Usage(format!("{} was not folded into the restored file", wal.display())));
+        }
+        remove(&wal);
+        std::fs::File::open(&building).and_then(|f| f.sync_all()).map_err(StoreError::Io)?;
+        std::fs::rename(&building, &dest).map_err(StoreError::Io)?;
+        #[cfg(unix)]
+        std::fs::File::open(data_dir).and_then(|d| d.sync_all()).map_err(StoreError::Io)?;
+        Ok(reached)
     })();
     if result.is_err() {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", dest.display()));
+        remove(&building);
+        if wrote_master {
+            let _ = std::fs::remove_file(&master_dest);
         }
     }
     result
+}
+
+/// Refuses a cut at `n` that falls inside the events of one request (they share their
+/// request id and instant: an import can write thousands), which would restore a state
+/// the ledger never had; names the nearest cuts on either side.
+fn inside_request(source: &dyn LedgerStore, n: u64, total: u64) -> Result<(), DurabilityError> {
+    if n == 0 || n >= total {
+        return Ok(());
+    }
+    let origin = |i: u64| -> Result<(String, Timestamp), DurabilityError> {
+        let e = source.read(i, i + 1)?.pop().ok_or_else(|| ReplayError::Internal(format!("event {i} is missing")))?;
+        let event = check_event(&e)?;
+        Ok((event.request_id, event.at))
+    };
+    let cut = origin(n)?;
+    if origin(n - 1)? != cut {
+        return Ok(());
+    }
+    let mut before = n - 1;
+    while before > 0 && origin(before - 1)? == cut {
+        before -= 1;
+    }
+    let mut after = n + 1;
+    while after < total && origin(after)? == cut {
+        after += 1;
+    }
+    Err(DurabilityError::Usage(format!(
+        "sequence {n} falls inside the events of one request ({}): restoring to it would give a state the ledger never had; use --until-seq {before} or --until-seq {after}",
+        cut.0
+    )))
 }
 
 pub fn hex(h: &Hash) -> String {

@@ -211,8 +211,22 @@ const BOOTSTRAP_CLAIM: &str = "bootstrap_token_claim";
 const BOOTSTRAP_WAIT: Duration = Duration::from_secs(10);
 
 fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
+    write_secret_with(path, secret, false)
+}
+
+/// Like `write_secret`, but only into a file that does not exist yet (a symlink counts
+/// as existing and is not followed): a backup never overwrites what is there.
+fn write_new_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
+    write_secret_with(path, secret, true)
+}
+
+fn write_secret_with(path: &Path, secret: &str, new: bool) -> anyhow::Result<()> {
     let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
+    if new {
+        opts.write(true).create_new(true);
+    } else {
+        opts.write(true).create(true).truncate(true);
+    }
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;

@@ -55,6 +55,16 @@ async fn backup_wipe_and_restore_to_a_time_or_sequence_gives_the_recorded_digest
     let r =
         c.post(format!("{}/v1/licenses/{}/suspend", server.base, phase_a[0])).bearer_auth(ADMIN).send().await.unwrap();
     assert_eq!(r.status(), 200);
+    // One request that writes two events (the license, then its overrides).
+    let r = c
+        .post(format!("{}/v1/licenses", server.base))
+        .bearer_auth(ADMIN)
+        .json(&serde_json::json!({"product":"app","plan":"std","licensee":"pair","overrides":{"max_machines":3}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let pair_end: u64 = r.headers()["tollgate-seq"].to_str().unwrap().parse().unwrap();
     c.get(format!("{}/v1/ledger/checkpoint", server.base)).send().await.unwrap();
 
     // Backup while the server runs, then record the end state and wipe.
@@ -139,6 +149,26 @@ async fn backup_wipe_and_restore_to_a_time_or_sequence_gives_the_recorded_digest
         "99999",
     ]);
     assert!(!ok && out.contains("cannot restore to sequence 99999"), "{out}");
+    // A cut between two events of one request is refused, naming the cuts around it.
+    let inside = tmp.path().join("inside");
+    let (ok, out) = run(&[
+        "restore",
+        "--from",
+        backup.to_str().unwrap(),
+        "--data",
+        inside.to_str().unwrap(),
+        "--until-seq",
+        &(pair_end - 1).to_string(),
+    ]);
+    assert!(!ok && out.contains("falls inside the events of one request"), "{out}");
+    assert!(
+        out.contains(&format!("--until-seq {}", pair_end - 2)) && out.contains(&format!("--until-seq {pair_end}")),
+        "{out}"
+    );
+    assert!(!inside.join("tollgate.db").exists());
+    // A restore leaves nothing half-built beside the ledger.
+    let left: Vec<_> = std::fs::read_dir(&full).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(!left.iter().any(|n| n.to_string_lossy().contains("restoring")), "{left:?}");
     let (ok, out) = run(&[
         "restore",
         "--from",
@@ -151,4 +181,11 @@ async fn backup_wipe_and_restore_to_a_time_or_sequence_gives_the_recorded_digest
     assert!(!ok && out.contains("--until-time"), "{out}");
     let (ok, out) = run(&["backup", "--data", full.to_str().unwrap(), "--out", backup.to_str().unwrap()]);
     assert!(!ok && out.contains("already exists"), "{out}");
+    // Nor over a file that would be written beside it.
+    let second = tmp.path().join("second.db");
+    std::fs::write(tmp.path().join("second.db.checkpoint"), "keep me").unwrap();
+    let (ok, out) = run(&["backup", "--data", full.to_str().unwrap(), "--out", second.to_str().unwrap()]);
+    assert!(!ok && out.contains("second.db.checkpoint already exists"), "{out}");
+    assert!(!second.exists());
+    assert_eq!(std::fs::read_to_string(tmp.path().join("second.db.checkpoint")).unwrap(), "keep me");
 }
