@@ -162,44 +162,40 @@ pub fn import(a: ImportArgs) -> anyhow::Result<bool> {
     Ok(count("rejected") == 0)
 }
 
-/// Replays a ledger export into an empty data directory, verifying every event.
+/// Replays a ledger export into an empty data directory, verifying every event: all of
+/// the file is decoded, folded and hashed first, then written in one transaction, so a
+/// bad line anywhere leaves nothing behind, and neither does a crash while writing.
 fn import_ledger(file: &Path, data: &Path, dry_run: bool) -> anyhow::Result<()> {
     let lines: Vec<String> = BufReader::new(std::fs::File::open(file)?).lines().collect::<Result<_, _>>()?;
     let mut state = State::default();
     let mut log = MerkleLog::new();
-    let mut progress = Progress::new("importing ledger");
+    let mut progress = Progress::new("checking ledger");
     let total = lines.len() as u64;
-    let mut store = if dry_run {
-        None
-    } else {
+    let mut events = Vec::with_capacity(lines.len());
+    for (i, line) in lines.iter().enumerate() {
+        let n = i + 1;
+        let event =
+            Event::decode(line.as_bytes()).with_context(|| format!("{}:{n}: not a ledger event", file.display()))?;
+        state.apply(&event).map_err(|e| anyhow::anyhow!("{}:{n}: does not fold: {e}", file.display()))?;
+        let hash = leaf_hash(line.as_bytes());
+        log.push(hash);
+        events.push(NewEvent { leaf: line.as_bytes(), leaf_hash: hash });
+        if log.len().is_multiple_of(10_000) {
+            progress.update(log.len(), total);
+        }
+    }
+    progress.finish();
+    if !dry_run {
         std::fs::create_dir_all(data)?;
-        let path = tollgate_server::db_path(data);
-        let store = SqliteStore::open(&path)?;
+        let mut store = SqliteStore::open(&tollgate_server::db_path(data))?;
         if store.len()? != 0 {
             anyhow::bail!(
                 "{} already holds a ledger; a ledger export goes into a new, empty data directory",
                 data.display()
             );
         }
-        Some(store)
-    };
-    for (chunk_no, chunk) in lines.chunks(5_000).enumerate() {
-        let mut batch = Vec::with_capacity(chunk.len());
-        for (i, line) in chunk.iter().enumerate() {
-            let n = chunk_no * 5_000 + i + 1;
-            let event = Event::decode(line.as_bytes())
-                .with_context(|| format!("{}:{n}: not a ledger event", file.display()))?;
-            state.apply(&event).map_err(|e| anyhow::anyhow!("{}:{n}: does not fold: {e}", file.display()))?;
-            let hash = leaf_hash(line.as_bytes());
-            log.push(hash);
-            batch.push(NewEvent { leaf: line.as_bytes(), leaf_hash: hash });
-        }
-        if let Some(store) = store.as_mut() {
-            store.append((chunk_no * 5_000) as u64, &batch, &[])?;
-        }
-        progress.update(log.len(), total);
+        store.append(0, &events, &[])?;
     }
-    progress.finish();
     let digest = state.digest().map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("{} {} events", if dry_run { "would import" } else { "imported" }, log.len());
     println!("root:         {}", tollgate_server::durability::b64(&log.root()));
@@ -216,8 +212,11 @@ pub fn export(data: &Path, out: Option<&Path>) -> anyhow::Result<()> {
     let store = SqliteStore::open_read_only(&path)?;
     let total = store.len()?;
     let mut w: Box<dyn Write> = match out {
+        // Only a new file: `--out` next to (or onto) a live database must not clobber it.
         Some(p) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("cannot write {}", p.display()))?,
+            std::fs::OpenOptions::new().write(true).create_new(true).open(p).with_context(|| {
+                format!("cannot write {} (an export goes to a new file; choose another name)", p.display())
+            })?,
         )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };

@@ -88,4 +88,20 @@ async fn csv_import_is_all_or_nothing_idempotent_and_export_round_trips_the_dige
     assert_eq!(digest(&after), digest(&before));
     let (ok, out) = run(&["import", "--format", "jsonl", export.to_str().unwrap(), "--data", copy.to_str().unwrap()]);
     assert!(!ok && out.contains("already holds a ledger"), "{out}");
+
+    // An export never writes over a file, the live database least of all.
+    let (ok, out) =
+        run(&["export", "--format", "jsonl", "--data", data.to_str().unwrap(), "--out", export.to_str().unwrap()]);
+    assert!(!ok && out.contains("a new file"), "{out}");
+    // A bad line anywhere leaves nothing: the whole file is checked before any is written.
+    let mut lines: Vec<String> = std::fs::read_to_string(&export).unwrap().lines().map(String::from).collect();
+    let last = lines.len() - 1;
+    lines[last] = "{\"v\":1,\"not\":\"an event\"}".into();
+    let spoiled = tmp.path().join("spoiled.jsonl");
+    std::fs::write(&spoiled, lines.join("\n") + "\n").unwrap();
+    let empty = tmp.path().join("empty");
+    let (ok, out) = run(&["import", "--format", "jsonl", spoiled.to_str().unwrap(), "--data", empty.to_str().unwrap()]);
+    assert!(!ok && out.contains(&format!(":{}:", last + 1)), "{out}");
+    let store = tollgate_store::SqliteStore::open_read_only(&tollgate_server::db_path(&empty));
+    assert!(store.is_err() || tollgate_store::LedgerStore::len(&store.unwrap()).unwrap() == 0, "nothing was written");
 }
