@@ -44,6 +44,8 @@ use crate::extract::RequestId;
 use crate::problem::ApiError;
 
 pub const DB_FILE: &str = "tollgate.db";
+/// The largest import request body (licenses or an Unleash document).
+const IMPORT_BODY_LIMIT: usize = 32 * 1024 * 1024;
 pub const BOOTSTRAP_TOKEN_FILE: &str = "bootstrap-admin.token";
 
 /// What the server needs to start. Built by the binary from flags, environment and
@@ -345,7 +347,8 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/v1/offline/activate", post(offline::activate))
         .route("/v1/offline/deactivate", post(offline::deactivate))
         .route("/v1/events", get(events::list))
-        .route("/v1/import/licenses", post(import::licenses))
+        // Imports take up to 10,000 rows (or gates): more than the general 1 MiB.
+        .route("/v1/import/licenses", post(import::licenses).layer(DefaultBodyLimit::max(IMPORT_BODY_LIMIT)))
         .route("/v1/ledger/checkpoint", get(ledger::checkpoint))
         .route("/v1/ledger/key", get(ledger::key))
         .route("/v1/ledger/entries", get(ledger::entries))
@@ -353,7 +356,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/v1/ledger/proof/consistency", get(ledger::consistency))
         .route("/v1/gates", get(gates::list))
         .route("/v1/gates/ruleset", get(gates::ruleset))
-        .route("/v1/gates/import", post(gates::import))
+        .route("/v1/gates/import", post(gates::import).layer(DefaultBodyLimit::max(IMPORT_BODY_LIMIT)))
         .route("/v1/gates/{key}", get(gates::get).put(gates::put))
         .route("/v1/gates/{key}/history", get(gates::history))
         .route("/v1/gates/{key}/rollback", post(gates::rollback))

@@ -332,3 +332,26 @@ async fn catalog_updates_are_versioned_and_checked() {
     assert_problem(&r, 409, "FEATURE_IN_USE");
     app.stop().await;
 }
+
+/// An import of the most rows allowed fits in one request (it was refused with 413 by
+/// the 1 MiB limit that other routes keep), and one row more is refused by name.
+#[tokio::test]
+async fn an_import_of_the_most_rows_allowed_fits_in_one_request() {
+    let app = spawn_app().await;
+    app.seed_catalog().await;
+    let rows = |n: usize| -> Vec<serde_json::Value> {
+        (0..n)
+            .map(|i| json!({"external_id": format!("crm-{i:06}"), "product": "cad", "plan": "pro", "licensee": format!("Customer number {i:06}, Example Industries Ltd")}))
+            .collect()
+    };
+    let body = json!({"dry_run": true, "rows": rows(10_000)});
+    assert!(body.to_string().len() > 1024 * 1024, "more than the general limit");
+    let r = app.post("/v1/import/licenses", body).await;
+    assert_eq!(r.status, 200, "{}", &r.text[..r.text.len().min(300)]);
+    assert_eq!(r.body["total"], 10_000);
+    let r = app.post("/v1/import/licenses", json!({"dry_run": true, "rows": rows(10_001)})).await;
+    assert_problem(&r, 422, "INVALID_INPUT");
+    // Other routes keep the general limit.
+    let big = json!({"key": "x".repeat(2 * 1024 * 1024)});
+    assert_eq!(app.post("/v1/validate", big).await.status, 413);
+}
