@@ -516,6 +516,57 @@ fn fold_seeing(
     Ok((state, log))
 }
 
+/// Checks the ledger against a checkpoint kept outside it (the `.checkpoint` file a
+/// backup writes, or one fetched from `/v1/ledger/checkpoint` and kept): it must verify
+/// under `key` (else the store's own key), and the ledger must hold that many events
+/// with that root there. With `key`, the store must also be signed by that key, so a
+/// ledger rewritten and re-signed under a key of its own does not pass. Returns the
+/// checkpoint's size, if one was given.
+pub fn check_outside(
+    store: &dyn LedgerStore,
+    signed: Option<&str>,
+    key: Option<&note::Verifier>,
+) -> Result<Option<u64>, ReplayError> {
+    let ours = verifier(store)?;
+    if let (Some(given), Some(stored)) = (key, &ours)
+        && (given.key() != stored.key() || given.name() != stored.name())
+    {
+        return Err(ReplayError::Checkpoint {
+            size: 0,
+            detail: format!(
+                "the ledger is signed by '{}' ({:08x}), not by the key given ('{}', {:08x}): its checkpoints were re-signed",
+                stored.name(),
+                stored.key_id(),
+                given.name(),
+                given.key_id()
+            ),
+        });
+    }
+    let Some(signed) = signed else { return Ok(None) };
+    let Some(v) = key.or(ours.as_ref()) else {
+        return Err(ReplayError::Internal("the store has no signing key: pass the verifier key with --key".into()));
+    };
+    let cp = checkpoint::open(signed, v).map_err(|e| ReplayError::Checkpoint {
+        size: 0,
+        detail: format!("the given checkpoint does not verify: {e}"),
+    })?;
+    let len = store.len()?;
+    if cp.size > len {
+        return Err(ReplayError::Checkpoint {
+            size: cp.size,
+            detail: format!("the ledger has only {len} events: events it once held are gone"),
+        });
+    }
+    let (_, log) = fold(store, Some(cp.size), &mut |_, _| {})?;
+    if log.root() != cp.root {
+        return Err(ReplayError::Checkpoint {
+            size: cp.size,
+            detail: "the ledger's root at this size is not the given checkpoint's: the ledger was rewritten".into(),
+        });
+    }
+    Ok(Some(cp.size))
+}
+
 /// The full offline audit: every leaf hash, every event folds, every checkpoint's root
 /// and signature, and every snapshot is the state folded at its sequence. `progress` is
 /// called with the events done so far.

@@ -117,6 +117,14 @@ enum LedgerCmd {
         /// Verify the ledger in PostgreSQL (postgres://…) instead of SQLite in --data.
         #[arg(long, env = "TOLLGATE_DATABASE_URL", hide_env_values = true)]
         database: Option<String>,
+        /// Also check that the ledger extends this signed checkpoint, kept outside it
+        /// (the `.checkpoint` file a backup writes, or a saved /v1/ledger/checkpoint).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// The log's verifier key (`GET /v1/ledger/key`), kept outside the ledger: the
+        /// ledger must be signed by it, and the checkpoint is checked with it.
+        #[arg(long)]
+        key: Option<String>,
     },
     /// Print the tree size, root and state digest at sequence N (default: the end).
     Digest {
@@ -180,7 +188,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             serve(args.resolve("./tollgate-demo-data")?, true)?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Ledger { command: LedgerCmd::Verify { data, database } } => ledger_verify(data, database),
+        Cmd::Ledger { command: LedgerCmd::Verify { data, database, checkpoint, key } } => {
+            ledger_verify(data, database, checkpoint, key)
+        }
         Cmd::Ledger { command: LedgerCmd::Digest { data, at } } => ops::digest(&data, at).map(|()| ExitCode::SUCCESS),
         Cmd::Import { format, file, dry_run, server, token, data } => {
             let ok = transfer::import(transfer::ImportArgs { format, file, dry_run, server, token, data })?;
@@ -285,7 +295,20 @@ fn open_existing(data: &std::path::Path) -> anyhow::Result<tollgate_store::Sqlit
     Ok(tollgate_store::SqliteStore::open(&existing_db(data)?)?)
 }
 
-fn ledger_verify(data: PathBuf, database: Option<String>) -> anyhow::Result<ExitCode> {
+fn ledger_verify(
+    data: PathBuf,
+    database: Option<String>,
+    checkpoint: Option<PathBuf>,
+    key: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let key = key.map(|k| tollgate_core::note::Verifier::parse(k.trim())).transpose().map_err(|e| {
+        anyhow::anyhow!("--key is not a note verifier key (name+hex id+base64, as GET /v1/ledger/key gives): {e}")
+    })?;
+    let outside = checkpoint
+        .map(|p| {
+            std::fs::read_to_string(&p).map(|t| (p.clone(), t)).with_context(|| format!("cannot read {}", p.display()))
+        })
+        .transpose()?;
     // Read-only on PostgreSQL: verifying never writes, even by accident.
     let store: Box<dyn tollgate_store::LedgerStore> = match &database {
         Some(url) => Box::new(tollgate_store::PostgresStore::open_read_only(url)?),
@@ -293,12 +316,17 @@ fn ledger_verify(data: PathBuf, database: Option<String>) -> anyhow::Result<Exit
         None => Box::new(tollgate_store::SqliteStore::open_read_only(&existing_db(&data)?)?),
     };
     let started = std::time::Instant::now();
-    match tollgate_server::replay::verify(&*store, &mut |n| {
+    let verified = tollgate_server::replay::verify(&*store, &mut |n| {
         if n.is_multiple_of(100_000) {
             eprintln!("verified {n} events…");
         }
-    }) {
-        Ok(r) => {
+    })
+    .and_then(|r| {
+        let signed = outside.as_ref().map(|(_, text)| text.as_str());
+        Ok((r, tollgate_server::replay::check_outside(&*store, signed, key.as_ref())?))
+    });
+    match verified {
+        Ok((r, extends)) => {
             use base64::Engine as _;
             let b64 = base64::engine::general_purpose::STANDARD;
             println!(
@@ -310,6 +338,12 @@ fn ledger_verify(data: PathBuf, database: Option<String>) -> anyhow::Result<Exit
             );
             println!("root: {}", b64.encode(r.root));
             println!("state digest: {}", hex_encode(&r.digest));
+            if key.is_some() {
+                println!("signed by the key given");
+            }
+            if let (Some((path, _)), Some(size)) = (&outside, extends) {
+                println!("extends the checkpoint in {} (tree size {size})", path.display());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {

@@ -132,3 +132,62 @@ async fn token_create_works_against_a_running_server() {
     assert_eq!(r.status(), 403, "and only reads");
     server.stop();
 }
+
+/// A ledger rewritten whole (every hash and checkpoint recomputed and re-signed under a
+/// new key), or cut short with its checkpoints, passes a check that trusts only what the
+/// file holds. Against a checkpoint and key kept outside it, neither passes.
+#[tokio::test]
+async fn verify_against_a_checkpoint_and_key_kept_outside_the_ledger() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (one, other) = (tmp.path().join("one"), tmp.path().join("other"));
+    make_ledger(&other, 1).await;
+    let server = start(&one);
+    let c = client();
+    seed(&c, &server.base).await;
+    for i in 0..6 {
+        let r = c
+            .post(format!("{}/v1/licenses", server.base))
+            .bearer_auth(ADMIN)
+            .json(&serde_json::json!({"product":"app","plan":"std","licensee":format!("l{i}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let text = |path: &str| {
+        let c = c.clone();
+        let url = format!("{}{path}", server.base);
+        async move { c.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    let note = tmp.path().join("kept.checkpoint");
+    std::fs::write(&note, text("/v1/ledger/checkpoint").await).unwrap();
+    let key = text("/v1/ledger/key").await.trim().to_string();
+    server.stop();
+    let dir = |d: &std::path::Path| d.to_str().unwrap().to_string();
+    let check = |data: &str, with_key: bool| {
+        let mut args = vec!["ledger", "verify", "--data", data, "--checkpoint", note.to_str().unwrap()];
+        if with_key {
+            args.extend(["--key", key.as_str()]);
+        }
+        run(&args)
+    };
+
+    let (ok, out) = check(&dir(&one), true);
+    assert!(ok && out.contains("extends the checkpoint") && out.contains("signed by the key given"), "{out}");
+    // Another ledger, signed by another key: refused with the key, and without it.
+    let (ok, out) = check(&dir(&other), true);
+    assert!(!ok && out.contains("not by the key given"), "{out}");
+    let (ok, out) = check(&dir(&other), false);
+    assert!(!ok && out.contains("does not verify"), "{out}");
+    // The same ledger cut back (a restore to an earlier point): events it held are gone.
+    let backup = tmp.path().join("one.db");
+    let (ok, out) = run(&["backup", "--data", &dir(&one), "--out", backup.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let cut = tmp.path().join("cut");
+    let (ok, out) = run(&["restore", "--from", backup.to_str().unwrap(), "--data", &dir(&cut), "--until-seq", "3"]);
+    assert!(ok, "{out}");
+    let (ok, out) = check(&dir(&cut), true);
+    assert!(!ok && out.contains("has only 3 events"), "{out}");
+    let (ok, out) = run(&["ledger", "verify", "--data", &dir(&one), "--key", "nonsense"]);
+    assert!(!ok && out.contains("--key is not a note verifier key"), "{out}");
+}
