@@ -17,14 +17,19 @@ async fn licenses(c: &reqwest::Client, base: &str, n: usize) {
     }
 }
 
+/// The catalog and 12 licenses, with a snapshot every 5 events; the server stopped.
+async fn ledger_with_snapshots(dir: &std::path::Path, c: &reqwest::Client) {
+    let server = start_with(dir, &["--snapshot-every", "5"], None);
+    seed(c, &server.base).await;
+    licenses(c, &server.base, 12).await;
+    server.stop();
+}
+
 #[tokio::test]
 async fn a_corrupt_snapshot_is_skipped_with_a_warning_and_nothing_is_lost() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = start_with(tmp.path(), &["--snapshot-every", "5"], None);
     let c = client();
-    seed(&c, &server.base).await;
-    licenses(&c, &server.base, 12).await;
-    server.stop();
+    ledger_with_snapshots(tmp.path(), &c).await;
     let db = tmp.path().join("tollgate.db");
     let newest = {
         let store = tollgate_store::SqliteStore::open_read_only(&db).unwrap();
@@ -87,11 +92,8 @@ async fn a_truncated_database_file_stops_start_up_with_a_clear_error() {
 #[tokio::test]
 async fn a_forged_snapshot_fails_ledger_verify_naming_its_sequence() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = start_with(tmp.path(), &["--snapshot-every", "5"], None);
     let c = client();
-    seed(&c, &server.base).await;
-    licenses(&c, &server.base, 12).await;
-    server.stop();
+    ledger_with_snapshots(tmp.path(), &c).await;
     let (ok, out) = verify(tmp.path());
     assert!(ok && out.contains("snapshots verified"), "{out}");
     let db = tmp.path().join("tollgate.db");

@@ -2,13 +2,10 @@
 
 use crate::support::*;
 
-async fn make_ledger(dir: &std::path::Path, licenses: usize) {
-    let server = start(dir);
-    let c = client();
-    seed(&c, &server.base).await;
+async fn issue(c: &reqwest::Client, base: &str, licenses: usize) {
     for i in 0..licenses {
         let r = c
-            .post(format!("{}/v1/licenses", server.base))
+            .post(format!("{base}/v1/licenses"))
             .bearer_auth(ADMIN)
             .json(&serde_json::json!({"product":"app","plan":"std","licensee":format!("l{i}")}))
             .send()
@@ -16,6 +13,13 @@ async fn make_ledger(dir: &std::path::Path, licenses: usize) {
             .unwrap();
         assert_eq!(r.status(), 201);
     }
+}
+
+async fn make_ledger(dir: &std::path::Path, licenses: usize) {
+    let server = start(dir);
+    let c = client();
+    seed(&c, &server.base).await;
+    issue(&c, &server.base, licenses).await;
     // Make sure a checkpoint covers everything before stopping.
     c.get(format!("{}/v1/ledger/checkpoint", server.base)).send().await.unwrap();
     server.stop();
@@ -144,16 +148,7 @@ async fn verify_against_a_checkpoint_and_key_kept_outside_the_ledger() {
     let server = start(&one);
     let c = client();
     seed(&c, &server.base).await;
-    for i in 0..6 {
-        let r = c
-            .post(format!("{}/v1/licenses", server.base))
-            .bearer_auth(ADMIN)
-            .json(&serde_json::json!({"product":"app","plan":"std","licensee":format!("l{i}")}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
-    }
+    issue(&c, &server.base, 6).await;
     let text = |path: &str| {
         let c = c.clone();
         let url = format!("{}{path}", server.base);
