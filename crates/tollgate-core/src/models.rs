@@ -144,6 +144,27 @@ fn usable<'s>(state: &'s State, l: &License, now: Timestamp) -> Result<Effective
     Err(Refusal::conflict(code, format!("license '{}' is {what}", l.id)))
 }
 
+/// A live lease renews only while it is among the `max` oldest live leases: after the
+/// limit was lowered (a smaller plan, an override), the newest ones beyond it are
+/// refused and run out, so the limit holds within one lease term without evicting
+/// anyone outright.
+fn renewable(m: &Models, held: &Lease, max: u32, now: Timestamp, id: &LicenseId) -> Result<(), Refusal> {
+    let older = m
+        .live_leases(now)
+        .filter(|x| (x.checked_out_at, x.id.as_str()) < (held.checked_out_at, held.id.as_str()))
+        .count();
+    if older >= max as usize {
+        return Err(Refusal::conflict(
+            "LEASE_LIMIT",
+            format!(
+                "license '{id}' now allows {max} leases and {older} older ones are live: lease '{}' is not renewed and runs out at {}",
+                held.id, held.expires_at
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn lease_of<'s>(state: &'s State, id: &LeaseId) -> Result<(&'s License, &'s Lease), Refusal> {
     state
         .lease(id.as_str())
@@ -225,7 +246,10 @@ pub fn decide(state: &State, command: &ModelCommand, now: Timestamp) -> Result<V
             };
             let expires_at = floating.expiry(now);
             let m = models(id);
-            if let Some(held) = m.and_then(|m| m.live_leases(now).find(|x| &x.fingerprint == fingerprint)) {
+            if let Some((m, held)) =
+                m.and_then(|m| m.live_leases(now).find(|x| &x.fingerprint == fingerprint).map(|held| (m, held)))
+            {
+                renewable(m, held, max, now, id)?;
                 return Ok(vec![EventKind::LeaseRenewed { license: id.clone(), lease: held.id.clone(), expires_at }]);
             }
             if state.lease(lease.as_str()).is_some() {
@@ -248,12 +272,15 @@ pub fn decide(state: &State, command: &ModelCommand, now: Timestamp) -> Result<V
                 ));
             }
             let e = usable(state, l, now)?;
-            let Some(floating) = e.plan.floating else {
+            let (Some(floating), Some(max)) = (e.plan.floating, e.max_leases()) else {
                 return Err(Refusal::conflict(
                     "NOT_FLOATING",
                     format!("plan '{}' no longer has floating leases", e.plan.key),
                 ));
             };
+            if let Some(m) = state.models(l.id.as_str()) {
+                renewable(m, held, max, now, &l.id)?;
+            }
             Ok(vec![EventKind::LeaseRenewed {
                 license: l.id.clone(),
                 lease: lease.clone(),

@@ -262,6 +262,33 @@ fn grace_then_expiry_against_the_instant_asked() {
     assert_eq!(w.state.license(id.as_str()).unwrap().expires_at, Some(expires.plus_days(365)));
 }
 
+/// A lease limit lowered while leases are out (an override, a smaller plan) holds within
+/// one lease term: the oldest leases up to the limit keep renewing, the newer ones are
+/// refused at their next heartbeat (or checkout) and run out.
+#[test]
+fn a_lowered_lease_limit_holds_within_one_lease_term() {
+    let t0 = t("2026-02-01T00:00:00Z");
+    let mut w = World::new();
+    let (id, _) = w.issue("float", "acme", None, t0);
+    let lease = |n: u8| LeaseId::from_random([n; 16]);
+    let at = |s: i64| Timestamp::from_millis(t0.millis() + s * 1000).unwrap();
+    let checkout =
+        |n: u8, f: &str| ModelCommand::CheckoutLease { license: id.clone(), lease: lease(n), fingerprint: fp(f) };
+    assert_eq!(code(w.model(checkout(1, "a"), at(0))), "OK");
+    assert_eq!(code(w.model(checkout(2, "b"), at(1))), "OK");
+    let one: Overrides = serde_json::from_value(json!({"max_leases":1})).unwrap();
+    assert_eq!(code(w.model(ModelCommand::SetOverrides { license: id.clone(), overrides: one }, at(2))), "OK");
+    assert_eq!(code(w.model(ModelCommand::Heartbeat { lease: lease(1) }, at(10))), "OK", "the oldest renews");
+    assert_eq!(code(w.model(ModelCommand::Heartbeat { lease: lease(2) }, at(10))), "LEASE_LIMIT");
+    assert_eq!(code(w.model(checkout(3, "b"), at(11))), "LEASE_LIMIT", "nor renewed by checking out again");
+    // Once it ran out, the limit is met, and the oldest goes on.
+    assert_eq!(code(w.model(ModelCommand::Heartbeat { lease: lease(1) }, at(55))), "OK");
+    assert_eq!(code(w.model(ModelCommand::Heartbeat { lease: lease(2) }, at(65))), "LEASE_EXPIRED");
+    assert_eq!(code(w.model(checkout(4, "c"), at(66))), "LEASE_LIMIT");
+    assert_eq!(code(w.model(ModelCommand::ReleaseLease { lease: lease(1) }, at(67))), "OK");
+    assert_eq!(code(w.model(checkout(4, "c"), at(68))), "OK");
+}
+
 #[test]
 fn overrides_change_features_and_limits_of_one_license() {
     let now = t("2026-02-01T00:00:00Z");
