@@ -60,26 +60,22 @@ impl Client {
     }
 
     /// Keeps an online answer: its token (after verifying it) becomes the fallback; an
-    /// invalid answer drops the fallback, so a revoked license cannot be resurrected by
-    /// a later network failure.
-    pub(crate) async fn remember(&self, key: &str, feature: Option<&str>, v: &Validation) -> Result<(), Error> {
-        match (&v.token, v.valid) {
-            (Some(t), true) => match self.verify_online(t).await {
-                Ok(_) => {
-                    self.mem().tokens.insert(key.to_string(), t.clone());
-                }
-                // A key rotated since the last JWKS fetch, and the refetch is rate-limited:
-                // the online answer stands, the token is just not kept for the fallback.
-                Err(Error::Token(TokenError::UnknownKid(_))) => {}
-                Err(e) => return Err(e),
-            },
-            (_, false) => {
-                self.mem().tokens.remove(key);
+    /// answer that the license itself is not usable drops the fallback, so a revoked
+    /// license cannot be resurrected by a later network failure. The server's answer
+    /// stands whatever happens to its token: one that does not verify here (this
+    /// machine's clock is off, the JWKS cannot be fetched just now) is only not kept.
+    pub(crate) async fn remember(&self, key: &str, feature: Option<&str>, v: &Validation) {
+        if v.valid {
+            if let Some(t) = &v.token
+                && self.verify_online(t).await.is_ok()
+            {
+                self.mem().tokens.insert(key.to_string(), t.clone());
             }
-            _ => {}
+        } else if !matches!(v.code, Code::FeatureNotEntitled | Code::UserNotAssigned) {
+            // (Not this feature, or not this user: the license itself still stands.)
+            self.mem().tokens.remove(key);
         }
         self.mem().answers.insert((key.to_string(), feature.map(String::from)), (v.clone(), Instant::now()));
-        Ok(())
     }
 
     fn options(&self) -> VerifyOptions {
@@ -91,18 +87,13 @@ impl Client {
     }
 
     /// The offline answer from the last verified token, when the server is unreachable.
-    pub(crate) fn fallback(
-        &self,
-        key: &str,
-        feature: Option<&str>,
-        network: reqwest::Error,
-    ) -> Result<Validation, Error> {
+    pub(crate) fn fallback(&self, key: &str, feature: Option<&str>, unreachable: Error) -> Result<Validation, Error> {
         let mem = self.mem();
         let (Some(token), Some(jwks)) = (mem.tokens.get(key), mem.jwks.as_ref()) else {
-            return Err(Error::Network(network));
+            return Err(unreachable);
         };
         let claims = verify_token_with(token, jwks, &self.options(), Some(&mem.revocations))?;
-        Ok(offline_answer(&claims, feature, network.to_string()))
+        Ok(offline_answer(&claims, feature, unreachable.to_string()))
     }
 
     /// The cached JWKS, fetched if absent or if it lacks `kid` (rate-limited).
@@ -136,6 +127,9 @@ impl Client {
     /// Fetches the signed revocation feed since the last one and applies it. Called on
     /// every online validation; call it yourself to refresh without validating.
     pub async fn sync_revocations(&self) -> Result<Revocations, Error> {
+        // One sync at a time: two from the same `since` applied out of order could undo
+        // a reinstatement with the suspension before it.
+        let _one = self.syncing.lock().await;
         let since = self.mem().revocations.tree_size;
         let res = self
             .http
@@ -150,6 +144,12 @@ impl Client {
         let jwks = self.jwks(kid.as_deref()).await?;
         let list = RevocationList::verify(&text, &jwks)?;
         let mut mem = self.mem();
+        if list.since != mem.revocations.tree_size {
+            return Err(Error::Protocol(format!(
+                "the revocation feed answered from sequence {}, not {}",
+                list.since, mem.revocations.tree_size
+            )));
+        }
         mem.revocations.apply(&list);
         let revoked = &mem.revocations;
         let drop: Vec<String> = mem

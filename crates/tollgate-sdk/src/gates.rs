@@ -283,10 +283,15 @@ pub fn facts_from_validation(v: &Validation) -> LicenseFacts {
         Code::Suspended => LicenseStanding::Suspended,
         Code::Revoked => LicenseStanding::Revoked,
         Code::MalformedKey => LicenseStanding::Malformed,
-        // Entitled to something else, or a code this SDK does not know: the license
-        // is there; its features say what it may use.
-        Code::FeatureNotEntitled | Code::Unknown if v.license.is_some() => LicenseStanding::Active,
-        Code::NotFound | Code::FeatureNotEntitled | Code::Unknown => LicenseStanding::NotFound,
+        // Entitled to something else, or not on this user: the license is there and
+        // usable; its features say what it may use.
+        Code::FeatureNotEntitled | Code::UserNotAssigned if v.license.is_some() => LicenseStanding::Active,
+        // Not on this machine, or a code this SDK does not know: not usable here.
+        Code::NotFound
+        | Code::FeatureNotEntitled
+        | Code::UserNotAssigned
+        | Code::FingerprintNotActivated
+        | Code::Unknown => LicenseStanding::NotFound,
     };
     let valid = matches!(standing, LicenseStanding::Active | LicenseStanding::Grace);
     let mut f = LicenseFacts {

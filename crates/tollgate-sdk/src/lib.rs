@@ -40,6 +40,10 @@ pub enum Code {
     Revoked,
     Expired,
     FeatureNotEntitled,
+    /// This machine's fingerprint is neither activated on the license nor holding a lease.
+    FingerprintNotActivated,
+    /// The user holds no seat on the license.
+    UserNotAssigned,
     /// A code this SDK version does not know yet; treat as invalid.
     #[serde(other)]
     Unknown,
@@ -115,6 +119,8 @@ pub struct Client {
     token: String,
     config: ClientConfig,
     memory: Arc<fallback::Shared>,
+    /// Held while the revocation feed is read and applied.
+    syncing: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The body of a 2xx answer, or the problem of any other.
@@ -141,6 +147,7 @@ impl Client {
             token: token.to_string(),
             config,
             memory: Arc::default(),
+            syncing: Arc::default(),
         })
     }
 
@@ -165,14 +172,27 @@ impl Client {
             self.http.post(format!("{}/v1/validate", self.base)).bearer_auth(&self.token).json(&body).send().await;
         let res = match sent {
             Ok(r) => r,
-            Err(e) if e.is_connect() || e.is_timeout() || e.is_request() => return self.fallback(key, feature, e),
+            Err(e) if e.is_connect() || e.is_timeout() || e.is_request() => {
+                return self.fallback(key, feature, Error::Network(e));
+            }
             Err(e) => return Err(Error::Network(e)),
         };
-        let bytes = read_ok(res).await?;
+        let bytes = match read_ok(res).await {
+            Ok(b) => b,
+            // The server, or a proxy in front of it, failed, or the answer broke off:
+            // as good as unreachable.
+            Err(e @ (Error::Network(_) | Error::Protocol(_))) => return self.fallback(key, feature, e),
+            Err(e) if matches!(e, Error::Refused { status, .. } if status >= 500) => {
+                return self.fallback(key, feature, e);
+            }
+            Err(e) => return Err(e),
+        };
         let v: Validation = serde_json::from_slice(&bytes).map_err(|e| Error::Protocol(e.to_string()))?;
-        self.remember(key, feature, &v).await?;
-        // Best effort: a feed that cannot be read now is read at the next contact.
+        // The feed first, so that the new token is checked against what it says now (a
+        // license reinstated since the last sync). Best effort: a feed that cannot be
+        // read now is read at the next contact.
         let _ = self.sync_revocations().await;
+        self.remember(key, feature, &v).await;
         Ok(v)
     }
 }

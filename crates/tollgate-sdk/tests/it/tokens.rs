@@ -94,6 +94,34 @@ async fn a_revocation_reaches_an_offline_client_through_the_feed() {
     }
 }
 
+/// The server's answer stands. A license suspended (so listed in the feed) and then
+/// reinstated validates again: the new token used to be checked against the feed as it
+/// stood before this contact and refused. And a "not entitled to this feature" answer
+/// keeps the offline fallback for the license: it used to throw it away.
+#[tokio::test]
+async fn a_reinstated_license_validates_again_and_a_feature_answer_keeps_the_fallback() {
+    let mut server = Server::start().await;
+    let (key, id, product_token) = seed(&server).await;
+    server.post(&format!("/v1/licenses/{id}/machines"), json!({"fingerprint": "machine-1"})).await;
+    let config = ClientConfig { fingerprint: Some("machine-1".into()), offline_tokens: true, ..no_cache() };
+    let client = Client::with_config(&server.base, &product_token, config).unwrap();
+    assert!(client.validate(&key, None).await.unwrap().valid);
+
+    server.post(&format!("/v1/licenses/{id}/suspend"), json!({})).await;
+    assert_eq!(client.validate(&key, None).await.unwrap().code, Code::Suspended);
+    assert!(client.revocations().licenses.contains(&id), "the feed listed it");
+    server.post(&format!("/v1/licenses/{id}/reinstate"), json!({})).await;
+    let v = client.validate(&key, None).await.expect("the server's answer stands");
+    assert_eq!((v.valid, v.code), (true, Code::Valid));
+    assert!(!client.revocations().licenses.contains(&id), "and the feed says it is back");
+
+    let v = client.validate(&key, Some("x")).await.unwrap();
+    assert_eq!((v.valid, v.code), (false, Code::FeatureNotEntitled));
+    server.stop().await;
+    let v = client.validate(&key, None).await.expect("the fallback was kept");
+    assert!(v.valid && matches!(v.source, Source::Offline { .. }), "{v:?}");
+}
+
 #[tokio::test]
 async fn jwks_is_refetched_on_an_unknown_kid_after_rotation() {
     let mut server = Server::start().await;

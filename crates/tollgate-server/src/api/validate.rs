@@ -102,9 +102,10 @@ pub async fn validate(
             };
             match super::license_tokens::mint(&app, l.id.as_str(), m).await {
                 Ok(t) => Some(t.part()),
-                // A fingerprint valid through a floating lease: the answer stands, with
-                // an online token, and says why there is no offline one.
-                Err(e) if e.code == "MACHINE_NOT_ACTIVATED" => {
+                // A fingerprint valid through a floating lease, or a plan without offline
+                // use: the answer stands, with an online token, and says why there is no
+                // offline one.
+                Err(e) if b.offline && matches!(e.code, "MACHINE_NOT_ACTIVATED" | "OFFLINE_NOT_ALLOWED") => {
                     offline_refused = Some(e.detail);
                     let m = super::license_tokens::Mint { fingerprint: b.fingerprint.clone(), ..Default::default() };
                     Some(super::license_tokens::mint(&app, l.id.as_str(), m).await?.part())

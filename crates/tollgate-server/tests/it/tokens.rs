@@ -321,6 +321,15 @@ async fn offline_tokens_are_for_activated_machines_within_the_limit() {
     assert!(claims.exp - claims.iat <= 300);
     let r = app.post(&format!("/v1/licenses/{id}/tokens"), json!({"offline": true, "fingerprint": "ws-1"})).await;
     assert_problem(&r, 409, "MACHINE_NOT_ACTIVATED");
+    // So on a plan without offline use (an SDK configured for offline tokens still
+    // validates there).
+    let basic = app.issue("basic", "b").await;
+    activate(&app, basic["id"].as_str().unwrap(), "pc-9").await;
+    let r = app
+        .post("/v1/validate", json!({"key": basic["key"], "fingerprint": "pc-9", "token": true, "offline": true}))
+        .await;
+    assert_eq!((r.status.as_u16(), r.body["valid"].as_bool()), (200, Some(true)), "{}", r.text);
+    assert!(r.body["offline_refused"].as_str().unwrap().contains("offline_days"), "{}", r.text);
 
     // Air-gapped activation activates the machine, so the limit holds there too.
     let request = |fp: &str| {
