@@ -182,11 +182,22 @@ fn offline_answer(c: &Claims, feature: Option<&str>, network: String) -> Validat
         (true, true) => Code::GracePeriod,
         (true, false) => Code::Valid,
     };
+    let instant = |s: i64| tollgate_core::Timestamp::from_millis(s.saturating_mul(1000)).map(|t| t.to_string());
     Validation {
         valid: entitled,
         code,
         detail: Some(format!("offline: the server could not be reached ({network}); answered from a verified token")),
-        license: None,
+        // What the token says of the license (its product is the audience), so that
+        // gates bound to a product's features evaluate offline as online.
+        license: Some(crate::LicenseInfo {
+            id: c.sub.clone(),
+            status: c.license.status.clone(),
+            product: c.aud.clone(),
+            plan: c.license.plan.clone(),
+            licensee: String::new(),
+            expires_at: c.license.expires_at.and_then(instant),
+            grace_ends_at: c.license.grace_ends_at.and_then(instant),
+        }),
         features: if entitled { c.license.features.clone() } else { Vec::new() },
         token: None,
         source: Source::Offline { token_expires_at: c.exp, license: c.sub.clone() },
@@ -200,3 +211,47 @@ impl From<TokenError> for Error {
 }
 
 pub(crate) type Shared = Mutex<Memory>;
+
+#[cfg(test)]
+mod tests {
+    use tollgate_core::gate::LicenseStanding;
+    use tollgate_core::token::{LicenseClaim, Limits};
+
+    use super::*;
+
+    /// An offline answer says what the token says of the license, so that gates bound
+    /// to a product's features see its product and plan (they saw none, and so read
+    /// every such gate as not entitled).
+    #[test]
+    fn an_offline_answer_carries_the_license_facts_of_its_token() {
+        let claims = Claims {
+            iss: "tollgate".into(),
+            sub: "lic_0123456789abcdefghjkmnpqrs".into(),
+            aud: "cad".into(),
+            iat: 1_800_000_000,
+            nbf: 1_800_000_000,
+            exp: 4_000_000_000,
+            jti: "j".into(),
+            license: LicenseClaim {
+                status: "active".into(),
+                plan: "pro".into(),
+                features: vec!["render".into()],
+                limits: Limits::default(),
+                fingerprint: Some("m1".into()),
+                expires_at: Some(3_900_000_000),
+                grace_ends_at: None,
+                offline: true,
+            },
+            nonce: None,
+            cnf: None,
+        };
+        let v = offline_answer(&claims, Some("render"), "down".into());
+        assert!(v.valid);
+        let facts = crate::gates::facts_from_validation(&v);
+        assert_eq!((facts.product.as_str(), facts.plan.as_str()), ("cad", "pro"));
+        assert_eq!(facts.license_id, claims.sub);
+        assert_eq!(facts.standing, LicenseStanding::Active);
+        assert!(facts.features.contains("render"));
+        assert_eq!(v.license.unwrap().expires_at.as_deref(), Some("2093-08-01T21:20:00Z"));
+    }
+}

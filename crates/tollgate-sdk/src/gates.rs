@@ -238,7 +238,28 @@ impl GateClient {
 
     /// Validates the application's license through the client and keeps its facts.
     pub async fn use_license(&self, key: &str) -> Result<LicenseFacts, Error> {
-        let v = self.shared.client.validate(key, None).await?;
+        let v = match self.shared.client.validate(key, None).await {
+            Ok(v) => v,
+            // The license's token was refused (revoked, expired): the facts kept from
+            // an earlier answer no longer hold.
+            Err(Error::Token(e)) => {
+                let standing = match &e {
+                    TokenError::Revoked { what: "license", .. } => LicenseStanding::Revoked,
+                    TokenError::Expired { .. } => LicenseStanding::Expired,
+                    _ => LicenseStanding::NotFound,
+                };
+                self.set_license(Some(LicenseFacts {
+                    features: Default::default(),
+                    license_id: String::new(),
+                    licensee: String::new(),
+                    plan: String::new(),
+                    product: String::new(),
+                    standing,
+                }));
+                return Err(Error::Token(e));
+            }
+            Err(e) => return Err(e),
+        };
         let facts = facts_from_validation(&v);
         self.set_license(Some(facts.clone()));
         Ok(facts)
