@@ -697,6 +697,15 @@ impl Committer {
         Ok(end - start)
     }
 
+    /// Counts a durable append and adds its leaves to the readers' log.
+    fn appended(&self, b: &Batch) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        let mut log = self.log.write().unwrap_or_else(|p| p.into_inner());
+        for (_, hash) in &b.leaves {
+            log.push(*hash);
+        }
+    }
+
     /// Whether the batch's events are in the store although its append reported an
     /// error (a connection lost during `COMMIT`): the leaf hashes at its positions are
     /// its own (they cover request ids, instants and random ids, so no other batch has
@@ -821,11 +830,7 @@ impl Committer {
                 b.leaves.iter().map(|(leaf, hash)| NewEvent { leaf, leaf_hash: *hash }).collect();
             match self.store.append(b.expected_len, &events, &b.records) {
                 Ok(()) => {
-                    self.commits.fetch_add(1, Ordering::Relaxed);
-                    let mut log = self.log.write().unwrap_or_else(|p| p.into_inner());
-                    for (_, hash) in &b.leaves {
-                        log.push(*hash);
-                    }
+                    self.appended(&b);
                     break;
                 }
                 Err(e @ (StoreError::Conflict { .. } | StoreError::Duplicate { what: Unique::IdempotencyKey, .. }))
@@ -869,11 +874,7 @@ impl Committer {
                     // The connection broke as the transaction committed: the answer was
                     // lost, not the write. Its events are in the log, so it stands.
                     tracing::warn!(error = %e, "the append reported an error, but its events are in the log: it committed");
-                    self.commits.fetch_add(1, Ordering::Relaxed);
-                    let mut log = self.log.write().unwrap_or_else(|p| p.into_inner());
-                    for (_, hash) in &b.leaves {
-                        log.push(*hash);
-                    }
+                    self.appended(&b);
                     break;
                 }
                 Err(e) => {

@@ -516,19 +516,19 @@ fn fold_seeing(
     Ok((state, log))
 }
 
-/// Checks the ledger against a checkpoint kept outside it (the `.checkpoint` file a
-/// backup writes, or one fetched from `/v1/ledger/checkpoint` and kept): it must verify
-/// under `key` (else the store's own key), and the ledger must hold that many events
-/// with that root there. With `key`, the store must also be signed by that key, so a
-/// ledger rewritten and re-signed under a key of its own does not pass. Returns the
-/// checkpoint's size, if one was given.
-pub fn check_outside(
-    store: &dyn LedgerStore,
+/// Checks the verified log against a checkpoint kept outside it (the `.checkpoint` file
+/// a backup writes, or one fetched from `/v1/ledger/checkpoint` and kept): it must
+/// verify under `key` (else the store's own key, `ours`), and the log must hold that
+/// many events with that root there. With `key`, the store must also be signed by that
+/// key, so a ledger rewritten and re-signed under a key of its own does not pass.
+/// Returns the checkpoint's size, if one was given.
+fn check_outside(
+    log: &MerkleLog,
+    ours: Option<&note::Verifier>,
     signed: Option<&str>,
     key: Option<&note::Verifier>,
 ) -> Result<Option<u64>, ReplayError> {
-    let ours = verifier(store)?;
-    if let (Some(given), Some(stored)) = (key, &ours)
+    if let (Some(given), Some(stored)) = (key, ours)
         && (given.key() != stored.key() || given.name() != stored.name())
     {
         return Err(ReplayError::Checkpoint {
@@ -543,22 +543,20 @@ pub fn check_outside(
         });
     }
     let Some(signed) = signed else { return Ok(None) };
-    let Some(v) = key.or(ours.as_ref()) else {
+    let Some(v) = key.or(ours) else {
         return Err(ReplayError::Internal("the store has no signing key: pass the verifier key with --key".into()));
     };
     let cp = checkpoint::open(signed, v).map_err(|e| ReplayError::Checkpoint {
         size: 0,
         detail: format!("the given checkpoint does not verify: {e}"),
     })?;
-    let len = store.len()?;
-    if cp.size > len {
+    let Ok(root) = log.root_at(cp.size) else {
         return Err(ReplayError::Checkpoint {
             size: cp.size,
-            detail: format!("the ledger has only {len} events: events it once held are gone"),
+            detail: format!("the ledger has only {} events: events it once held are gone", log.len()),
         });
-    }
-    let (_, log) = fold(store, Some(cp.size), &mut |_, _| {})?;
-    if log.root() != cp.root {
+    };
+    if root != cp.root {
         return Err(ReplayError::Checkpoint {
             size: cp.size,
             detail: "the ledger's root at this size is not the given checkpoint's: the ledger was rewritten".into(),
@@ -571,6 +569,17 @@ pub fn check_outside(
 /// and signature, and every snapshot is the state folded at its sequence. `progress` is
 /// called with the events done so far.
 pub fn verify(store: &dyn LedgerStore, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport, ReplayError> {
+    verify_against(store, progress, None, None).map(|(report, _)| report)
+}
+
+/// [`verify`], then the verified log against a checkpoint and a verifier key kept
+/// outside the ledger (see `check_outside`); also returns the checkpoint's size.
+pub fn verify_against(
+    store: &dyn LedgerStore,
+    progress: &mut dyn FnMut(u64),
+    signed: Option<&str>,
+    key: Option<&note::Verifier>,
+) -> Result<(VerifyReport, Option<u64>), ReplayError> {
     // Read before the log: on a live ledger, checkpoints signed while it is folded would
     // name sizes beyond what was read, and look like a removed tail.
     let checkpoints = store.checkpoints()?;
@@ -608,14 +617,16 @@ pub fn verify(store: &dyn LedgerStore, progress: &mut dyn FnMut(u64)) -> Result<
             });
         }
     }
+    let extends = check_outside(&log, verifier.as_ref(), signed, key)?;
     let digest = state.digest().map_err(|e| ReplayError::Internal(e.to_string()))?;
-    Ok(VerifyReport {
+    let report = VerifyReport {
         events: log.len(),
         checkpoints: checkpoints.len(),
         snapshots: snapshots.len(),
         root: log.root(),
         digest,
-    })
+    };
+    Ok((report, extends))
 }
 
 #[cfg(test)]

@@ -316,15 +316,17 @@ fn ledger_verify(
         None => Box::new(tollgate_store::SqliteStore::open_read_only(&existing_db(&data)?)?),
     };
     let started = std::time::Instant::now();
-    let verified = tollgate_server::replay::verify(&*store, &mut |n| {
-        if n.is_multiple_of(100_000) {
-            eprintln!("verified {n} events…");
-        }
-    })
-    .and_then(|r| {
-        let signed = outside.as_ref().map(|(_, text)| text.as_str());
-        Ok((r, tollgate_server::replay::check_outside(&*store, signed, key.as_ref())?))
-    });
+    let signed = outside.as_ref().map(|(_, text)| text.as_str());
+    let verified = tollgate_server::replay::verify_against(
+        &*store,
+        &mut |n| {
+            if n.is_multiple_of(100_000) {
+                eprintln!("verified {n} events…");
+            }
+        },
+        signed,
+        key.as_ref(),
+    );
     match verified {
         Ok((r, extends)) => {
             use base64::Engine as _;
