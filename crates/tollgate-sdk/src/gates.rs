@@ -248,14 +248,7 @@ impl GateClient {
                     TokenError::Expired { .. } => LicenseStanding::Expired,
                     _ => LicenseStanding::NotFound,
                 };
-                self.set_license(Some(LicenseFacts {
-                    features: Default::default(),
-                    license_id: String::new(),
-                    licensee: String::new(),
-                    plan: String::new(),
-                    product: String::new(),
-                    standing,
-                }));
+                self.set_license(Some(LicenseFacts::unresolved(standing)));
                 return Err(Error::Token(e));
             }
             Err(e) => return Err(e),

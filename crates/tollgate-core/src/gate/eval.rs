@@ -88,7 +88,8 @@ pub struct LicenseFacts {
 }
 
 impl LicenseFacts {
-    fn unresolved(standing: LicenseStanding) -> Self {
+    /// Facts of a license that cannot be used: its standing, and nothing else.
+    pub fn unresolved(standing: LicenseStanding) -> Self {
         LicenseFacts {
             features: BTreeSet::new(),
             license_id: String::new(),
