@@ -50,8 +50,10 @@ pub async fn feed(
     let mut tree_size = q.since;
     {
         let store = app.reader.lock().unwrap_or_else(|p| p.into_inner());
+        let mut past = false;
         let r = store.scan(q.since, &mut |e| {
             if e.index >= end {
+                past = true;
                 return Err(StoreError::Invalid("past the folded state".into()));
             }
             tree_size = tree_size.max(e.index + 1);
@@ -74,9 +76,8 @@ pub async fn feed(
             }
             Ok(())
         });
-        match r {
-            Err(StoreError::Invalid(why)) if why == "past the folded state" => {}
-            r => r?,
+        if !past {
+            r?;
         }
     }
     let visible =
