@@ -101,6 +101,24 @@ pub enum EngineError {
     /// committed, and it may be retried.
     #[error("other nodes kept appending first ({0} attempts)")]
     Contended(usize),
+    /// The ledger could not be written, and nothing of this write is in it: it may be
+    /// retried as it is.
+    #[error("not written: {0}")]
+    NotWritten(String),
+    /// The store reported an error for the transaction holding this write, and whether
+    /// it committed could not be checked: it may be in the ledger. A retry with the same
+    /// idempotency key is answered from it if it is.
+    #[error("unconfirmed: {0}")]
+    Unconfirmed(String),
+}
+
+/// Whether a batch whose append reported an error is in the store after all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Landed {
+    Yes,
+    No,
+    /// The store could not be read to tell.
+    Unknown,
 }
 
 pub(crate) struct Submit {
@@ -709,22 +727,33 @@ impl Committer {
     /// Whether the batch's events are in the store although its append reported an
     /// error (a connection lost during `COMMIT`): the leaf hashes at its positions are
     /// its own (they cover request ids, instants and random ids, so no other batch has
-    /// them).
-    fn landed(&self, b: &Batch) -> bool {
+    /// them). `Unknown` when the store cannot be read to tell.
+    fn landed(&self, b: &Batch) -> Landed {
         let n = b.leaves.len() as u64;
         if n == 0 {
             // Records alone: each stored as this batch wrote it.
-            return !b.records.is_empty()
-                && b.records.iter().all(|r| {
-                    matches!(self.store.idempotency(&r.scope, &r.key),
-                        Ok(Some(s)) if s.request_hash == r.request_hash && s.body == r.body)
-                });
+            if b.records.is_empty() {
+                return Landed::No;
+            }
+            let mut all = true;
+            for r in &b.records {
+                match self.store.idempotency(&r.scope, &r.key) {
+                    Ok(Some(s)) if s.request_hash == r.request_hash && s.body == r.body => {}
+                    Ok(_) => all = false,
+                    Err(_) => return Landed::Unknown,
+                }
+            }
+            return if all { Landed::Yes } else { Landed::No };
         }
         match self.store.read(b.expected_len, b.expected_len + n) {
-            Ok(stored) => {
-                stored.len() as u64 == n && stored.iter().zip(&b.leaves).all(|(s, (_, hash))| s.leaf_hash == *hash)
+            Ok(stored)
+                if stored.len() as u64 == n
+                    && stored.iter().zip(&b.leaves).all(|(s, (_, hash))| s.leaf_hash == *hash) =>
+            {
+                Landed::Yes
             }
-            Err(_) => false,
+            Ok(_) => Landed::No,
+            Err(_) => Landed::Unknown,
         }
     }
 
@@ -787,7 +816,7 @@ impl Committer {
         if stale || (self.shared && b.expected_len != self.state.load().seq()) {
             if !self.shared {
                 let msg = "an earlier write failed, so this one was not committed; retry it";
-                fail_all(b.pending, &|| EngineError::Internal(msg.into()));
+                fail_all(b.pending, &|| EngineError::NotWritten(msg.into()));
                 return;
             }
             // Decided on a state that other nodes' events (or a batch decided again)
@@ -870,19 +899,28 @@ impl Committer {
                     }
                     redecided = true;
                 }
-                Err(e) if self.landed(&b) => {
-                    // The connection broke as the transaction committed: the answer was
-                    // lost, not the write. Its events are in the log, so it stands.
-                    tracing::warn!(error = %e, "the append reported an error, but its events are in the log: it committed");
-                    self.appended(&b);
-                    break;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "append failed; the batch and every batch decided after it are refused");
-                    self.epoch.fetch_add(1, Ordering::AcqRel);
-                    fail_all(b.pending, &|| EngineError::Internal(format!("the ledger could not be written: {e}")));
-                    return;
-                }
+                Err(e) => match self.landed(&b) {
+                    Landed::Yes => {
+                        // The connection broke as the transaction committed: the answer
+                        // was lost, not the write. Its events are in the log, so it stands.
+                        tracing::warn!(error = %e, "the append reported an error, but its events are in the log: it committed");
+                        self.appended(&b);
+                        break;
+                    }
+                    landed => {
+                        tracing::error!(error = %e, ?landed, "append failed; the batch and every batch decided after it are refused");
+                        self.epoch.fetch_add(1, Ordering::AcqRel);
+                        // If it did land, the next append finds the log longer than the
+                        // state and folds it back in (`fold_appended`), idempotency
+                        // records included, so a retry with the same key gets its answer.
+                        if landed == Landed::Unknown {
+                            fail_all(b.pending, &|| EngineError::Unconfirmed(e.to_string()));
+                        } else {
+                            fail_all(b.pending, &|| EngineError::NotWritten(e.to_string()));
+                        }
+                        return;
+                    }
+                },
             }
         }
         let seq = b.state.seq();
@@ -984,6 +1022,8 @@ mod tests {
         /// Runs after the append committed: an error here is one reported for a
         /// transaction that did commit.
         after_append: Hook,
+        /// Runs before every read of events or idempotency records: it may fail them.
+        before_read: Hook,
     }
 
     type Hook = Arc<dyn Fn() -> Result<(), StoreError> + Send + Sync>;
@@ -1008,12 +1048,14 @@ mod tests {
             self.inner.len()
         }
         fn read(&self, s: u64, e: u64) -> Result<Vec<StoredEvent>, StoreError> {
+            (self.before_read)()?;
             self.inner.read(s, e)
         }
         fn scan(&self, s: u64, f: &mut dyn FnMut(StoredEvent) -> Result<(), StoreError>) -> Result<(), StoreError> {
             self.inner.scan(s, f)
         }
         fn idempotency(&self, s: &str, k: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+            (self.before_read)()?;
             self.inner.idempotency(s, k)
         }
         fn put_checkpoint(&mut self, c: &CheckpointRecord) -> Result<(), StoreError> {
@@ -1133,6 +1175,7 @@ mod tests {
                 true => Err(StoreError::Invalid("connection reset during COMMIT (injected)".into())),
                 false => Ok(()),
             }),
+            before_read: no_hook(),
         };
         let (engine, writer) = Engine::start(Box::new(store), EngineConfig::default()).unwrap();
         submit(&engine, 0).await.unwrap();
@@ -1150,6 +1193,48 @@ mod tests {
     /// could not be confirmed, written here by a second connection) is folded back in
     /// at the next append, which then goes on: it used to fail on the length, and so
     /// did every append after it until a restart.
+    /// An append that reported an error and whose store could not be read back to check
+    /// it is answered as unconfirmed, not as "not written": it did commit here. A retry
+    /// with the same idempotency key gets the original answer and writes nothing twice,
+    /// and the write is in the state once the next append folds the log back in.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_that_cannot_be_checked_is_unconfirmed_and_its_retry_gets_its_answer() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("l.db");
+        let lose = Arc::new(AtomicBool::new(false));
+        let blind = Arc::new(AtomicBool::new(false));
+        let (losing, blinding) = (lose.clone(), blind.clone());
+        let store = Hooked {
+            inner: Box::new(SqliteStore::open(&path).unwrap()),
+            before_append: no_hook(),
+            after_append: Arc::new(move || match losing.swap(false, Ordering::SeqCst) {
+                true => Err(StoreError::Invalid("connection reset during COMMIT (injected)".into())),
+                false => Ok(()),
+            }),
+            before_read: Arc::new(move || match blinding.load(Ordering::SeqCst) {
+                true => Err(StoreError::Invalid("connection refused (injected)".into())),
+                false => Ok(()),
+            }),
+        };
+        let (engine, writer) = Engine::start(Box::new(store), EngineConfig::default()).unwrap();
+        submit(&engine, 0).await.unwrap();
+        let key = || Some(Idempotency { scope: "s".into(), key: "k".into(), request_hash: [7; 32] });
+        lose.store(true, Ordering::SeqCst);
+        blind.store(true, Ordering::SeqCst);
+        let r = run(&engine, product(1), key()).await;
+        assert!(matches!(r, Err(EngineError::Unconfirmed(_))), "{r:?}");
+        assert_eq!(engine.state().seq(), 1, "readers do not see an unconfirmed write");
+
+        blind.store(false, Ordering::SeqCst);
+        let again = run(&engine, product(1), key()).await.expect("the retry is answered from the write that landed");
+        assert!(again.replayed, "answered from the stored record, not decided again");
+        assert_eq!(again.body, b"null");
+        submit(&engine, 2).await.unwrap();
+        assert!(engine.state().product("p1").is_some(), "the landed write is folded back into the state");
+        assert_eq!(engine.state().seq(), 3);
+        assert_eq!(stop_and_verify(engine, writer, &path), 3, "product p1 was written once");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_log_longer_than_the_state_is_folded_back_in() {
         let tmp = tempfile::tempdir().unwrap();
@@ -1290,6 +1375,7 @@ mod tests {
                 Ok(())
             }),
             after_append: no_hook(),
+            before_read: no_hook(),
         };
         let (x, xw) = Engine::start(Box::new(store), EngineConfig::default()).unwrap();
         let (y, yw) = Engine::start(shared(&schema.url), EngineConfig::default()).unwrap();
@@ -1379,6 +1465,7 @@ mod tests {
                 false => Ok(()),
             }),
             after_append: no_hook(),
+            before_read: no_hook(),
         };
         let (engine, writer) = Engine::start(Box::new(store), EngineConfig::default()).unwrap();
         for n in 0..5 {
@@ -1393,7 +1480,11 @@ mod tests {
             .map(|(n, e)| tokio::spawn(async move { submit(&e, n).await }))
             .collect();
         for t in tasks {
-            assert!(t.await.unwrap().is_err(), "nothing is acknowledged while appends fail");
+            let r = t.await.unwrap();
+            assert!(
+                matches!(r, Err(EngineError::NotWritten(_))),
+                "nothing is acknowledged while appends fail, and each is told it was not written: {r:?}"
+            );
         }
         assert_eq!(engine.state().seq(), 5, "readers never saw the refused writes");
 

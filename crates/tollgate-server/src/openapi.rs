@@ -19,7 +19,7 @@ impl Modify for Bearer {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Tollgate", description = "License and entitlement server. Errors are RFC 9457 problem+json with a stable `code`. Every POST honours `Idempotency-Key`. Every response carries `Tollgate-Seq`, the ledger sequence it reflects; send `Tollgate-Min-Seq: N` to wait (at most 5 s) until the answering node has reached N, for read-your-writes across nodes: 503 `SEQ_NOT_REACHED` with `Retry-After` if it does not. A write refused because other nodes kept appending first is 503 `LEDGER_CONTENDED` with `Retry-After`; nothing was written."),
+    info(title = "Tollgate", description = "License and entitlement server. Errors are RFC 9457 problem+json with a stable `code`. Every POST honours `Idempotency-Key`. Every response carries `Tollgate-Seq`, the ledger sequence it reflects; send `Tollgate-Min-Seq: N` to wait (at most 5 s) until the answering node has reached N, for read-your-writes across nodes: 503 `SEQ_NOT_REACHED` with `Retry-After` if it does not. A write refused because other nodes kept appending first is 503 `LEDGER_CONTENDED` with `Retry-After`; nothing was written. A write the store refused is 503 `LEDGER_UNAVAILABLE` with `Retry-After`; nothing was written. 503 `WRITE_UNCONFIRMED`: the store reported an error and could not be read back, so the write may be recorded; retry it with the same `Idempotency-Key`."),
     paths(
         api::system::healthz, api::system::readyz,
         api::catalog::create_product, api::catalog::update_product, api::catalog::list_products, api::catalog::get_product,

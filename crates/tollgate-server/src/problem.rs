@@ -92,6 +92,26 @@ impl From<EngineError> for ApiError {
                 e.retry_after = Some(1);
                 e
             }
+            EngineError::NotWritten(why) => {
+                tracing::error!(error = %why, "write refused: the ledger could not be written");
+                let mut e = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "LEDGER_UNAVAILABLE",
+                    "the ledger could not be written (the server's log says why); nothing of this request was recorded, retry it",
+                );
+                e.retry_after = Some(1);
+                e
+            }
+            EngineError::Unconfirmed(why) => {
+                tracing::error!(error = %why, "write unconfirmed: the store reported an error and could not be read back");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "WRITE_UNCONFIRMED",
+                    "the ledger reported an error for this write and could not be read back to check it: it may have been \
+                     recorded. Retry with the same Idempotency-Key to get its original answer; without one, look the \
+                     result up before writing again",
+                )
+            }
             other => {
                 tracing::error!(error = %other, "write failed");
                 ApiError::internal("the write could not be completed; it was not acknowledged and may be retried")
@@ -131,5 +151,30 @@ impl IntoResponse for ApiError {
             res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write the store refused is retryable as it is; one it could not confirm is not
+    /// told "retry", since it may be recorded: the client needs its idempotency key.
+    #[test]
+    fn store_failures_on_writes_say_whether_anything_was_written() {
+        let refused = ApiError::from(EngineError::NotWritten("disk full".into()));
+        assert_eq!(
+            (refused.status, refused.code, refused.retry_after),
+            (StatusCode::SERVICE_UNAVAILABLE, "LEDGER_UNAVAILABLE", Some(1))
+        );
+        assert!(refused.detail.contains("nothing of this request was recorded"), "{}", refused.detail);
+        assert!(!refused.detail.contains("disk full"), "the store's error goes to the log, not to clients");
+
+        let unconfirmed = ApiError::from(EngineError::Unconfirmed("connection reset".into()));
+        assert_eq!(
+            (unconfirmed.status, unconfirmed.code, unconfirmed.retry_after),
+            (StatusCode::SERVICE_UNAVAILABLE, "WRITE_UNCONFIRMED", None)
+        );
+        assert!(unconfirmed.detail.contains("same Idempotency-Key"), "{}", unconfirmed.detail);
     }
 }
