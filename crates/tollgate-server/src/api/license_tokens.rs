@@ -7,16 +7,17 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use tollgate_core::Timestamp;
 use tollgate_core::license::Standing;
 use tollgate_core::token::{Claims, Confirmation, LicenseClaim, Limits, TYP_JWT, seconds};
 
-use super::json;
+use super::{json, json_response, outside_ledger};
 use crate::AppState;
 use crate::auth::{Permission, Principal};
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, IdempotencyKey};
 use crate::problem::ApiError;
 
 /// Online tokens are short-lived: five minutes unless asked otherwise.
@@ -162,9 +163,25 @@ pub async fn issue(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,
     principal: Principal,
+    idempotency: IdempotencyKey,
     body: ApiJson<TokenBody>,
 ) -> Result<Response, ApiError> {
     principal.require(Permission::LicenseWrite)?;
+    // A repeat gets the token minted first (the same `jti`), not another one.
+    let idem = idempotency.0.map(|k| outside_ledger::meta_key("license-token", &principal.token_id, &k));
+    let request = outside_ledger::request(&format!("/v1/licenses/{id}/tokens"), &body.request_hash);
+    let replay = |earlier: outside_ledger::Claim| -> Result<Response, ApiError> {
+        outside_ledger::check_same(&earlier, &request)?;
+        let body = serde_json::to_vec(&earlier.answer).map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut res = json_response(StatusCode::OK, body, app.engine.state().seq());
+        res.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+        Ok(res)
+    };
+    if let Some(mk) = &idem
+        && let Some(earlier) = outside_ledger::find(&**app.reader.lock().unwrap_or_else(|p| p.into_inner()), mk)?
+    {
+        return replay(earlier);
+    }
     let b = body.value;
     let m = mint(
         &app,
@@ -173,7 +190,17 @@ pub async fn issue(
     )
     .await?;
     let seq = app.engine.state().seq();
-    json(&TokenResponse { expires_at: instant(m.claims.exp), jti: m.claims.jti, token: m.token }, seq)
+    let answer = TokenResponse { expires_at: instant(m.claims.exp), jti: m.claims.jti, token: m.token };
+    if let Some(mk) = &idem {
+        let answer = serde_json::to_value(&answer).map_err(|e| ApiError::internal(e.to_string()))?;
+        let mine = outside_ledger::Claim { request: request.clone(), answer };
+        let claimed = outside_ledger::claim(&mut **app.reader.lock().unwrap_or_else(|p| p.into_inner()), mk, &mine)?;
+        if claimed != mine {
+            // Another request with this key minted first: answer with its token.
+            return replay(claimed);
+        }
+    }
+    json(&answer, seq)
 }
 
 /// The token fields added to a validation answer.

@@ -89,3 +89,67 @@ pub(crate) fn random<const N: usize>() -> [u8; N] {
     getrandom::fill(&mut b).expect("the OS random source is available");
     b
 }
+
+/// Idempotency for the writes that are not ledger events (API tokens, minted license
+/// tokens): the first request with a key claims it in the store's `meta` table, where
+/// the first writer wins across nodes (`LedgerStore::meta_insert`), recording a hash
+/// of the request and what a repeat is answered with.
+pub(crate) mod outside_ledger {
+    use serde::{Deserialize, Serialize};
+    use serde_json::Value;
+    use tollgate_store::LedgerStore;
+
+    use crate::problem::ApiError;
+
+    #[derive(Serialize, Deserialize, PartialEq, Debug)]
+    pub(crate) struct Claim {
+        /// SHA-256 of the request: what it acts on and its body.
+        pub request: String,
+        pub answer: Value,
+    }
+
+    /// The `meta` key of an idempotency key, per kind of write and caller.
+    pub(crate) fn meta_key(kind: &str, scope: &str, key: &str) -> String {
+        format!("idempotency/{kind}/{scope}/{key}")
+    }
+
+    /// The hash a claim records: the target and the body's hash.
+    pub(crate) fn request(target: &str, body_hash: &[u8; 32]) -> String {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(target.as_bytes());
+        h.update([0]);
+        h.update(body_hash);
+        hex::encode(h.finalize())
+    }
+
+    /// The claim stored under `meta_key`, if any.
+    pub(crate) fn find(store: &dyn LedgerStore, meta_key: &str) -> Result<Option<Claim>, ApiError> {
+        match store.meta(meta_key)? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| ApiError::internal(format!("a stored idempotency record does not decode: {e}"))),
+        }
+    }
+
+    /// Claims `meta_key` for `mine`; returns the claim that stands: `mine`, or an
+    /// earlier request's when another got there first.
+    pub(crate) fn claim(store: &mut dyn LedgerStore, meta_key: &str, mine: &Claim) -> Result<Claim, ApiError> {
+        let bytes = serde_json::to_vec(mine).map_err(|e| ApiError::internal(e.to_string()))?;
+        let stored = store.meta_insert(meta_key, &bytes)?;
+        serde_json::from_slice(&stored)
+            .map_err(|e| ApiError::internal(format!("a stored idempotency record does not decode: {e}")))
+    }
+
+    /// A repeat of a request whose key was used before with another request.
+    pub(crate) fn check_same(earlier: &Claim, request: &str) -> Result<(), ApiError> {
+        if earlier.request != request {
+            return Err(ApiError::unprocessable(
+                "IDEMPOTENCY_KEY_REUSED",
+                "this Idempotency-Key was already used with a different request; use a new key for a new request",
+            ));
+        }
+        Ok(())
+    }
+}

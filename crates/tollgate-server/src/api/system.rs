@@ -9,10 +9,11 @@ use serde::{Deserialize, Serialize};
 use tollgate_core::ids::ProductKey;
 use utoipa::OpenApi;
 
+use super::outside_ledger;
 use super::{json, json_response};
 use crate::AppState;
 use crate::auth::{Permission, Principal, Role, new_token};
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, IdempotencyKey};
 use crate::problem::ApiError;
 
 #[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200, description = "the process is up")))]
@@ -75,13 +76,37 @@ impl From<tollgate_store::TokenRecord> for TokenView {
     }
 }
 
-#[utoipa::path(post, path = "/v1/tokens", tag = "tokens", request_body(content = Object, description = "{role: admin|issuer|auditor|product, name?, product?}"), responses((status = 201, description = "the token; its secret is shown only here")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/tokens", tag = "tokens", request_body(content = Object, description = "{role: admin|issuer|auditor|product, name?, product?}"), responses((status = 201, description = "the token; its secret is shown only here"), (status = 409, description = "`TOKEN_ALREADY_CREATED`: this Idempotency-Key already created a token (named in `detail`); its secret is not stored, so it cannot be shown again", body = crate::problem::Problem), (status = 422, body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn create_token(
     State(app): State<Arc<AppState>>,
     principal: Principal,
+    idempotency: IdempotencyKey,
     body: ApiJson<CreateToken>,
 ) -> Result<Response, ApiError> {
     principal.require(Permission::TokensManage)?;
+    // A repeat must not create a second token, and the secret is never stored, so a
+    // repeat is told which token its key created instead of getting the secret again.
+    let idem = idempotency.0.map(|k| outside_ledger::meta_key("token", &principal.token_id, &k));
+    let request = outside_ledger::request("/v1/tokens", &body.request_hash);
+    let repeat = |earlier: &outside_ledger::Claim| -> ApiError {
+        if let Err(e) = outside_ledger::check_same(earlier, &request) {
+            return e;
+        }
+        let id = earlier.answer["id"].as_str().unwrap_or_default();
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "TOKEN_ALREADY_CREATED",
+            format!(
+                "this Idempotency-Key already created token {id}; its secret was shown once and is not stored. \
+                 If that answer was lost, revoke it (DELETE /v1/tokens/{id}) and create another with a new key"
+            ),
+        )
+    };
+    if let Some(mk) = &idem
+        && let Some(earlier) = outside_ledger::find(&**app.reader.lock().unwrap_or_else(|p| p.into_inner()), mk)?
+    {
+        return Err(repeat(&earlier));
+    }
     let b = body.value;
     let role = Role::parse(&b.role).ok_or_else(|| {
         ApiError::unprocessable("INVALID_INPUT", "role must be one of admin, issuer, auditor, product")
@@ -93,7 +118,26 @@ pub async fn create_token(
         return Err(ApiError::unprocessable("INVALID_INPUT", "name is at most 200 bytes"));
     }
     let (secret, record) = new_token(role, &name, b.product.map(|p| p.to_string()), crate::engine::now().to_string());
-    app.reader.lock().unwrap_or_else(|p| p.into_inner()).insert_token(&record)?;
+    {
+        let mut store = app.reader.lock().unwrap_or_else(|p| p.into_inner());
+        store.insert_token(&record)?;
+        if let Some(mk) = &idem {
+            let mine =
+                outside_ledger::Claim { request: request.clone(), answer: serde_json::json!({ "id": record.id }) };
+            let claimed = outside_ledger::claim(&mut **store, mk, &mine);
+            if claimed.as_ref().ok() != Some(&mine) {
+                // Another request with this key got there first (or the claim failed):
+                // the token made here never leaves the server, so it goes.
+                if let Err(e) = store.revoke_token(&record.id, &crate::engine::now().to_string()) {
+                    tracing::warn!(token = %record.id, error = %e, "could not revoke a token whose secret was never shown");
+                }
+                return Err(match claimed {
+                    Ok(earlier) => repeat(&earlier),
+                    Err(e) => e,
+                });
+            }
+        }
+    }
     let mut view = TokenView::from(record);
     view.token = Some(secret);
     let body = serde_json::to_vec(&view).map_err(|e| ApiError::internal(e.to_string()))?;

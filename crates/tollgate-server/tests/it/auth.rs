@@ -1,5 +1,5 @@
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::support::*;
 
@@ -154,4 +154,52 @@ async fn a_product_scope_is_for_product_tokens_only() {
     assert!(r.body["detail"].as_str().unwrap().contains("revoke it"), "{}", r.text);
     app.stop().await;
     drop(tmp);
+}
+
+/// `Idempotency-Key` on token creation: a repeat creates no second token, and since
+/// the secret is never stored, it is told which token the key created (409) rather
+/// than shown the secret again; the same key with another body is 422. Repeats sent
+/// at once create one token between them.
+#[tokio::test]
+async fn a_repeated_token_creation_creates_one_token() {
+    let app = spawn_app().await;
+    let post = |key: &'static str, body: Value| {
+        let (c, url) = (app.client.clone(), format!("{}/v1/tokens", app.base));
+        async move {
+            let r = c.post(url).bearer_auth(ADMIN).header("idempotency-key", key).json(&body).send().await.unwrap();
+            let status = r.status().as_u16();
+            let v: Value = r.json().await.unwrap();
+            (status, v)
+        }
+    };
+    let count = || async { app.get("/v1/tokens").await.body["items"].as_array().unwrap().len() };
+    let before = count().await;
+    let body = json!({"role":"auditor","name":"books"});
+    let tasks: Vec<_> = (0..8).map(|_| tokio::spawn(post("one-token", body.clone()))).collect();
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    let created: Vec<&Value> = answers.iter().filter(|(s, _)| *s == 201).map(|(_, v)| v).collect();
+    assert_eq!(created.len(), 1, "exactly one request creates the token: {answers:?}");
+    let id = created[0]["id"].as_str().unwrap();
+    for (status, v) in answers.iter().filter(|(s, _)| *s != 201) {
+        assert_eq!((*status, v["code"].as_str()), (409, Some("TOKEN_ALREADY_CREATED")), "{v}");
+        assert!(v["detail"].as_str().unwrap().contains(id), "the repeat names the token: {v}");
+        assert!(v.get("token").is_none(), "the secret is shown once");
+    }
+    let (status, v) = post("one-token", body.clone()).await;
+    assert_eq!((status, v["code"].as_str()), (409, Some("TOKEN_ALREADY_CREATED")));
+    let (status, v) = post("one-token", json!({"role":"issuer"})).await;
+    assert_eq!((status, v["code"].as_str()), (422, Some("IDEMPOTENCY_KEY_REUSED")), "{v}");
+    let items = app.get("/v1/tokens").await.body["items"].as_array().unwrap().clone();
+    let live = items.iter().filter(|t| t["revoked_at"].is_null()).count();
+    assert_eq!(live, before + 1, "one live token more: {items:?}");
+    // The token it created works.
+    let secret = created[0]["token"].as_str().unwrap();
+    assert_eq!(app.call(Method::GET, "/v1/licenses", Some(secret), None).await.status, 200);
+    // Without a key, each request is a new token.
+    assert_eq!(app.post("/v1/tokens", body.clone()).await.status, 201);
+    assert_eq!(app.post("/v1/tokens", body).await.status, 201);
+    app.stop().await;
 }

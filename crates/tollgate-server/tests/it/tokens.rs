@@ -363,3 +363,45 @@ async fn offline_tokens_are_for_activated_machines_within_the_limit() {
     assert_eq!(refused.code(), "TOKEN_REVOKED");
     assert_eq!(app.post("/v1/offline/activate", request("pc-2")).await.status, 200, "the seat is free again");
 }
+
+/// `Idempotency-Key` on minting: a repeat gets the token minted first (same `jti`,
+/// marked replayed), also when the repeats race; the same key on another license or
+/// with another body is 422.
+#[tokio::test]
+async fn a_repeated_mint_gets_the_first_token() {
+    let app = spawn_app().await;
+    app.seed_catalog().await;
+    let id = app.issue("pro", "acme").await["id"].as_str().unwrap().to_string();
+    let other = app.issue("pro", "globex").await["id"].as_str().unwrap().to_string();
+    let mint = |license: String, key: &'static str, body: Value| {
+        let (c, url) = (app.client.clone(), format!("{}/v1/licenses/{license}/tokens", app.base));
+        async move {
+            let r = c.post(url).bearer_auth(ADMIN).header("idempotency-key", key).json(&body).send().await.unwrap();
+            let replayed = r.headers().get("idempotent-replayed").is_some();
+            let status = r.status().as_u16();
+            let v: Value = r.json().await.unwrap();
+            (status, replayed, v)
+        }
+    };
+    let body = json!({"ttl_seconds": 600});
+    let tasks: Vec<_> = (0..6).map(|_| tokio::spawn(mint(id.clone(), "mint-once", body.clone()))).collect();
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    assert!(answers.iter().all(|(s, _, _)| *s == 200), "{answers:?}");
+    let jti = answers[0].2["jti"].as_str().unwrap().to_string();
+    assert!(answers.iter().all(|(_, _, v)| v["jti"] == jti.as_str()), "one token for every repeat: {answers:?}");
+    assert!(answers.iter().any(|(_, replayed, _)| *replayed), "repeats are marked replayed");
+    let (status, replayed, v) = mint(id.clone(), "mint-once", body.clone()).await;
+    assert_eq!((status, replayed, v["jti"].as_str()), (200, true, Some(jti.as_str())));
+    let (status, _, v) = mint(other, "mint-once", body.clone()).await;
+    assert_eq!((status, v["code"].as_str()), (422, Some("IDEMPOTENCY_KEY_REUSED")), "{v}");
+    let (status, _, v) = mint(id.clone(), "mint-once", json!({"ttl_seconds": 60})).await;
+    assert_eq!((status, v["code"].as_str()), (422, Some("IDEMPOTENCY_KEY_REUSED")), "{v}");
+    // Without a key, each request mints a new token.
+    let (_, a) = token(&app, &id, body.clone()).await;
+    let (_, b) = token(&app, &id, body).await;
+    assert_ne!(a["jti"], b["jti"]);
+    app.stop().await;
+}
