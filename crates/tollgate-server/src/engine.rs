@@ -157,11 +157,15 @@ pub struct EngineConfig {
     pub snapshot_keep: usize,
     /// Seals the checkpoint signing key at rest (`None`: kept in plaintext, as before).
     pub master_key: Option<Arc<crate::kek::MasterKey>>,
+    /// The data directory's lock (`crate::lock_data_dir`), held for as long as the
+    /// committer runs, so a second server cannot start on the directory before this one
+    /// has written its last checkpoint.
+    pub data_lock: Option<Arc<std::fs::File>>,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { snapshot_every: 10_000, snapshot_interval: None, snapshot_keep: 3, master_key: None }
+        Self { snapshot_every: 10_000, snapshot_interval: None, snapshot_keep: 3, master_key: None, data_lock: None }
     }
 }
 

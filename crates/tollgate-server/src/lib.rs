@@ -125,6 +125,7 @@ pub fn db_path(data_dir: &Path) -> PathBuf {
 pub fn open(config: &Config) -> anyhow::Result<Opened> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", config.data_dir.display()))?;
+    let lock = lock_data_dir(&config.data_dir)?;
     type Boxed = Box<dyn LedgerStore>;
     let (mut store, reader, token_reader): (Boxed, Boxed, Boxed) = match &config.database_url {
         Some(url) => (
@@ -149,7 +150,8 @@ pub fn open(config: &Config) -> anyhow::Result<Opened> {
         tracing::warn!(path = %p.display(), "no TOLLGATE_MASTER_KEY or key file given: generated a master key beside the data (mode 0600); keep a copy elsewhere, and prefer TOLLGATE_MASTER_KEY in production");
     }
     let kek = Arc::new(kek);
-    let engine_config = EngineConfig { master_key: Some(kek.clone()), ..config.engine.clone() };
+    let engine_config =
+        EngineConfig { master_key: Some(kek.clone()), data_lock: Some(Arc::new(lock)), ..config.engine.clone() };
     let (engine, writer) = Engine::start(store, engine_config)?;
     let app = Arc::new(AppState {
         engine,
@@ -160,6 +162,33 @@ pub fn open(config: &Config) -> anyhow::Result<Opened> {
         cluster: cluster::Cluster::new(node_id, cluster_store),
     });
     Ok(Opened { app, writer, bootstrap })
+}
+
+/// The lock file a running server holds in its data directory.
+pub const LOCK_FILE: &str = "tollgate.lock";
+
+/// Takes the data directory's lock, or says which directory another server holds. Two
+/// servers on one SQLite file would each serve their own state (one never sees the
+/// other's writes), and on PostgreSQL would share one bootstrap token file. The lock
+/// is the OS's (`flock`): it goes with the process, even after `kill -9`.
+pub fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("cannot open the lock file {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another Tollgate server is running on the data directory {} (it holds {}); stop it, or start this one \
+             with its own --data",
+            dir.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => anyhow::bail!("cannot lock {}: {e}", path.display()),
+    }
 }
 
 fn bootstrap_tokens(store: &mut dyn LedgerStore, config: &Config) -> anyhow::Result<Bootstrap> {

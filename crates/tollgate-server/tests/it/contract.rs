@@ -254,6 +254,27 @@ async fn restart_keeps_everything() {
     drop(tmp);
 }
 
+/// A second server on a data directory another one runs on is refused, and says why:
+/// it would serve its own state, never seeing the first one's writes. Once the first
+/// has stopped, the directory opens again.
+#[tokio::test]
+async fn a_second_server_on_the_same_data_directory_is_refused() {
+    let app = spawn_app().await;
+    app.seed_catalog().await;
+    let err = tollgate_server::open(&tollgate_server::Config::new(&app.dir)).err().expect("the second open is refused");
+    let msg = err.to_string();
+    assert!(msg.contains("another Tollgate server is running on the data directory"), "{msg}");
+    assert!(msg.contains(tollgate_server::LOCK_FILE), "{msg}");
+    // The first one is unharmed.
+    app.issue("basic", "still-writing").await;
+    let dir = app.dir.clone();
+    let tmp = app.stop().await;
+    let app = spawn_at(&dir).await;
+    assert_eq!(app.get("/v1/licenses").await.body["items"].as_array().unwrap().len(), 1);
+    app.stop().await;
+    drop(tmp);
+}
+
 /// Metadata the ledger could not give back as it was accepted is refused up front: JSON
 /// nested deeper than serde_json reads once it is wrapped in an event (before this
 /// check, such a license was acknowledged and then the ledger could never be loaded
