@@ -58,14 +58,13 @@ impl KeyVault {
         }
     }
 
-    fn load_signer(&self, store: &dyn LedgerStore, kid: &str) -> Result<Arc<TokenSigner>, ApiError> {
+    /// The signer of `kid`; `None` when its private half is not in this store.
+    fn load_signer(&self, store: &dyn LedgerStore, kid: &str) -> Result<Option<Arc<TokenSigner>>, ApiError> {
         if let Some(s) = self.signers.read().unwrap_or_else(|p| p.into_inner()).get(kid) {
-            return Ok(s.clone());
+            return Ok(Some(s.clone()));
         }
         let name = format!("{SEALED_PREFIX}{kid}");
-        let sealed = store
-            .meta(&name)?
-            .ok_or_else(|| internal(format!("the private half of signing key '{kid}' is missing from the store")))?;
+        let Some(sealed) = store.meta(&name)? else { return Ok(None) };
         let seed: [u8; 32] = self
             .kek
             .open(&name, &sealed)
@@ -77,7 +76,7 @@ impl KeyVault {
             return Err(internal(format!("the sealed key stored as '{kid}' is another key")));
         }
         self.signers.write().unwrap_or_else(|p| p.into_inner()).insert(kid.to_string(), signer.clone());
-        Ok(signer)
+        Ok(Some(signer))
     }
 
     /// Draws a key and seals its private half into the store, before the ledger hears of it.
@@ -90,16 +89,33 @@ impl KeyVault {
         Ok(signer)
     }
 
+    /// The current key's signer, if there is a current key and its private half is here.
+    fn usable_current(&self, app: &AppState) -> Result<Option<Arc<TokenSigner>>, ApiError> {
+        let Some(k) = app.engine.state().keys().current().map(|k| k.kid.clone()) else { return Ok(None) };
+        let store = app.reader.lock().unwrap_or_else(|p| p.into_inner());
+        self.load_signer(&**store, &k)
+    }
+
     /// The current signer, creating the first key (a ledger event) if there is none.
+    ///
+    /// A ledger imported from an export names a current key whose private half stayed
+    /// with the server that exported it (the export is the events only): this store
+    /// cannot sign with it, so it is rotated out for a new key, as `keys rotate` does.
+    /// No token of the old key's is known here, so it leaves the JWKS at once.
     pub async fn current(&self, app: &Arc<AppState>) -> Result<Arc<TokenSigner>, ApiError> {
-        if let Some(k) = app.engine.state().keys().current() {
-            let store = app.reader.lock().unwrap_or_else(|p| p.into_inner());
-            return self.load_signer(&**store, &k.kid);
+        if let Some(signer) = self.usable_current(app)? {
+            return Ok(signer);
         }
-        let _guard = self.change.lock().await;
-        if let Some(k) = app.engine.state().keys().current() {
-            let store = app.reader.lock().unwrap_or_else(|p| p.into_inner());
-            return self.load_signer(&**store, &k.kid);
+        if let Some(old) = app.engine.state().keys().current().map(|k| k.kid.clone()) {
+            return self.replace_unusable(app, &old).await;
+        }
+        let guard = self.change.lock().await;
+        if let Some(signer) = self.usable_current(app)? {
+            return Ok(signer);
+        }
+        if let Some(old) = app.engine.state().keys().current().map(|k| k.kid.clone()) {
+            drop(guard);
+            return self.replace_unusable(app, &old).await;
         }
         let signer = {
             let mut store = app.reader.lock().unwrap_or_else(|p| p.into_inner());
@@ -115,8 +131,32 @@ impl KeyVault {
             public_key: b64url(signer.verifying_key().as_bytes()),
         });
         app.engine.submit(command, meta, 201, None, Box::new(|_, _| serde_json::Value::Null)).await?;
+        drop(guard);
         tracing::info!(kid = %signer.kid, "created the first token signing key");
         Ok(signer)
+    }
+
+    /// Rotates out the current key `old`, whose private half is not in this store.
+    async fn replace_unusable(&self, app: &Arc<AppState>, old: &str) -> Result<Arc<TokenSigner>, ApiError> {
+        let (guard, command, kid) = self.prepare_rotation(app, crate::engine::now()).await?;
+        // Another request may have replaced it meanwhile (the key drawn here then stays
+        // unused in the store).
+        if let Some(signer) = self.usable_current(app)? {
+            drop(guard);
+            return Ok(signer);
+        }
+        let meta = Meta {
+            actor: "system".into(),
+            reason: Some(format!(
+                "the private half of token signing key '{old}' is not in this store (an imported ledger): replaced"
+            )),
+            request_id: format!("req_{}", crate::auth::random_hex(8)),
+        };
+        tracing::warn!(old = %old, new = %kid, "the current token signing key's private half is not in this store; rotating to a new key");
+        app.engine.submit(command, meta, 200, None, Box::new(|_, _| serde_json::Value::Null)).await?;
+        drop(guard);
+        self.usable_current(app)?
+            .ok_or_else(|| internal(format!("the new signing key '{kid}' is not the current one after rotating")))
     }
 
     /// Draws a new key and builds the rotate command: the current key is published

@@ -76,8 +76,8 @@ enum Cmd {
         /// Check every row and report, without writing anything.
         #[arg(long)]
         dry_run: bool,
-        /// The server to import license rows into.
-        #[arg(long, env = "TOLLGATE_SERVER", default_value = "http://127.0.0.1:8080")]
+        /// The server to import license rows into (`--server` is an older name for it).
+        #[arg(long = "url", alias = "server", env = "TOLLGATE_URL", default_value = "http://127.0.0.1:8080")]
         server: String,
         /// An admin or issuer token.
         #[arg(long, env = "TOLLGATE_TOKEN", hide_env_values = true)]

@@ -2,7 +2,7 @@
 //!
 //! Two kinds of file:
 //! - **License rows** (CSV with a header, or JSONL objects) from another system: sent
-//!   to a running server (`--server`, `--token`), imported all or nothing, idempotent by
+//!   to a running server (`--url`, `--token`), imported all or nothing, idempotent by
 //!   `external_id`, with `--dry-run` and a report of refused rows by line number.
 //! - **A ledger export** (`tollgate export --format jsonl`: one event per line, the
 //!   exact leaf bytes): `tollgate import --format jsonl --data NEWDIR FILE` replays it
@@ -117,7 +117,9 @@ pub fn import(a: ImportArgs) -> anyhow::Result<bool> {
             .json(&serde_json::json!({ "dry_run": a.dry_run, "rows": rows }))
             .send()
             .await
-            .with_context(|| format!("cannot reach {url}: is the server running? (--server)"))?;
+            .with_context(|| {
+                format!("cannot reach {url}: is the server running? (give its address with --url or TOLLGATE_URL)")
+            })?;
         let status = res.status().as_u16();
         anyhow::Ok((status, res.json().await.unwrap_or_default()))
     })?;
@@ -149,7 +151,8 @@ pub fn import(a: ImportArgs) -> anyhow::Result<bool> {
             r["detail"].as_str().unwrap_or("")
         );
     }
-    if !a.dry_run {
+    // Only an import that happened made licenses; a refused one made none.
+    if !a.dry_run && report["imported"] == true {
         for pair in report["created"]
             .as_array()
             .into_iter()

@@ -26,7 +26,7 @@ async fn csv_import_is_all_or_nothing_idempotent_and_export_round_trips_the_dige
             "--format".into(),
             "csv".into(),
             file.display().to_string(),
-            "--server".into(),
+            "--url".into(),
             base.clone(),
             "--token".into(),
             ADMIN.into(),
@@ -70,7 +70,13 @@ async fn csv_import_is_all_or_nothing_idempotent_and_export_round_trips_the_dige
     assert!(out.contains("imported nothing"), "{out}");
     assert!(out.contains("line 3: K-5 (PLAN_NOT_FOUND)"), "{out}");
     assert!(out.contains("line 4: K-6"), "{out}");
+    assert!(!out.contains("K-4\t"), "a refused import lists no ids, as it made no licenses: {out}");
     assert_eq!(count(&c, &base).await, 3, "nothing half-imported");
+    let kids = |jwks: serde_json::Value| -> Vec<String> {
+        jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_string()).collect()
+    };
+    let old_kids = kids(get_json(&c, &format!("{base}/.well-known/jwks.json")).await);
+    assert!(!old_kids.is_empty());
     server.stop();
 
     // Export, then import into an empty store: the same root and state digest.
@@ -88,6 +94,22 @@ async fn csv_import_is_all_or_nothing_idempotent_and_export_round_trips_the_dige
     assert_eq!(digest(&after), digest(&before));
     let (ok, out) = run(&["import", "--format", "jsonl", export.to_str().unwrap(), "--data", copy.to_str().unwrap()]);
     assert!(!ok && out.contains("already holds a ledger"), "{out}");
+
+    // The copy cannot sign with the exported server's token key (its private half is
+    // not in the export): it rotates to its own, which mints tokens, and the old key
+    // leaves its JWKS. It used to answer every mint with 500.
+    let server = start(&copy);
+    let minted = c
+        .post(format!("{}/v1/licenses/{k1_id}/tokens", server.base))
+        .bearer_auth(ADMIN)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(minted.status(), 200, "{}", minted.text().await.unwrap());
+    let new_kids = kids(get_json(&c, &format!("{}/.well-known/jwks.json", server.base)).await);
+    assert!(!new_kids.is_empty() && new_kids.iter().all(|k| !old_kids.contains(k)), "{old_kids:?} {new_kids:?}");
+    server.stop();
 
     // An export never writes over a file, the live database least of all.
     let (ok, out) =
