@@ -17,11 +17,87 @@ impl Modify for Bearer {
     }
 }
 
+/// What every operation shares, written once instead of on each handler: errors are
+/// `application/problem+json`; a secured operation may answer 401; one with a body may
+/// answer 400 (not JSON) and 422 (JSON the operation does not take); and operation ids
+/// are unique (code generators need them so), handler names that repeat across
+/// modules (`list`, `get`, `issue`, ...) getting their path appended.
+struct Conventions;
+
+impl Modify for Conventions {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use std::collections::HashMap;
+
+        use utoipa::openapi::path::Operation;
+        use utoipa::openapi::{Content, Ref, RefOr, Response};
+
+        fn operations(item: &mut utoipa::openapi::PathItem) -> impl Iterator<Item = &mut Operation> {
+            [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+                &mut item.head,
+                &mut item.options,
+                &mut item.trace,
+            ]
+            .into_iter()
+            .filter_map(Option::as_mut)
+        }
+        let problem = || Content::new(Some(Ref::from_schema_name("Problem")));
+        let is_problem = |c: &Content| matches!(&c.schema, Some(RefOr::Ref(r)) if r.ref_location.ends_with("/Problem"));
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for item in openapi.paths.paths.values_mut() {
+            for op in operations(item) {
+                if let Some(id) = &op.operation_id {
+                    *seen.entry(id.clone()).or_default() += 1;
+                }
+            }
+        }
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            for op in operations(item) {
+                if let Some(id) = &op.operation_id
+                    && seen.get(id).is_some_and(|n| *n > 1)
+                {
+                    let words: Vec<&str> = path
+                        .split('/')
+                        .filter(|w| !w.is_empty() && *w != "v1" && !w.starts_with('{') && !w.starts_with('.'))
+                        .collect();
+                    op.operation_id = Some(format!("{id}_{}", words.join("_").replace(['-', '.'], "_")));
+                }
+                for response in op.responses.responses.values_mut() {
+                    if let RefOr::T(r) = response
+                        && let Some(c) = r.content.shift_remove("application/json")
+                    {
+                        let kind = if is_problem(&c) { crate::problem::PROBLEM_JSON } else { "application/json" };
+                        r.content.insert(kind.to_string(), c);
+                    }
+                }
+                let mut add = |status: &str, description: &str| {
+                    op.responses.responses.entry(status.to_string()).or_insert_with(|| {
+                        let mut r = Response::new(description);
+                        r.content.insert(crate::problem::PROBLEM_JSON.to_string(), problem());
+                        RefOr::T(r)
+                    });
+                };
+                if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                    add("401", "`UNAUTHORIZED`: no bearer token, or not a valid one");
+                }
+                if op.request_body.is_some() {
+                    add("400", "`MALFORMED_JSON`: the body is not JSON");
+                    add("422", "`INVALID_INPUT`: JSON this operation does not take (the detail names the field)");
+                }
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Tollgate", description = "License and entitlement server. Errors are RFC 9457 problem+json with a stable `code`. Every POST honours `Idempotency-Key`. Every response carries `Tollgate-Seq`, the ledger sequence it reflects; send `Tollgate-Min-Seq: N` to wait (at most 5 s) until the answering node has reached N, for read-your-writes across nodes: 503 `SEQ_NOT_REACHED` with `Retry-After` if it does not. A write refused because other nodes kept appending first is 503 `LEDGER_CONTENDED` with `Retry-After`; nothing was written. A write the store refused is 503 `LEDGER_UNAVAILABLE` with `Retry-After`; nothing was written. 503 `WRITE_UNCONFIRMED`: the store reported an error and could not be read back, so the write may be recorded; retry it with the same `Idempotency-Key`."),
     paths(
-        api::system::healthz, api::system::readyz,
+        api::system::healthz, api::system::readyz, api::system::openapi,
         api::catalog::create_product, api::catalog::update_product, api::catalog::list_products, api::catalog::get_product,
         api::catalog::create_plan, api::catalog::update_plan, api::catalog::list_plans, api::catalog::get_plan,
         api::licenses::issue, api::licenses::get, api::licenses::list,
@@ -43,6 +119,6 @@ impl Modify for Bearer {
         crate::cluster::status,
     ),
     components(schemas(crate::problem::Problem, crate::auth::Role)),
-    modifiers(&Bearer)
+    modifiers(&Bearer, &Conventions)
 )]
 pub struct ApiDoc;

@@ -31,6 +31,7 @@ pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
     }
 }
 
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "system", responses((status = 200, description = "this document (OpenAPI 3.1)")))]
 pub async fn openapi() -> Response {
     let doc = crate::openapi::ApiDoc::openapi();
     json_response(StatusCode::OK, doc.to_json().unwrap_or_default().into_bytes(), 0)
