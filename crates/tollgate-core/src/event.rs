@@ -159,6 +159,38 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Every `type_name`, for callers that check a name before looking for it (keep in
+    /// step with `type_name`; a test checks every name it returns is here).
+    pub const TYPE_NAMES: &'static [&'static str] = &[
+        "product_created",
+        "product_updated",
+        "plan_created",
+        "plan_updated",
+        "license_issued",
+        "license_suspended",
+        "license_reinstated",
+        "license_revoked",
+        "license_renewed",
+        "license_plan_changed",
+        "machine_activated",
+        "machine_deactivated",
+        "user_assigned",
+        "user_unassigned",
+        "lease_checked_out",
+        "lease_renewed",
+        "lease_released",
+        "lease_expired",
+        "usage_recorded",
+        "license_overrides_set",
+        "signing_key_created",
+        "signing_key_retired",
+        "license_token_revoked",
+        "gate_published",
+        "gate_rolled_back",
+        "gate_killed",
+        "gate_segment_published",
+    ];
+
     pub fn type_name(&self) -> &'static str {
         match self {
             EventKind::ProductCreated(_) => "product_created",

@@ -241,6 +241,8 @@ impl State {
     pub fn apply(&mut self, event: &Event) -> Result<(), ApplyError> {
         let seq = self.seq + 1;
         let kind = event.event.type_name();
+        // Every test that folds an event checks the list callers filter by is complete.
+        debug_assert!(crate::event::EventKind::TYPE_NAMES.contains(&kind), "{kind} is missing from TYPE_NAMES");
         let missing =
             |what, name: &dyn std::fmt::Display| ApplyError::Missing { seq, kind, what, name: name.to_string() };
         let duplicate =

@@ -77,6 +77,14 @@ pub async fn list(
         Some("asc") => false,
         Some(_) => return Err(ApiError::bad_request("INVALID_QUERY", "order must be asc or desc")),
     };
+    if let Some(k) = &q.kind
+        && !tollgate_core::event::EventKind::TYPE_NAMES.contains(&k.as_str())
+    {
+        return Err(ApiError::bad_request(
+            "INVALID_QUERY",
+            format!("type must be one of {}", tollgate_core::event::EventKind::TYPE_NAMES.join(", ")),
+        ));
+    }
     let size = app.engine.state().seq();
     let app2 = app.clone();
     let page = tokio::task::spawn_blocking(move || -> Result<Page, ApiError> {

@@ -198,6 +198,14 @@ pub async fn list(
     {
         return Err(ApiError::bad_request("INVALID_QUERY", format!("status must be one of {}", STATUSES.join(", "))));
     }
+    if let Some(c) = &q.cursor
+        && tollgate_core::ids::LicenseId::parse(c).is_err()
+    {
+        return Err(ApiError::bad_request(
+            "INVALID_QUERY",
+            "cursor is not a license id: pass the next_cursor of the previous page, or no cursor for the first",
+        ));
+    }
     let s = app.engine.state();
     let now = crate::engine::now();
     let mut items = Vec::with_capacity(limit.min(64));

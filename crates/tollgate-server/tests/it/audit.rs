@@ -77,6 +77,9 @@ async fn events_filter_by_license_actor_type_and_time_and_paginate_both_ways() {
     assert_problem(&app.get("/v1/events?order=sideways").await, 400, "INVALID_QUERY");
     assert_problem(&app.get("/v1/events?since=yesterday").await, 400, "INVALID_QUERY");
     assert_problem(&app.get("/v1/events?limit=0").await, 400, "INVALID_QUERY");
+    let unknown = app.get("/v1/events?type=license_issud").await;
+    assert_problem(&unknown, 400, "INVALID_QUERY");
+    assert!(unknown.body["detail"].as_str().unwrap().contains("license_issued"), "the detail lists the types");
     let issuer = app.post("/v1/tokens", json!({"role":"issuer"})).await.body["token"].as_str().unwrap().to_string();
     assert_problem(&app.call(reqwest::Method::GET, "/v1/events", Some(&issuer), None).await, 403, "FORBIDDEN");
     app.stop().await;

@@ -166,6 +166,8 @@ async fn every_kind_of_bad_input_is_a_clear_problem() {
         raw(M::GET, "/v1/licenses?limit=0", None, b"", 400, "INVALID_QUERY"),
         raw(M::GET, "/v1/licenses?limit=abc", None, b"", 400, "INVALID_QUERY"),
         raw(M::GET, "/v1/licenses?status=weird", None, b"", 400, "INVALID_QUERY"),
+        raw(M::GET, "/v1/licenses?cursor=zzz", None, b"", 400, "INVALID_QUERY"),
+        raw(M::GET, "/v1/events?type=nope", None, b"", 400, "INVALID_QUERY"),
         raw(M::GET, "/v1/licenses?unknown=1", None, b"", 400, "INVALID_QUERY"),
         raw(M::GET, "/v1/products/nope", None, b"", 404, "PRODUCT_NOT_FOUND"),
         raw(M::GET, "/v1/ledger/entries?start=-1", None, b"", 400, "INVALID_QUERY"),
