@@ -196,6 +196,14 @@ pub fn restore(from: &Path, data_dir: &Path, until: Until, progress: Progress<'_
         }
         Until::Time(t) => seq_at_time(&source, t)?,
     };
+    if n == 0 && total > 0 {
+        // Nothing to serve: a server on it would start as a new one, with new keys.
+        return Err(DurabilityError::Usage(
+            "no event of the backup is at or before that point, so the restored ledger would be empty; give a later \
+             --until-time (GET /v1/events?order=asc shows the first events' times) or an --until-seq of 1 or more"
+                .into(),
+        ));
+    }
     std::fs::create_dir_all(data_dir).map_err(StoreError::Io)?;
     // Built beside its final name and renamed there only once cut and verified: a crash
     // or Ctrl-C on the way leaves no ledger the server would start from.

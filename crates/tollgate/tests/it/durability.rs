@@ -179,6 +179,19 @@ async fn backup_wipe_and_restore_to_a_time_or_sequence_gives_the_recorded_digest
         "yesterday",
     ]);
     assert!(!ok && out.contains("--until-time"), "{out}");
+    // A point before the first event would restore an empty ledger: refused, saying so.
+    let early = tmp.path().join("early");
+    let (ok, out) = run(&[
+        "restore",
+        "--from",
+        backup.to_str().unwrap(),
+        "--data",
+        early.to_str().unwrap(),
+        "--until-time",
+        "2000-01-01T00:00:00Z",
+    ]);
+    assert!(!ok && out.contains("the restored ledger would be empty"), "{out}");
+    assert!(!early.join("tollgate.db").exists());
     let (ok, out) = run(&["backup", "--data", full.to_str().unwrap(), "--out", backup.to_str().unwrap()]);
     assert!(!ok && out.contains("already exists"), "{out}");
     // Nor over a file that would be written beside it.
