@@ -114,6 +114,11 @@ pub async fn create_token(
     })?;
     crate::auth::check_scope(role, b.product.as_ref().map(|p| p.as_str()))
         .map_err(|why| ApiError::unprocessable("INVALID_INPUT", why))?;
+    if let Some(p) = &b.product
+        && app.engine.state().product(p.as_str()).is_none()
+    {
+        return Err(ApiError::not_found("PRODUCT_NOT_FOUND", format!("no product '{p}' to scope the token to")));
+    }
     let name = b.name.unwrap_or_default();
     if name.len() > 200 {
         return Err(ApiError::unprocessable("INVALID_INPUT", "name is at most 200 bytes"));

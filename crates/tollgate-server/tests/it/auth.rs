@@ -128,6 +128,9 @@ async fn a_product_scope_is_for_product_tokens_only() {
         assert_problem(&r, 422, "INVALID_INPUT");
         assert!(r.body["detail"].as_str().unwrap().contains("product token"), "{}", r.text);
     }
+    // A scope naming no product is refused, not stored as a token that can see nothing.
+    let r = app.post("/v1/tokens", json!({"role": "product", "product": "nope"})).await;
+    assert_problem(&r, 404, "PRODUCT_NOT_FOUND");
     let scoped = token(&app, "product", Some("cad")).await;
     let r = app
         .call(Method::POST, "/v1/validate", Some(&scoped), Some(json!({"key":"AAAAA-AAAAA-AAAAA-AAAAA-AAAAA"})))
