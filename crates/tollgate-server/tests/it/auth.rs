@@ -22,6 +22,8 @@ async fn roles_allow_what_they_should_and_nothing_else() {
     let issuer = token(&app, "issuer", None).await;
     let auditor = token(&app, "auditor", None).await;
     let product = token(&app, "product", None).await;
+    let r = app.post("/v1/products", json!({"key":"other","name":"Other","features":[]})).await;
+    assert_eq!(r.status, 201, "{}", r.text);
     let other_product = token(&app, "product", Some("other")).await;
 
     let call = |t: String, m: Method, p: &'static str, b: Option<serde_json::Value>| {
