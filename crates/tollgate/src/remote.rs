@@ -19,6 +19,32 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
+/// `base` joined with `path`, once `base` is checked to be an http(s) URL.
+pub fn endpoint(base: &str, path: &str) -> anyhow::Result<String> {
+    let parsed = reqwest::Url::parse(base).ok().filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+    if parsed.is_none() {
+        anyhow::bail!(
+            "--url (or TOLLGATE_URL) must be the server's address with its scheme, such as http://127.0.0.1:8080; got '{base}'"
+        );
+    }
+    Ok(format!("{}{path}", base.trim_end_matches('/')))
+}
+
+/// Why a request could not be sent, with what to check.
+pub fn unreachable(url: &str) -> String {
+    format!("cannot reach {url}: is the server running there? (give its address with --url or TOLLGATE_URL)")
+}
+
+/// A server's refusal in a line: status, the problem's `code` and `detail` when it sent
+/// one (RFC 9457), its text otherwise.
+pub fn refusal(url: &str, status: reqwest::StatusCode, text: &str) -> String {
+    let problem: Option<serde_json::Value> = serde_json::from_str(text).ok();
+    match problem.as_ref().and_then(|p| Some((p["code"].as_str()?, p["detail"].as_str()?))) {
+        Some((code, detail)) => format!("{url}: {status}: {code}: {detail}"),
+        None => format!("{url}: {status}: {text}"),
+    }
+}
+
 /// One request; a status other than 2xx is an error carrying the server's answer.
 pub async fn call(
     remote: &Remote,
@@ -26,16 +52,16 @@ pub async fn call(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> anyhow::Result<String> {
-    let url = format!("{}{path}", remote.url.trim_end_matches('/'));
+    let url = endpoint(&remote.url, path)?;
     let mut req = reqwest::Client::new().request(method, &url).bearer_auth(&remote.token);
     if let Some(b) = body {
         req = req.json(&b);
     }
-    let res = req.send().await.with_context(|| format!("cannot reach {url}"))?;
+    let res = req.send().await.with_context(|| unreachable(&url))?;
     let status = res.status();
     let text = res.text().await?;
     if !status.is_success() {
-        anyhow::bail!("{url}: {status}: {text}");
+        anyhow::bail!(refusal(&url, status, &text));
     }
     Ok(text)
 }

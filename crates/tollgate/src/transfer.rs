@@ -109,7 +109,7 @@ pub fn import(a: ImportArgs) -> anyhow::Result<bool> {
     let rows = read_rows(&a.file, a.format)?;
     let token = a.token.context("give --token (or TOLLGATE_TOKEN) with an admin or issuer token")?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let url = format!("{}/v1/import/licenses", a.server.trim_end_matches('/'));
+    let url = crate::remote::endpoint(&a.server, "/v1/import/licenses")?;
     let (status, body): (u16, serde_json::Value) = rt.block_on(async {
         let res = reqwest::Client::new()
             .post(&url)
@@ -117,9 +117,7 @@ pub fn import(a: ImportArgs) -> anyhow::Result<bool> {
             .json(&serde_json::json!({ "dry_run": a.dry_run, "rows": rows }))
             .send()
             .await
-            .with_context(|| {
-                format!("cannot reach {url}: is the server running? (give its address with --url or TOLLGATE_URL)")
-            })?;
+            .with_context(|| crate::remote::unreachable(&url))?;
         let status = res.status().as_u16();
         anyhow::Ok((status, res.json().await.unwrap_or_default()))
     })?;

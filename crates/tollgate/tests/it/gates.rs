@@ -40,7 +40,11 @@ async fn gates_import_from_an_unleash_file_and_list() {
     let (ok, out) = run_remote(&["gates", "import", "--unleash", path, "--map", "export"], &base);
     assert!(!ok && out.contains("expected GATE=PRODUCT/FEATURE"), "{out}");
     let (ok, out) = run_remote(&["gates", "import", "--unleash", path, "--map", "export=app/nope"], &base);
-    assert!(!ok && out.contains("UNKNOWN_FEATURE"), "the server's refusal is shown: {out}");
+    assert!(!ok && out.contains("UNKNOWN_FEATURE: "), "the server's refusal is shown: {out}");
+    assert!(
+        out.contains("has no feature 'nope'") && !out.contains("\"type\""),
+        "as code and detail, not raw JSON: {out}"
+    );
     std::fs::write(&file, "{not json").unwrap();
     let (ok, out) = run_remote(&["gates", "import", "--unleash", path], &base);
     assert!(!ok && out.contains("is not JSON"), "{out}");

@@ -106,6 +106,14 @@ fn cli_errors_say_what_to_do() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("use admin, issuer, auditor or product"));
 
+    // Client commands say how to point them at the server.
+    let out = bin().args(["keys", "list", "--url", "127.0.0.1:9", "--token", "t"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("such as http://127.0.0.1:8080"), "{err}");
+    let out = bin().args(["keys", "list", "--url", "http://127.0.0.1:9", "--token", "t"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("is the server running there") && err.contains("--url"), "{err}");
+
     let out = bin().args(["serve", "--listen", "not-an-address"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "clap rejects it");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--listen"));
