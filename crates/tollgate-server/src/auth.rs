@@ -88,7 +88,16 @@ impl Principal {
         if p.allowed(self.role) {
             Ok(())
         } else {
-            Err(ApiError::forbidden(format!("a token with role '{}' may not do this", self.role.as_str())))
+            let roles: Vec<&str> = [Role::Admin, Role::Issuer, Role::Auditor, Role::Product]
+                .into_iter()
+                .filter(|r| p.allowed(*r))
+                .map(Role::as_str)
+                .collect();
+            Err(ApiError::forbidden(format!(
+                "a token with role '{}' may not do this; it takes a token with role {}",
+                self.role.as_str(),
+                roles.join(" or ")
+            )))
         }
     }
     pub fn actor(&self) -> String {

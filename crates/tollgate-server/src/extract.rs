@@ -59,21 +59,59 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
-/// Parses JSON, telling syntax errors (400) from well-formed JSON of the wrong shape
+/// Parses a JSON object, telling syntax errors (400) from well-formed JSON of the wrong shape
 /// (422), and naming the field at fault.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    // Every body is an object. serde would also read a struct from an array, by
+    // position (`["KEY"]` as `{"key":"KEY"}`), which no client means.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{')
+        && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
+    {
+        return Err(ApiError::unprocessable("INVALID_INPUT", "the body must be a JSON object"));
+    }
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let at = if path == "." { String::new() } else { format!(" at '{path}'") };
+        // serde_path_to_error writes `?` for a place it could not name.
+        let at = if path == "." || path == "?" { String::new() } else { format!(" at '{path}'") };
+        let why = plain(&inner.to_string());
         match inner.classify() {
             serde_json::error::Category::Data => {
-                ApiError::unprocessable("INVALID_INPUT", format!("invalid field{at}: {inner}"))
+                ApiError::unprocessable("INVALID_INPUT", format!("invalid field{at}: {why}"))
             }
-            _ => ApiError::bad_request("MALFORMED_JSON", format!("the body is not valid JSON{at}: {inner}")),
+            _ => ApiError::bad_request("MALFORMED_JSON", format!("the body is not valid JSON{at}: {why}")),
         }
     })
+}
+
+/// serde's message without the server's own type names: `struct ValidateBody with 6
+/// elements` reads as `a JSON object`.
+fn plain(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(i) = rest.find("struct ") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + "struct ".len()..];
+        let name_len = after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(after.len());
+        if name_len == 0 {
+            out.push_str("struct ");
+            rest = after;
+            continue;
+        }
+        out.push_str("a JSON object");
+        rest = &after[name_len..];
+        // "with 6 elements" counts the struct's fields, which says nothing to a client.
+        if let Some(tail) = rest.strip_prefix(" with ")
+            && let Some(end) = tail.find(" element")
+            && tail[..end].bytes().all(|b| b.is_ascii_digit())
+        {
+            let skip = " with ".len() + end + " element".len();
+            rest = rest[skip..].strip_prefix('s').unwrap_or(&rest[skip..]);
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Query parameters; a bad one is a 400 problem naming it.
@@ -126,5 +164,48 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
             return Ok(id.clone());
         }
         Ok(RequestId(format!("req_{}", crate::auth::random_hex(8))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)] // Read only by serde.
+    struct ValidateBody {
+        key: String,
+        feature: Option<String>,
+    }
+
+    fn detail(body: &str) -> (u16, String) {
+        let e = parse_json::<ValidateBody>(body.as_bytes()).unwrap_err();
+        (e.status.as_u16(), e.detail)
+    }
+
+    /// Messages name the client's JSON, never the server's types, and never a `?` place.
+    #[test]
+    fn errors_speak_of_the_json_sent() {
+        for body in ["[]", "[1,2]", "5", "\"key\""] {
+            assert_eq!(detail(body), (422, "the body must be a JSON object".to_string()), "{body}");
+        }
+        let (status, d) = detail(r#"{"key": 5}"#);
+        assert_eq!(status, 422);
+        assert!(d.contains("at 'key'") && !d.contains("ValidateBody"), "{d}");
+        let (status, d) = detail(r#"{"key": "a", "nope": 1}"#);
+        assert_eq!(status, 422);
+        assert!(d.contains("nope") && d.contains("key"), "names the fields it takes: {d}");
+        let (status, d) = detail(r#"{"key": "a""#);
+        assert_eq!(status, 400);
+        assert!(!d.contains('?'), "{d}");
+        assert_eq!(
+            plain("invalid length 0, expected struct ValidateBody with 6 elements"),
+            "invalid length 0, expected a JSON object"
+        );
+        assert_eq!(plain("expected struct Foo with 1 element, got x"), "expected a JSON object, got x");
+        assert_eq!(plain("a struct  b"), "a struct  b");
     }
 }

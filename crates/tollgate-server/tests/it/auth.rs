@@ -48,7 +48,10 @@ async fn roles_allow_what_they_should_and_nothing_else() {
         403,
         "FORBIDDEN",
     );
-    assert_problem(&call(issuer.clone(), Method::GET, "/v1/ledger/entries", None).await, 403, "FORBIDDEN");
+    let r = call(issuer.clone(), Method::GET, "/v1/ledger/entries", None).await;
+    assert_problem(&r, 403, "FORBIDDEN");
+    let d = r.body["detail"].as_str().unwrap();
+    assert!(d.contains("role 'issuer'") && d.contains("takes a token with role admin or auditor"), "{d}");
     assert_problem(
         &call(issuer.clone(), Method::POST, "/v1/tokens", Some(json!({"role":"admin"}))).await,
         403,
