@@ -88,8 +88,9 @@ enum Cmd {
     },
     /// Write the whole ledger out, one event per line (import it with `import --format jsonl --data NEWDIR`).
     Export {
-        #[arg(long, value_enum)]
-        format: transfer::Format,
+        /// jsonl, the only one: the ledger's events, one per line.
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: transfer::ExportFormat,
         #[arg(long, env = "TOLLGATE_DATA", default_value = "./tollgate-data")]
         data: PathBuf,
         /// Write here instead of standard output.
@@ -196,10 +197,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let ok = transfer::import(transfer::ImportArgs { format, file, dry_run, server, token, data })?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
-        Cmd::Export { format, data, out } => {
-            if format != transfer::Format::Jsonl {
-                anyhow::bail!("export writes --format jsonl (the ledger, one event per line)");
-            }
+        Cmd::Export { format: transfer::ExportFormat::Jsonl, data, out } => {
             transfer::export(&data, out.as_deref()).map(|()| ExitCode::SUCCESS)
         }
         Cmd::Backup { data, out } => {

@@ -24,6 +24,12 @@ pub enum Format {
     Jsonl,
 }
 
+/// What `export` writes: the ledger is events, which have no CSV form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    Jsonl,
+}
+
 /// Reads license rows: each a JSON object with its 1-based line number.
 fn read_rows(path: &Path, format: Format) -> anyhow::Result<Vec<serde_json::Value>> {
     let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
