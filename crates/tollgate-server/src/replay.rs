@@ -547,8 +547,13 @@ fn check_outside(
         return Err(ReplayError::Internal("the store has no signing key: pass the verifier key with --key".into()));
     };
     let cp = checkpoint::open(signed, v).map_err(|e| ReplayError::Checkpoint {
-        size: 0,
-        detail: format!("the given checkpoint does not verify: {e}"),
+        // The size it claims, read without trusting it: only for the message.
+        size: signed.lines().nth(1).and_then(|l| l.parse().ok()).unwrap_or(0),
+        detail: format!(
+            "the given checkpoint does not verify under '{}' ({:08x}): {e}; it is another ledger's, or was altered",
+            v.name(),
+            v.key_id()
+        ),
     })?;
     let Ok(root) = log.root_at(cp.size) else {
         return Err(ReplayError::Checkpoint {

@@ -122,8 +122,8 @@ enum LedgerCmd {
         /// (the `.checkpoint` file a backup writes, or a saved /v1/ledger/checkpoint).
         #[arg(long)]
         checkpoint: Option<PathBuf>,
-        /// The log's verifier key (`GET /v1/ledger/key`), kept outside the ledger: the
-        /// ledger must be signed by it, and the checkpoint is checked with it.
+        /// The log's verifier key (`GET /v1/ledger/key`), or a file holding it, kept outside
+        /// the ledger: the ledger must be signed by it, and the checkpoint is checked with it.
         #[arg(long)]
         key: Option<String>,
     },
@@ -299,6 +299,11 @@ fn ledger_verify(
     checkpoint: Option<PathBuf>,
     key: Option<String>,
 ) -> anyhow::Result<ExitCode> {
+    // The key itself, or a file holding it (as `curl …/v1/ledger/key > key.txt` leaves).
+    let key = key.map(|k| match std::fs::read_to_string(&k) {
+        Ok(text) if !k.contains('+') => text,
+        _ => k,
+    });
     let key = key.map(|k| tollgate_core::note::Verifier::parse(k.trim())).transpose().map_err(|e| {
         anyhow::anyhow!("--key is not a note verifier key (name+hex id+base64, as GET /v1/ledger/key gives): {e}")
     })?;

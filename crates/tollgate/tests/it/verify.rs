@@ -177,11 +177,27 @@ async fn verify_against_a_checkpoint_and_key_kept_outside_the_ledger() {
 
     let (ok, out) = check(&dir(&one), true);
     assert!(ok && out.contains("extends the checkpoint") && out.contains("signed by the key given"), "{out}");
+    // The key may be given as the file it was saved to.
+    let key_file = tmp.path().join("key.txt");
+    std::fs::write(&key_file, format!("{key}\n")).unwrap();
+    let (ok, out) = run(&[
+        "ledger",
+        "verify",
+        "--data",
+        &dir(&one),
+        "--checkpoint",
+        note.to_str().unwrap(),
+        "--key",
+        key_file.to_str().unwrap(),
+    ]);
+    assert!(ok && out.contains("signed by the key given"), "{out}");
     // Another ledger, signed by another key: refused with the key, and without it.
     let (ok, out) = check(&dir(&other), true);
     assert!(!ok && out.contains("not by the key given"), "{out}");
     let (ok, out) = check(&dir(&other), false);
     assert!(!ok && out.contains("does not verify"), "{out}");
+    let size: u64 = std::fs::read_to_string(&note).unwrap().lines().nth(1).unwrap().parse().unwrap();
+    assert!(out.contains(&format!("tree size {size} ")), "names the checkpoint's size, {size}: {out}");
     // The same ledger cut back (a restore to an earlier point): events it held are gone.
     let backup = tmp.path().join("one.db");
     let (ok, out) = run(&["backup", "--data", &dir(&one), "--out", backup.to_str().unwrap()]);
