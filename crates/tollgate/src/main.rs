@@ -219,6 +219,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn serve(args: Settings, demo: bool) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // The address first: a port in use is refused before anything is written (a data
+    // directory, an admin token, a master key).
+    let listener = rt.block_on(tokio::net::TcpListener::bind(args.listen)).with_context(|| {
+        format!("cannot listen on {}: is another server running there? pick another with --listen", args.listen)
+    })?;
     let opened = tollgate_server::open(&args.server_config())
         .with_context(|| format!("cannot open the data directory {}", args.data.display()))?;
     match &opened.bootstrap {
@@ -235,9 +240,6 @@ fn serve(args: Settings, demo: bool) -> anyhow::Result<()> {
     }
     let app = opened.app.clone();
     rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| {
-            format!("cannot listen on {}: is another server running there? pick another with --listen", args.listen)
-        })?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, data = %args.data.display(), seq = app.engine.state().seq(), "tollgate listening");
         // One line on stdout that scripts (and tests using --listen 127.0.0.1:0) can read.

@@ -114,6 +114,18 @@ fn cli_errors_say_what_to_do() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("is the server running there") && err.contains("--url"), "{err}");
 
+    // A port in use is refused before anything is written.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let fresh = tmp.path().join("fresh");
+    let out = bin()
+        .args(["serve", "--listen", &taken.local_addr().unwrap().to_string(), "--data"])
+        .arg(&fresh)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("cannot listen on"), "{err}");
+    assert!(!fresh.exists(), "no data directory, token or key was made");
+
     let out = bin().args(["serve", "--listen", "not-an-address"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "clap rejects it");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--listen"));
