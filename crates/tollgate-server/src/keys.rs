@@ -130,7 +130,17 @@ impl KeyVault {
             kid: signer.kid.clone(),
             public_key: b64url(signer.verifying_key().as_bytes()),
         });
-        app.engine.submit(command, meta, 201, None, Box::new(|_, _| serde_json::Value::Null)).await?;
+        match app.engine.submit(command, meta, 201, None, Box::new(|_, _| serde_json::Value::Null)).await {
+            Ok(_) => {}
+            // Another node starting at the same time created one first: use it.
+            Err(crate::engine::EngineError::Refused(why)) => {
+                drop(guard);
+                let Some(theirs) = self.usable_current(app)? else { return Err(why.into()) };
+                tracing::info!(kid = %theirs.kid, "another node created the first token signing key");
+                return Ok(theirs);
+            }
+            Err(e) => return Err(e.into()),
+        }
         drop(guard);
         tracing::info!(kid = %signer.kid, "created the first token signing key");
         Ok(signer)

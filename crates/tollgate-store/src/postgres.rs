@@ -145,6 +145,9 @@ impl PostgresStore {
         let mut client = Client::connect(url, NoTls).map_err(pg)?;
         let mut tx = client.transaction().map_err(pg)?;
         tx.execute("SELECT pg_advisory_xact_lock(7347001)", &[]).map_err(pg)?;
+        // `IF NOT EXISTS` on a table that exists is a NOTICE, which the client would log
+        // on every start; this transaction does not need to hear it.
+        tx.batch_execute("SET LOCAL client_min_messages = warning").map_err(pg)?;
         tx.batch_execute("CREATE TABLE IF NOT EXISTS tollgate_schema (version INTEGER NOT NULL)").map_err(pg)?;
         let version: i32 = match tx.query_opt("SELECT version FROM tollgate_schema", &[]).map_err(pg)? {
             Some(row) => row.get(0),

@@ -101,7 +101,7 @@ pub async fn get_product(
     json(p, s.seq())
 }
 
-#[utoipa::path(post, path = "/v1/plans", tag = "catalog", request_body(content = Object, description = "{key, product, name, features, duration_days?, trial_days?, grace_days?, max_machines?, max_users?}"), responses((status = 201, description = "created")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/plans", tag = "catalog", request_body(content = Object, description = "{key, product, name, features, duration_days?, trial_days?, grace_days?, max_machines?, max_users?, offline_days?, floating?: {max_leases, lease_ttl_seconds}, meters?: [{key, quota, period, overage?}]}"), responses((status = 201, description = "created"), (status = 404, description = "`PRODUCT_NOT_FOUND`", body = crate::problem::Problem), (status = 409, description = "`PLAN_EXISTS`", body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn create_plan(
     State(app): State<Arc<AppState>>,
     principal: Principal,
@@ -123,7 +123,7 @@ pub async fn create_plan(
     .await
 }
 
-#[utoipa::path(put, path = "/v1/plans/{key}", tag = "catalog", request_body(content = Object), responses((status = 200, description = "updated: a new version")), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/v1/plans/{key}", tag = "catalog", request_body(content = Object, description = "the whole plan, as for POST /v1/plans: {key, product, name, features, duration_days?, trial_days?, grace_days?, max_machines?, max_users?, offline_days?, floating?: {max_leases, lease_ttl_seconds}, meters?: [{key, quota, period, overage?}]}"), responses((status = 200, description = "updated: a new version"), (status = 404, description = "`PLAN_NOT_FOUND`", body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn update_plan(
     State(app): State<Arc<AppState>>,
     Path(key): Path<String>,

@@ -108,7 +108,7 @@ fn b64_all(hashes: &[[u8; 32]]) -> Vec<String> {
     hashes.iter().map(|h| B64.encode(h)).collect()
 }
 
-#[utoipa::path(get, path = "/v1/ledger/proof/inclusion", tag = "ledger", params(("index" = u64, Query), ("size" = Option<u64>, Query, description = "tree size, default the current size")), responses((status = 200, description = "{index, size, root, proof} with base64 hashes (RFC 6962)")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/ledger/proof/inclusion", tag = "ledger", params(("index" = u64, Query), ("size" = Option<u64>, Query, description = "tree size, default the current size")), responses((status = 200, description = "{index, size, root, leaf_hash, proof} with base64 hashes (RFC 6962)")), security(("bearer" = [])))]
 pub async fn inclusion(
     State(app): State<Arc<AppState>>,
     principal: Principal,
@@ -153,7 +153,7 @@ struct ConsistencyProof {
     proof: Vec<String>,
 }
 
-#[utoipa::path(get, path = "/v1/ledger/proof/consistency", tag = "ledger", params(("from" = u64, Query), ("to" = Option<u64>, Query, description = "default the current size")), responses((status = 200, description = "{from, to, proof} with base64 hashes (RFC 6962)")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/ledger/proof/consistency", tag = "ledger", params(("from" = u64, Query), ("to" = Option<u64>, Query, description = "default the current size")), responses((status = 200, description = "{from, to, from_root, to_root, proof} with base64 hashes (RFC 6962)")), security(("bearer" = [])))]
 pub async fn consistency(
     State(app): State<Arc<AppState>>,
     principal: Principal,

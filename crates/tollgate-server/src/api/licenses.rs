@@ -110,7 +110,7 @@ pub fn new_license_key() -> LicenseKey {
     LicenseKey::from_random(super::random())
 }
 
-#[utoipa::path(post, path = "/v1/licenses", tag = "licenses", request_body(content = Object, description = "{product, plan, licensee, expires_at?, metadata?, overrides?}; metadata: a JSON object of at most 16 KiB, nested at most 32 levels, integers within ±2^53 (the ledger keeps numbers as RFC 8785 doubles)"), responses((status = 201, description = "the new license with its key"), (status = 404, body = crate::problem::Problem), (status = 422, body = crate::problem::Problem)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/licenses", tag = "licenses", request_body(content = Object, description = "{product, plan, licensee, expires_at?, metadata?, overrides?, external_id?}; external_id: the license's id in another system (unique; GET /v1/licenses?external_id= finds it); metadata: a JSON object of at most 16 KiB, nested at most 32 levels, integers within ±2^53 (the ledger keeps numbers as RFC 8785 doubles)"), responses((status = 201, description = "the new license with its key"), (status = 404, body = crate::problem::Problem), (status = 409, description = "`EXTERNAL_ID_EXISTS`", body = crate::problem::Problem), (status = 422, body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn issue(
     State(app): State<Arc<AppState>>,
     principal: Principal,

@@ -53,7 +53,7 @@ struct ValidateResponse<'a> {
     offline_refused: Option<String>,
 }
 
-#[utoipa::path(post, path = "/v1/validate", tag = "validation", request_body(content = Object, description = "{key, feature?, fingerprint?, user?, token?, offline?}"), responses((status = 200, description = "{valid, code, license, features, grace_ends_at?, usage?, token?, token_expires_at?, offline_refused?}; offline_refused says why an offline token asked for was not given (an online one was); code is VALID, GRACE_PERIOD, NOT_FOUND, SUSPENDED, REVOKED, EXPIRED, FEATURE_NOT_ENTITLED, FINGERPRINT_NOT_ACTIVATED, USER_NOT_ASSIGNED or MALFORMED_KEY")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/validate", tag = "validation", request_body(content = Object, description = "{key, feature?, fingerprint?, user?, token?, offline?}"), responses((status = 200, description = "{valid, code, detail?, license, features, grace_ends_at?, usage?, token?, token_expires_at?, offline_refused?}; offline_refused says why an offline token asked for was not given (an online one was); code is VALID, GRACE_PERIOD, NOT_FOUND, SUSPENDED, REVOKED, EXPIRED, FEATURE_NOT_ENTITLED, FINGERPRINT_NOT_ACTIVATED, USER_NOT_ASSIGNED or MALFORMED_KEY")), security(("bearer" = [])))]
 pub async fn validate(
     State(app): State<Arc<AppState>>,
     principal: Principal,
