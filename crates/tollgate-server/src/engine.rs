@@ -747,7 +747,12 @@ impl Committer {
                     Err(_) => return Landed::Unknown,
                 }
             }
-            return if all { Landed::Yes } else { Landed::No };
+            return match (all, self.shared) {
+                (true, _) => Landed::Yes,
+                // As for events, below.
+                (false, true) => Landed::Unknown,
+                (false, false) => Landed::No,
+            };
         }
         match self.store.read(b.expected_len, b.expected_len + n) {
             Ok(stored)
@@ -756,6 +761,10 @@ impl Committer {
             {
                 Landed::Yes
             }
+            // Absent on a store across the network may still mean "not yet": a COMMIT
+            // that lost its connection can land after this read (in flight, or waiting
+            // for a synchronous standby). Only the embedded store's answer is final.
+            Ok(_) if self.shared => Landed::Unknown,
             Ok(_) => Landed::No,
             Err(_) => Landed::Unknown,
         }

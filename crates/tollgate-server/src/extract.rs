@@ -85,21 +85,23 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-/// serde's message without the server's own type names: `struct ValidateBody with 6
-/// elements` reads as `a JSON object`.
+/// serde's message without the server's own type names: `expected struct ValidateBody
+/// with 6 elements` reads as `expected a JSON object`. Only after `expected `, serde's
+/// own words, so a client's text (an unknown field named `struct x`) is left alone.
 fn plain(message: &str) -> String {
+    const AT: &str = "expected struct ";
     let mut out = String::with_capacity(message.len());
     let mut rest = message;
-    while let Some(i) = rest.find("struct ") {
+    while let Some(i) = rest.find(AT) {
         out.push_str(&rest[..i]);
-        let after = &rest[i + "struct ".len()..];
+        let after = &rest[i + AT.len()..];
         let name_len = after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(after.len());
         if name_len == 0 {
-            out.push_str("struct ");
+            out.push_str(AT);
             rest = after;
             continue;
         }
-        out.push_str("a JSON object");
+        out.push_str("expected a JSON object");
         rest = &after[name_len..];
         // "with 6 elements" counts the struct's fields, which says nothing to a client.
         if let Some(tail) = rest.strip_prefix(" with ")
@@ -207,5 +209,8 @@ mod tests {
         );
         assert_eq!(plain("expected struct Foo with 1 element, got x"), "expected a JSON object, got x");
         assert_eq!(plain("a struct  b"), "a struct  b");
+        assert_eq!(plain("unknown field `struct x`, expected `key`"), "unknown field `struct x`, expected `key`");
+        let (_, d) = detail(r#"{"struct x": 1}"#);
+        assert!(d.contains("struct x"), "the client's own text stays: {d}");
     }
 }

@@ -89,6 +89,12 @@ impl KeyVault {
         Ok(signer)
     }
 
+    /// The signer of `kid`, current or retired, if its private half is in this store.
+    pub fn signer_of(&self, app: &AppState, kid: &str) -> Result<Option<Arc<TokenSigner>>, ApiError> {
+        let store = app.reader.lock().unwrap_or_else(|p| p.into_inner());
+        self.load_signer(&**store, kid)
+    }
+
     /// The current key's signer, if there is a current key and its private half is here.
     fn usable_current(&self, app: &AppState) -> Result<Option<Arc<TokenSigner>>, ApiError> {
         let Some(k) = app.engine.state().keys().current().map(|k| k.kid.clone()) else { return Ok(None) };

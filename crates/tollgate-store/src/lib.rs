@@ -113,6 +113,11 @@ pub struct TokenRecord {
     pub revoked_at: Option<String>,
 }
 
+/// Where the server keeps the idempotency claims of writes that are not ledger events
+/// (API tokens, minted license tokens) in `meta`: a point-in-time restore clears them
+/// with the idempotency records.
+pub const IDEMPOTENCY_META_PREFIX: &str = "idempotency/";
+
 /// Durable storage for the ledger and what hangs off it.
 ///
 /// Writes take `&mut self`: the server has one writer that owns its store and batches the

@@ -533,9 +533,14 @@ impl LedgerStore for PostgresStore {
     }
 
     fn meta_insert(&mut self, key: &str, value: &[u8]) -> Result<Vec<u8>, StoreError> {
+        // One transaction: an insert whose answer could not be read stands for nothing
+        // (a caller told of an error must not find its value claimed afterwards).
         self.run(|c| {
-            c.execute("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING", &[&key, &value])?;
-            c.query_one("SELECT value FROM meta WHERE key = $1", &[&key]).map(|r| r.get(0))
+            let mut tx = c.transaction()?;
+            tx.execute("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING", &[&key, &value])?;
+            let stored: Vec<u8> = tx.query_one("SELECT value FROM meta WHERE key = $1", &[&key])?.get(0);
+            tx.commit()?;
+            Ok(stored)
         })
         .map_err(pg)
     }

@@ -101,7 +101,8 @@ impl SqliteStore {
     /// Only restore calls this, on a fresh copy of a backup, never on a live ledger: it
     /// lifts the append-only triggers for the length of one transaction. Checkpoints and
     /// snapshots past the cut go with the events; idempotency records are cleared, since
-    /// they may describe responses for events that were cut.
+    /// they may describe responses for events that were cut, and so are the claims of
+    /// writes outside the ledger (`IDEMPOTENCY_META_PREFIX`), for the same reason.
     pub fn truncate_for_restore(&mut self, len: u64) -> Result<(), StoreError> {
         let len = i64::try_from(len).map_err(|_| StoreError::Invalid("length out of range".into()))?;
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -110,6 +111,10 @@ impl SqliteStore {
         tx.execute("DELETE FROM checkpoints WHERE size > ?1", [len])?;
         tx.execute("DELETE FROM snapshots WHERE seq > ?1", [len])?;
         tx.execute("DELETE FROM idempotency", [])?;
+        tx.execute(
+            "DELETE FROM meta WHERE substr(key, 1, ?2) = ?1",
+            rusqlite::params![crate::IDEMPOTENCY_META_PREFIX, crate::IDEMPOTENCY_META_PREFIX.len() as i64],
+        )?;
         tx.execute_batch(schema::APPEND_ONLY_TRIGGERS)?;
         tx.commit()?;
         Ok(())
@@ -488,5 +493,19 @@ mod tests {
         assert_eq!(pragma("synchronous"), 2, "FULL");
         assert_eq!(pragma("foreign_keys"), 1);
         assert_eq!(pragma("busy_timeout"), 5000);
+    }
+
+    /// A restore forgets the idempotency claims of writes outside the ledger, as it
+    /// forgets the records of ledger writes: they may describe what the cut removed.
+    #[test]
+    fn a_restore_forgets_idempotency_claims_and_keeps_other_meta() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("ledger.db")).unwrap();
+        let claim = format!("{}license-token/tok_1/k", crate::IDEMPOTENCY_META_PREFIX);
+        store.set_meta(&claim, b"{}").unwrap();
+        store.set_meta("signing-key", b"kept").unwrap();
+        store.truncate_for_restore(0).unwrap();
+        assert_eq!(store.meta(&claim).unwrap(), None);
+        assert_eq!(store.meta("signing-key").unwrap().as_deref(), Some(&b"kept"[..]));
     }
 }

@@ -76,9 +76,10 @@ enum Cmd {
         /// Check every row and report, without writing anything.
         #[arg(long)]
         dry_run: bool,
-        /// The server to import license rows into (`--server` is an older name for it).
-        #[arg(long = "url", alias = "server", env = "TOLLGATE_URL", default_value = "http://127.0.0.1:8080")]
-        server: String,
+        /// The server to import license rows into [default: http://127.0.0.1:8080]
+        /// (`--server` and TOLLGATE_SERVER are its older names).
+        #[arg(long = "url", alias = "server", env = "TOLLGATE_URL")]
+        server: Option<String>,
         /// An admin or issuer token.
         #[arg(long, env = "TOLLGATE_TOKEN", hide_env_values = true)]
         token: Option<String>,
@@ -194,6 +195,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Ledger { command: LedgerCmd::Digest { data, at } } => ops::digest(&data, at).map(|()| ExitCode::SUCCESS),
         Cmd::Import { format, file, dry_run, server, token, data } => {
+            // TOLLGATE_SERVER was this command's variable before it took TOLLGATE_URL like
+            // the others: a script that still sets it must not reach another server.
+            let server = server
+                .or_else(|| std::env::var("TOLLGATE_SERVER").ok().filter(|s| !s.is_empty()))
+                .unwrap_or_else(|| "http://127.0.0.1:8080".into());
             let ok = transfer::import(transfer::ImportArgs { format, file, dry_run, server, token, data })?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
@@ -302,10 +308,12 @@ fn ledger_verify(
     key: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     // The key itself, or a file holding it (as `curl …/v1/ledger/key > key.txt` leaves).
-    let key = key.map(|k| match std::fs::read_to_string(&k) {
-        Ok(text) if !k.contains('+') => text,
-        _ => k,
-    });
+    let key = match key {
+        Some(k) if std::path::Path::new(&k).is_file() => {
+            Some(std::fs::read_to_string(&k).with_context(|| format!("cannot read the --key file {k}"))?)
+        }
+        other => other,
+    };
     let key = key.map(|k| tollgate_core::note::Verifier::parse(k.trim())).transpose().map_err(|e| {
         anyhow::anyhow!("--key is not a note verifier key (name+hex id+base64, as GET /v1/ledger/key gives): {e}")
     })?;

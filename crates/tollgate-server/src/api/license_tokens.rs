@@ -39,6 +39,8 @@ pub struct Mint {
 pub struct Minted {
     pub token: String,
     pub claims: Claims,
+    /// The key that signed it.
+    pub kid: String,
 }
 
 fn conflict(code: &'static str, detail: String) -> ApiError {
@@ -133,7 +135,7 @@ pub async fn mint(app: &Arc<AppState>, license_id: &str, m: Mint) -> Result<Mint
     };
     app.keys.note_expiry(app, &signer.kid, exp)?;
     let token = signer.sign_claims(TYP_JWT, &claims).map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(Minted { token, claims })
+    Ok(Minted { token, claims, kid: signer.kid.clone() })
 }
 
 pub fn instant(secs: i64) -> Timestamp {
@@ -167,20 +169,27 @@ pub async fn issue(
     body: ApiJson<TokenBody>,
 ) -> Result<Response, ApiError> {
     principal.require(Permission::LicenseWrite)?;
-    // A repeat gets the token minted first (the same `jti`), not another one.
+    // A repeat gets the token minted first (the same `jti`, the same bytes), not another
+    // one. The claim keeps the token's signed payload, not the token: Ed25519 signatures
+    // are deterministic, so signing the payload again gives the token back, and a stored
+    // record (or a backup) holds no credential. A repeat once that token can no longer
+    // be used (expired, its license no longer in good standing) is refused instead.
     let idem = idempotency.0.map(|k| outside_ledger::meta_key("license-token", &principal.token_id, &k));
     let request = outside_ledger::request(&format!("/v1/licenses/{id}/tokens"), &body.request_hash);
     let replay = |earlier: outside_ledger::Claim| -> Result<Response, ApiError> {
         outside_ledger::check_same(&earlier, &request)?;
-        let body = serde_json::to_vec(&earlier.answer).map_err(|e| ApiError::internal(e.to_string()))?;
+        let token = again(&app, &id, &earlier.answer)?;
+        let body = serde_json::to_vec(&token).map_err(|e| ApiError::internal(e.to_string()))?;
         let mut res = json_response(StatusCode::OK, body, app.engine.state().seq());
         res.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
         Ok(res)
     };
-    if let Some(mk) = &idem
-        && let Some(earlier) = outside_ledger::find(&**app.reader.lock().unwrap_or_else(|p| p.into_inner()), mk)?
-    {
-        return replay(earlier);
+    if let Some(mk) = &idem {
+        // Its own statement: the store's lock is released before `replay` takes it.
+        let earlier = outside_ledger::find(&**app.reader.lock().unwrap_or_else(|p| p.into_inner()), mk)?;
+        if let Some(earlier) = earlier {
+            return replay(earlier);
+        }
     }
     let b = body.value;
     let m = mint(
@@ -190,10 +199,15 @@ pub async fn issue(
     )
     .await?;
     let seq = app.engine.state().seq();
+    let signed = serde_json::json!({
+        "kid": m.kid,
+        "payload": m.token.split('.').nth(1).unwrap_or_default(),
+        "exp": m.claims.exp,
+        "jti": m.claims.jti,
+    });
     let answer = TokenResponse { expires_at: instant(m.claims.exp), jti: m.claims.jti, token: m.token };
     if let Some(mk) = &idem {
-        let answer = serde_json::to_value(&answer).map_err(|e| ApiError::internal(e.to_string()))?;
-        let mine = outside_ledger::Claim { request: request.clone(), answer };
+        let mine = outside_ledger::Claim { request: request.clone(), answer: signed };
         let claimed = outside_ledger::claim(&mut **app.reader.lock().unwrap_or_else(|p| p.into_inner()), mk, &mine)?;
         if claimed != mine {
             // Another request with this key minted first: answer with its token.
@@ -201,6 +215,42 @@ pub async fn issue(
         }
     }
     json(&answer, seq)
+}
+
+/// The token a claim recorded, signed again, unless it can no longer be used.
+fn again(app: &AppState, license: &str, signed: &serde_json::Value) -> Result<TokenResponse, ApiError> {
+    let unusable = |why: String| {
+        conflict(
+            "MINTED_TOKEN_UNUSABLE",
+            format!("the token this Idempotency-Key minted {why}; mint a new one with a new key"),
+        )
+    };
+    let broken = || ApiError::internal("a stored idempotency record of a minted token is incomplete");
+    let (Some(kid), Some(payload), Some(exp), Some(jti)) =
+        (signed["kid"].as_str(), signed["payload"].as_str(), signed["exp"].as_i64(), signed["jti"].as_str())
+    else {
+        return Err(broken());
+    };
+    if exp <= seconds(crate::engine::now()) {
+        return Err(unusable("has expired".into()));
+    }
+    let state = app.engine.state();
+    let Some(l) = state.license(license) else {
+        return Err(unusable(format!("speaks for license {license}, which this ledger does not hold")));
+    };
+    let Some(plan) = state.plan(l.plan.as_str()) else { return Err(broken()) };
+    match l.standing(plan, crate::engine::now()) {
+        Standing::Active | Standing::Grace { .. } => {}
+        other => return Err(unusable(format!("speaks for a license that is now {}", other.as_str()))),
+    }
+    let Some(signer) = app.keys.signer_of(app, kid)? else {
+        return Err(unusable(format!("was signed by key {kid}, which this server does not hold")));
+    };
+    let payload = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).map_err(|_| broken())?
+    };
+    Ok(TokenResponse { token: signer.sign_jws(TYP_JWT, &payload), expires_at: instant(exp), jti: jti.to_string() })
 }
 
 /// The token fields added to a validation answer.

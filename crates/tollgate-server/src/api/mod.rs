@@ -110,7 +110,7 @@ pub(crate) mod outside_ledger {
 
     /// The `meta` key of an idempotency key, per kind of write and caller.
     pub(crate) fn meta_key(kind: &str, scope: &str, key: &str) -> String {
-        format!("idempotency/{kind}/{scope}/{key}")
+        format!("{}{kind}/{scope}/{key}", tollgate_store::IDEMPOTENCY_META_PREFIX)
     }
 
     /// The hash a claim records: the target and the body's hash.

@@ -103,10 +103,11 @@ pub async fn create_token(
             ),
         )
     };
-    if let Some(mk) = &idem
-        && let Some(earlier) = outside_ledger::find(&**app.reader.lock().unwrap_or_else(|p| p.into_inner()), mk)?
-    {
-        return Err(repeat(&earlier));
+    if let Some(mk) = &idem {
+        let earlier = outside_ledger::find(&**app.reader.lock().unwrap_or_else(|p| p.into_inner()), mk)?;
+        if let Some(earlier) = earlier {
+            return Err(repeat(&earlier));
+        }
     }
     let b = body.value;
     let role = Role::parse(&b.role).ok_or_else(|| {

@@ -391,7 +391,15 @@ async fn a_repeated_mint_gets_the_first_token() {
     }
     assert!(answers.iter().all(|(s, _, _)| *s == 200), "{answers:?}");
     let jti = answers[0].2["jti"].as_str().unwrap().to_string();
+    let first = answers[0].2["token"].as_str().unwrap().to_string();
     assert!(answers.iter().all(|(_, _, v)| v["jti"] == jti.as_str()), "one token for every repeat: {answers:?}");
+    assert!(answers.iter().all(|(_, _, v)| v["token"] == first.as_str()), "the same bytes: {answers:?}");
+    // The store keeps what to sign again, not the token: its signature is nowhere on disk.
+    let signature = first.rsplit('.').next().unwrap();
+    let db = std::fs::read(tollgate_server::db_path(&app.dir)).unwrap();
+    let wal = std::fs::read(tollgate_server::db_path(&app.dir).with_extension("db-wal")).unwrap_or_default();
+    let found = |hay: &[u8]| hay.windows(signature.len()).any(|w| w == signature.as_bytes());
+    assert!(!found(&db) && !found(&wal), "a minted token is not stored");
     assert!(answers.iter().any(|(_, replayed, _)| *replayed), "repeats are marked replayed");
     let (status, replayed, v) = mint(id.clone(), "mint-once", body.clone()).await;
     assert_eq!((status, replayed, v["jti"].as_str()), (200, true, Some(jti.as_str())));
@@ -401,7 +409,12 @@ async fn a_repeated_mint_gets_the_first_token() {
     assert_eq!((status, v["code"].as_str()), (422, Some("IDEMPOTENCY_KEY_REUSED")), "{v}");
     // Without a key, each request mints a new token.
     let (_, a) = token(&app, &id, body.clone()).await;
-    let (_, b) = token(&app, &id, body).await;
+    let (_, b) = token(&app, &id, body.clone()).await;
     assert_ne!(a["jti"], b["jti"]);
+    // Once the license is revoked, the token is not handed out again.
+    assert_eq!(app.post(&format!("/v1/licenses/{id}/revoke"), json!({})).await.status, 200);
+    let (status, _, v) = mint(id.clone(), "mint-once", body).await;
+    assert_eq!((status, v["code"].as_str()), (409, Some("MINTED_TOKEN_UNUSABLE")), "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("revoked"), "{v}");
     app.stop().await;
 }

@@ -55,6 +55,16 @@ async fn csv_import_is_all_or_nothing_idempotent_and_export_round_trips_the_dige
     let machines: serde_json::Value = get_json(&c, &format!("{base}/v1/licenses/{k3_id}/machines")).await;
     assert_eq!(machines.to_string().matches("fp-").count(), 2, "machines came along: {machines}");
 
+    // The variable this command read before TOLLGATE_URL still points it at the server.
+    let out = bin()
+        .args(["import", "--format", "csv", good.to_str().unwrap(), "--dry-run", "--token", ADMIN])
+        .env_remove("TOLLGATE_URL")
+        .env("TOLLGATE_SERVER", &base)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("0 new, 3 unchanged"), "{text}");
+
     // Running it again adds nothing.
     let (ok, out) = call(args(&good, &[]));
     assert!(ok, "{out}");
