@@ -68,7 +68,11 @@ fn parse_rows(rows: &[serde_json::Value]) -> (Vec<ImportRow>, Vec<Rejected>) {
                     line,
                     external_id,
                     code: "INVALID_INPUT",
-                    detail: format!("{}: {}", e.path(), e.inner()),
+                    detail: match e.path().to_string().as_str() {
+                        // The row itself (a missing column): no place to name.
+                        "." | "?" => e.inner().to_string(),
+                        path => format!("{path}: {}", e.inner()),
+                    },
                 });
                 continue;
             }

@@ -79,7 +79,7 @@ async fn csv_import_is_all_or_nothing_idempotent_and_export_round_trips_the_dige
     assert!(!ok, "{out}");
     assert!(out.contains("imported nothing"), "{out}");
     assert!(out.contains("line 3: K-5 (PLAN_NOT_FOUND)"), "{out}");
-    assert!(out.contains("line 4: K-6"), "{out}");
+    assert!(out.contains("line 4: K-6 (INVALID_INPUT): missing field `licensee`"), "{out}");
     assert!(!out.contains("K-4\t"), "a refused import lists no ids, as it made no licenses: {out}");
     assert_eq!(count(&c, &base).await, 3, "nothing half-imported");
     let kids = |jwks: serde_json::Value| -> Vec<String> {
