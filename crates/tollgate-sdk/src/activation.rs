@@ -5,8 +5,8 @@
 //!    [`MachineSecret`] (e.g. in a 0600 file).
 //! 2. An operator elsewhere runs `tollgate offline activate --request FILE --out FILE`.
 //! 3. [`verify_license_file`] checks the answer with no network: the server's signature
-//!    (from a JWKS shipped with the application), this machine's fingerprint, the nonce
-//!    and the machine key.
+//!    (from a JWKS shipped with the application), the application's product, this
+//!    machine's fingerprint, the nonce and the machine key.
 //! 4. To give the license back offline, [`deactivation_proof`] signs a proof with the
 //!    machine key; the server accepts it later and lists the token as revoked.
 
@@ -68,14 +68,23 @@ pub fn activation_request(key: &str, fingerprint: &str) -> Result<(ActivationReq
     Ok((req, MachineSecret(seed)))
 }
 
-/// Verifies a license file offline against the request it answers.
+/// Verifies a license file offline against the request it answers, for `product` (the
+/// application's product key, the token's `aud`). The product is not optional: the
+/// request carries whatever key the user typed, so without it a license of another,
+/// cheaper product of the same vendor would activate this one.
 pub fn verify_license_file(
     file: &LicenseFile,
     request: &ActivationRequest,
     jwks: &Jwks,
+    product: &str,
     now: Option<SystemTime>,
 ) -> Result<Claims, ActivationError> {
-    let o = VerifyOptions { fingerprint: Some(request.fingerprint.clone()), now, ..VerifyOptions::default() };
+    let o = VerifyOptions {
+        fingerprint: Some(request.fingerprint.clone()),
+        audience: Some(product.to_string()),
+        now,
+        ..VerifyOptions::default()
+    };
     let claims = verify_token_with(&file.token, jwks, &o, None)?;
     if claims.nonce.as_deref() != Some(request.nonce.as_str()) {
         return Err(ActivationError::Mismatch("its nonce is not this request's"));

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use tollgate_sdk::activation::{activation_request, deactivation_proof, verify_license_file};
+use tollgate_sdk::activation::{ActivationError, activation_request, deactivation_proof, verify_license_file};
 use tollgate_sdk::{Client, ClientConfig, Code, Error, Source, TokenError, VerifyOptions, verify_token_with};
 
 use crate::support::{ADMIN, Server};
@@ -171,14 +171,17 @@ async fn air_gapped_activation_round_trip() {
             .unwrap();
     assert_eq!(file.license, id);
     // Back on the machine, with no network.
-    let claims = verify_license_file(&file, &request, &jwks, None).unwrap();
+    let claims = verify_license_file(&file, &request, &jwks, "app", None).unwrap();
     assert_eq!(claims.license.fingerprint.as_deref(), Some("fp-air"));
     assert!(claims.license.offline);
+    // Another product's application does not take it, though every other check passes.
+    let err = verify_license_file(&file, &request, &jwks, "other-app", None).unwrap_err();
+    assert!(matches!(err, ActivationError::Token(TokenError::WrongAudience { .. })), "{err:?}");
     // Another machine, or another request, cannot use it.
     let (other, _) = activation_request(&key, "fp-other").unwrap();
-    assert!(verify_license_file(&file, &other, &jwks, None).is_err());
+    assert!(verify_license_file(&file, &other, &jwks, "app", None).is_err());
     let (same_fp, _) = activation_request(&key, "fp-air").unwrap();
-    assert!(verify_license_file(&file, &same_fp, &jwks, None).is_err(), "the nonce binds it to its request");
+    assert!(verify_license_file(&file, &same_fp, &jwks, "app", None).is_err(), "the nonce binds it to its request");
 
     // Deactivated offline: the proof is accepted later and the token is revoked in the feed.
     let proof = deactivation_proof(&file, &secret, None).unwrap();
