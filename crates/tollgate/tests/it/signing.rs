@@ -60,7 +60,7 @@ async fn token_verify_key_rotation_and_offline_activation_from_the_cli() {
         serde_json::from_str(&std::fs::read_to_string(&out_path).unwrap()).unwrap();
     let jwks: tollgate_sdk::Jwks =
         serde_json::from_str(&client().get(&jwks_url).send().await.unwrap().text().await.unwrap()).unwrap();
-    let claims = tollgate_sdk::activation::verify_license_file(&license, &request, &jwks, "app", None).unwrap();
+    let claims = tollgate_sdk::activation::verify_license_file(&license, &request, &jwks, "cad", None).unwrap();
     assert_eq!(claims.sub, id);
     server.stop();
 }
