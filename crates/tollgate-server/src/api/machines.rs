@@ -19,12 +19,17 @@ use tollgate_core::seat::{Seat, UserId};
 
 use super::{WriteCtx, execute, json};
 use crate::AppState;
-use crate::auth::{Permission, Principal};
+use crate::auth::{Permission, Principal, Role};
 use crate::extract::{ApiJson, IdempotencyKey, RequestId};
 use crate::problem::ApiError;
 
-/// Resolves a license id from the path for a principal with `permission`; a license
-/// of another product than a product-scoped token's is not found, as if absent.
+/// Resolves the license the path names, by id or by key, for a principal with
+/// `permission`.
+///
+/// A `product` token is built into applications, so whoever runs one holds it: it may
+/// act on a license only by the license's key, the secret its customer holds, never
+/// by its id (ids are not secret: the revocation feed lists them). A license of
+/// another product than a product-scoped token's is not found, as if absent.
 pub(crate) fn license_for(
     app: &AppState,
     principal: &Principal,
@@ -32,15 +37,31 @@ pub(crate) fn license_for(
     permission: Permission,
 ) -> Result<LicenseId, ApiError> {
     principal.require(permission)?;
-    let not_found = || ApiError::not_found("LICENSE_NOT_FOUND", format!("no license with id '{id}'"));
-    let id = LicenseId::parse(id).map_err(|_| not_found())?;
-    if let Some(product) = principal.product.as_deref() {
-        let s = app.engine.state();
-        if s.license(id.as_str()).is_none_or(|l| l.product.as_str() != product) {
+    let not_found = || ApiError::not_found("LICENSE_NOT_FOUND", format!("no license with id or key '{id}'"));
+    let s = app.engine.state();
+    let by_key = || {
+        let canonical = tollgate_core::key::normalize(id).ok()?;
+        s.license_by_key(std::str::from_utf8(&canonical).ok()?)
+    };
+    if principal.role == Role::Product {
+        let Some(l) = by_key() else {
+            if LicenseId::parse(id).is_ok() {
+                return Err(ApiError::not_found(
+                    "LICENSE_NOT_FOUND",
+                    "a product token names a license by its key (the secret its customer holds), not by its id",
+                ));
+            }
+            return Err(not_found());
+        };
+        if principal.product.as_deref().is_some_and(|p| p != l.product.as_str()) {
             return Err(not_found());
         }
+        return Ok(l.id.clone());
     }
-    Ok(id)
+    match LicenseId::parse(id) {
+        Ok(id) => Ok(id),
+        Err(_) => by_key().map(|l| l.id.clone()).ok_or_else(not_found),
+    }
 }
 
 /// An optional `{reason}` body, for deletions.

@@ -211,3 +211,55 @@ async fn a_repeated_token_creation_creates_one_token() {
     assert_eq!(app.post("/v1/tokens", body).await.status, 201);
     app.stop().await;
 }
+
+/// A product token ships inside applications, so anyone running one holds it: it acts
+/// on a license only by the license's key, never by its id (ids are not secret: the
+/// revocation feed lists them). Before, any holder could fill another customer's
+/// machine slots, leases or quota, or release them, knowing only the id.
+#[tokio::test]
+async fn a_product_token_acts_on_a_license_only_by_its_key() {
+    let app = spawn_app().await;
+    app.seed_catalog().await;
+    let lic = app.issue("pro", "victim").await;
+    let (id, key) = (lic["id"].as_str().unwrap().to_string(), lic["key"].as_str().unwrap().to_string());
+    let product = token(&app, "product", Some("cad")).await;
+    let as_product = |m: Method, path: String, body: Option<Value>| {
+        let (app, product) = (&app, product.clone());
+        async move { app.call(m, &path, Some(&product), body).await }
+    };
+    let fp = json!({"fingerprint": "laptop-1"});
+
+    let r = as_product(Method::POST, format!("/v1/licenses/{id}/machines"), Some(fp.clone())).await;
+    assert_problem(&r, 404, "LICENSE_NOT_FOUND");
+    assert!(r.body["detail"].as_str().unwrap().contains("by its key"), "{}", r.text);
+    assert_problem(
+        &as_product(Method::GET, format!("/v1/licenses/{id}/machines"), None).await,
+        404,
+        "LICENSE_NOT_FOUND",
+    );
+    let usage = json!({"meter": "api", "quantity": 1});
+    assert_problem(
+        &as_product(Method::POST, format!("/v1/licenses/{id}/usage"), Some(usage)).await,
+        404,
+        "LICENSE_NOT_FOUND",
+    );
+    assert_eq!(app.get(&format!("/v1/licenses/{id}/machines")).await.body["items"], json!([]), "nothing was done");
+
+    // With the key, as the customer's application has it (typed any way it validates).
+    let r = as_product(Method::POST, format!("/v1/licenses/{key}/machines"), Some(fp.clone())).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let sloppy = key.to_lowercase().replace('-', "");
+    let r = as_product(Method::GET, format!("/v1/licenses/{sloppy}/machines"), None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 1);
+    // A token scoped to another product does not find it even by key.
+    let r = app.post("/v1/products", json!({"key":"other","name":"Other","features":[]})).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let other = token(&app, "product", Some("other")).await;
+    let r = app.call(Method::GET, &format!("/v1/licenses/{key}/machines"), Some(&other), None).await;
+    assert_problem(&r, 404, "LICENSE_NOT_FOUND");
+    // Admins and issuers may use either.
+    assert_eq!(app.get(&format!("/v1/licenses/{key}/machines")).await.status, 200);
+    assert_eq!(app.get(&format!("/v1/licenses/{id}/machines")).await.status, 200);
+    app.stop().await;
+}
