@@ -13,6 +13,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use tollgate_core::ids::LicenseId;
 use tollgate_core::license::Status;
 use tollgate_core::token::{MachineRevocation, RevocationList, TYP_REVOCATIONS, seconds};
 use tollgate_core::{Event, EventKind};
@@ -43,43 +44,15 @@ pub async fn feed(
     // being classified by a state that does not know them and then passed over for good.
     let s = app.engine.state();
     let end = s.seq();
-    let mut touched = BTreeSet::new();
-    let mut reinstated = BTreeSet::new();
-    let mut jtis = Vec::new();
-    let mut machines = Vec::new();
-    let mut tree_size = q.since;
-    {
-        let store = app.reader.lock().unwrap_or_else(|p| p.into_inner());
-        let mut past = false;
-        let r = store.scan(q.since, &mut |e| {
-            if e.index >= end {
-                past = true;
-                return Err(StoreError::Invalid("past the folded state".into()));
-            }
-            tree_size = tree_size.max(e.index + 1);
-            let event = Event::decode(&e.leaf).map_err(|err| StoreError::Invalid(err.to_string()))?;
-            match event.event {
-                EventKind::LicenseSuspended { license } | EventKind::LicenseRevoked { license } => {
-                    touched.insert(license);
-                }
-                EventKind::LicenseReinstated { license } => {
-                    reinstated.insert(license.clone());
-                    touched.insert(license);
-                }
-                EventKind::LicenseTokenRevoked { jti, license, .. } => jtis.push((license, jti)),
-                EventKind::MachineDeactivated { license, fingerprint } => machines.push(MachineRevocation {
-                    license: license.to_string(),
-                    fingerprint: fingerprint.to_string(),
-                    at: seconds(event.at),
-                }),
-                _ => {}
-            }
-            Ok(())
-        });
-        if !past {
-            r?;
-        }
-    }
+    // The scan reads the ledger from `since`: on its own connection and on the blocking
+    // pool, so a long one (since=0 on a large ledger) holds no lock other requests need
+    // and no async worker.
+    let reader = app.reader.lock().unwrap_or_else(|p| p.into_inner()).reader()?;
+    let since = q.since;
+    let scanned = tokio::task::spawn_blocking(move || scan(&*reader, since, end))
+        .await
+        .map_err(|e| ApiError::internal(format!("the revocation scan stopped: {e}")))??;
+    let Scanned { touched, reinstated, jtis, mut machines, tree_size } = scanned;
     let visible =
         |id: &str| s.license(id).filter(|l| principal.product.as_deref().is_none_or(|p| p == l.product.as_str()));
     let mut licenses = Vec::new();
@@ -109,4 +82,54 @@ pub async fn feed(
     res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/jwt"));
     res.headers_mut().insert(super::SEQ_HEADER, HeaderValue::from(tree_size));
     Ok(res)
+}
+
+/// What a scan of the ledger from `since` found that revocation lists need.
+struct Scanned {
+    touched: BTreeSet<LicenseId>,
+    reinstated: BTreeSet<LicenseId>,
+    jtis: Vec<(LicenseId, String)>,
+    machines: Vec<MachineRevocation>,
+    tree_size: u64,
+}
+
+/// Scans events `since..end` (the folded state's end).
+fn scan(store: &dyn tollgate_store::LedgerStore, since: u64, end: u64) -> Result<Scanned, ApiError> {
+    let mut out = Scanned {
+        touched: BTreeSet::new(),
+        reinstated: BTreeSet::new(),
+        jtis: Vec::new(),
+        machines: Vec::new(),
+        tree_size: since,
+    };
+    let mut past = false;
+    let r = store.scan(since, &mut |e| {
+        if e.index >= end {
+            past = true;
+            return Err(StoreError::Invalid("past the folded state".into()));
+        }
+        out.tree_size = out.tree_size.max(e.index + 1);
+        let event = Event::decode(&e.leaf).map_err(|err| StoreError::Invalid(err.to_string()))?;
+        match event.event {
+            EventKind::LicenseSuspended { license } | EventKind::LicenseRevoked { license } => {
+                out.touched.insert(license);
+            }
+            EventKind::LicenseReinstated { license } => {
+                out.reinstated.insert(license.clone());
+                out.touched.insert(license);
+            }
+            EventKind::LicenseTokenRevoked { jti, license, .. } => out.jtis.push((license, jti)),
+            EventKind::MachineDeactivated { license, fingerprint } => out.machines.push(MachineRevocation {
+                license: license.to_string(),
+                fingerprint: fingerprint.to_string(),
+                at: seconds(event.at),
+            }),
+            _ => {}
+        }
+        Ok(())
+    });
+    if !past {
+        r?;
+    }
+    Ok(out)
 }
