@@ -123,7 +123,12 @@ pub fn db_path(data_dir: &Path) -> PathBuf {
 /// Opens (creating if needed) the data directory, loads the ledger and starts the
 /// writer.
 pub fn open(config: &Config) -> anyhow::Result<Opened> {
-    std::fs::create_dir_all(&config.data_dir)
+    // Owner-only when created here: the database holds license keys in the clear.
+    let mut dir = std::fs::DirBuilder::new();
+    dir.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
+    dir.create(&config.data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", config.data_dir.display()))?;
     let lock = lock_data_dir(&config.data_dir)?;
     type Boxed = Box<dyn LedgerStore>;
@@ -252,12 +257,18 @@ fn write_new_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
 }
 
 fn write_secret_with(path: &Path, secret: &str, new: bool) -> anyhow::Result<()> {
-    let mut opts = std::fs::OpenOptions::new();
-    if new {
-        opts.write(true).create_new(true);
-    } else {
-        opts.write(true).create(true).truncate(true);
+    if !new {
+        // Replaced, never rewritten in place: a file left with a looser mode (or a
+        // symlink to somewhere else) must not receive the secret. `remove_file` takes a
+        // symlink itself away, not its target.
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => anyhow::bail!("cannot replace {}: {e}", path.display()),
+        }
     }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;

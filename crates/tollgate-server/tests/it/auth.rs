@@ -263,3 +263,35 @@ async fn a_product_token_acts_on_a_license_only_by_its_key() {
     assert_eq!(app.get(&format!("/v1/licenses/{id}/machines")).await.status, 200);
     app.stop().await;
 }
+
+/// The first-start admin token goes to a fresh owner-only file, in an owner-only data
+/// directory: a file already there with a looser mode, or a symlink elsewhere, is
+/// replaced, not written through.
+#[cfg(unix)]
+#[test]
+fn the_bootstrap_token_file_is_owner_only_whatever_was_there() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let outside = tmp.path().join("outside.txt");
+    std::fs::write(&outside, "untouched").unwrap();
+    std::fs::create_dir(&data).unwrap();
+    let file = data.join(tollgate_server::BOOTSTRAP_TOKEN_FILE);
+    std::os::unix::fs::symlink(&outside, &file).unwrap();
+    let opened = tollgate_server::open(&tollgate_server::Config::new(&data)).expect("opens");
+    assert!(matches!(opened.bootstrap, tollgate_server::Bootstrap::File(_)));
+    drop(opened.app);
+    opened.writer.join().unwrap();
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "untouched", "the symlink's target is not written");
+    let meta = std::fs::symlink_metadata(&file).unwrap();
+    assert!(meta.file_type().is_file(), "a regular file now");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert!(std::fs::read_to_string(&file).unwrap().trim().len() >= 16);
+
+    // A data directory created by the server is the owner's alone.
+    let fresh = tmp.path().join("fresh").join("data");
+    let opened = tollgate_server::open(&tollgate_server::Config::new(&fresh)).expect("opens");
+    drop(opened.app);
+    opened.writer.join().unwrap();
+    assert_eq!(std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777, 0o700);
+}
