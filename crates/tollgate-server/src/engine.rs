@@ -1045,6 +1045,15 @@ mod tests {
         Arc::new(|| Ok(()))
     }
 
+    /// An after-append hook that reports the next commit as failed once `flag` is set
+    /// (the commit itself stands): a connection lost during `COMMIT`.
+    fn lose_once(flag: Arc<AtomicBool>) -> Hook {
+        Arc::new(move || match flag.swap(false, Ordering::SeqCst) {
+            true => Err(StoreError::Invalid("connection reset during COMMIT (injected)".into())),
+            false => Ok(()),
+        })
+    }
+
     impl LedgerStore for Hooked {
         fn append(&mut self, n: u64, e: &[NewEvent<'_>], r: &[IdempotencyRecord]) -> Result<(), StoreError> {
             (self.before_append)()?;
@@ -1184,10 +1193,7 @@ mod tests {
         let store = Hooked {
             inner: Box::new(SqliteStore::open(&path).unwrap()),
             before_append: no_hook(),
-            after_append: Arc::new(move || match losing.swap(false, Ordering::SeqCst) {
-                true => Err(StoreError::Invalid("connection reset during COMMIT (injected)".into())),
-                false => Ok(()),
-            }),
+            after_append: lose_once(losing),
             before_read: no_hook(),
         };
         let (engine, writer) = Engine::start(Box::new(store), EngineConfig::default()).unwrap();
@@ -1220,10 +1226,7 @@ mod tests {
         let store = Hooked {
             inner: Box::new(SqliteStore::open(&path).unwrap()),
             before_append: no_hook(),
-            after_append: Arc::new(move || match losing.swap(false, Ordering::SeqCst) {
-                true => Err(StoreError::Invalid("connection reset during COMMIT (injected)".into())),
-                false => Ok(()),
-            }),
+            after_append: lose_once(losing),
             before_read: Arc::new(move || match blinding.load(Ordering::SeqCst) {
                 true => Err(StoreError::Invalid("connection refused (injected)".into())),
                 false => Ok(()),

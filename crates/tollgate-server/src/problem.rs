@@ -52,6 +52,10 @@ impl ApiError {
     pub fn forbidden(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "FORBIDDEN", detail)
     }
+    /// 503 with `Retry-After: 1`: nothing was done, and the same request may be sent again.
+    pub fn retry(code: &'static str, detail: impl Into<String>) -> Self {
+        Self { retry_after: Some(1), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, code, detail) }
+    }
     pub fn internal(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", detail)
     }
@@ -84,23 +88,17 @@ impl From<EngineError> for ApiError {
             }
             EngineError::Contended(n) => {
                 tracing::warn!(attempts = n, "write refused: the ledger is contended");
-                let mut e = ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
+                ApiError::retry(
                     "LEDGER_CONTENDED",
                     "other nodes kept appending to the ledger first; nothing was written, retry the request",
-                );
-                e.retry_after = Some(1);
-                e
+                )
             }
             EngineError::NotWritten(why) => {
                 tracing::error!(error = %why, "write refused: the ledger could not be written");
-                let mut e = ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
+                ApiError::retry(
                     "LEDGER_UNAVAILABLE",
                     "the ledger could not be written (the server's log says why); nothing of this request was recorded, retry it",
-                );
-                e.retry_after = Some(1);
-                e
+                )
             }
             EngineError::Unconfirmed(why) => {
                 tracing::error!(error = %why, "write unconfirmed: the store reported an error and could not be read back");
