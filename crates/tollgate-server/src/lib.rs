@@ -94,6 +94,8 @@ pub struct AppState {
     pub keys: keys::KeyVault,
     /// This node among the others on a shared ledger.
     pub cluster: cluster::Cluster,
+    /// The revocation events read so far, for `GET /v1/revocations`.
+    pub(crate) revocations: tokio::sync::Mutex<api::revocations::RevocationIndex>,
 }
 
 /// How the first start provided an admin token.
@@ -165,6 +167,7 @@ pub fn open(config: &Config) -> anyhow::Result<Opened> {
         checkpoint_interval: config.checkpoint_interval,
         keys: keys::KeyVault::new(kek, kek_origin, config.token_issuer.clone()),
         cluster: cluster::Cluster::new(node_id, cluster_store),
+        revocations: Default::default(),
     });
     Ok(Opened { app, writer, bootstrap })
 }

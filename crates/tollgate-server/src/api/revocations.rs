@@ -4,7 +4,9 @@
 //!
 //! The list is read from the ledger (the outbox), not kept beside it: licenses whose
 //! status changed since `since`, classified by how they stand now, and token ids given
-//! up since then. `tree_size` is the `since` of the next call.
+//! up since then. `tree_size` is the `since` of the next call. The server keeps the
+//! ledger's revocation events in memory (`RevocationIndex`), read once and extended by
+//! each feed with what was appended since, so a feed costs what changed, not the ledger.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -44,15 +46,40 @@ pub async fn feed(
     // being classified by a state that does not know them and then passed over for good.
     let s = app.engine.state();
     let end = s.seq();
-    // The scan reads the ledger from `since`: on its own connection and on the blocking
-    // pool, so a long one (since=0 on a large ledger) holds no lock other requests need
-    // and no async worker.
-    let reader = app.reader.lock().unwrap_or_else(|p| p.into_inner()).reader()?;
-    let since = q.since;
-    let scanned = tokio::task::spawn_blocking(move || scan(&*reader, since, end))
-        .await
-        .map_err(|e| ApiError::internal(format!("the revocation scan stopped: {e}")))??;
-    let Scanned { touched, reinstated, jtis, mut machines, tree_size } = scanned;
+    // The index holds every revocation event up to the last feed's end; only what was
+    // appended since is read from the ledger (the first feed after start reads it all),
+    // on its own connection and on the blocking pool, so it holds no lock other requests
+    // need and no async worker. Any `since` is then answered from memory.
+    let mut index = app.revocations.lock().await;
+    if index.upto < end {
+        let reader = app.reader.lock().unwrap_or_else(|p| p.into_inner()).reader()?;
+        let from = index.upto;
+        let (entries, upto) = tokio::task::spawn_blocking(move || scan(&*reader, from, end))
+            .await
+            .map_err(|e| ApiError::internal(format!("the revocation scan stopped: {e}")))??;
+        index.entries.extend(entries);
+        index.upto = index.upto.max(upto);
+    }
+    let tree_size = q.since.max(index.upto);
+    let mut touched = BTreeSet::new();
+    let mut reinstated = BTreeSet::new();
+    let mut jtis = Vec::new();
+    let mut machines = Vec::new();
+    let first = index.entries.partition_point(|(at, _)| *at < q.since);
+    for (_, entry) in &index.entries[first..] {
+        match entry {
+            Entry::Touched(license) => {
+                touched.insert(license.clone());
+            }
+            Entry::Reinstated(license) => {
+                reinstated.insert(license.clone());
+                touched.insert(license.clone());
+            }
+            Entry::Jti(license, jti) => jtis.push((license.clone(), jti.clone())),
+            Entry::Machine(m) => machines.push(m.clone()),
+        }
+    }
+    drop(index);
     let visible =
         |id: &str| s.license(id).filter(|l| principal.product.as_deref().is_none_or(|p| p == l.product.as_str()));
     let mut licenses = Vec::new();
@@ -84,52 +111,51 @@ pub async fn feed(
     Ok(res)
 }
 
-/// What a scan of the ledger from `since` found that revocation lists need.
-struct Scanned {
-    touched: BTreeSet<LicenseId>,
-    reinstated: BTreeSet<LicenseId>,
-    jtis: Vec<(LicenseId, String)>,
-    machines: Vec<MachineRevocation>,
-    tree_size: u64,
+/// The revocation events of the ledger's first `upto` events, each with its index, in
+/// ledger order: what every feed is cut from.
+#[derive(Default)]
+pub struct RevocationIndex {
+    upto: u64,
+    entries: Vec<(u64, Entry)>,
 }
 
-/// Scans events `since..end` (the folded state's end).
-fn scan(store: &dyn tollgate_store::LedgerStore, since: u64, end: u64) -> Result<Scanned, ApiError> {
-    let mut out = Scanned {
-        touched: BTreeSet::new(),
-        reinstated: BTreeSet::new(),
-        jtis: Vec::new(),
-        machines: Vec::new(),
-        tree_size: since,
-    };
+enum Entry {
+    /// Suspended or revoked (classified by how the license stands now).
+    Touched(LicenseId),
+    Reinstated(LicenseId),
+    Jti(LicenseId, String),
+    Machine(MachineRevocation),
+}
+
+/// The revocation events among events `from..end` (the folded state's end), and the
+/// index after the last event read.
+fn scan(store: &dyn tollgate_store::LedgerStore, from: u64, end: u64) -> Result<(Vec<(u64, Entry)>, u64), ApiError> {
+    let mut entries = Vec::new();
+    let mut upto = from;
     let mut past = false;
-    let r = store.scan(since, &mut |e| {
+    let r = store.scan(from, &mut |e| {
         if e.index >= end {
             past = true;
             return Err(StoreError::Invalid("past the folded state".into()));
         }
-        out.tree_size = out.tree_size.max(e.index + 1);
+        upto = upto.max(e.index + 1);
         let event = Event::decode(&e.leaf).map_err(|err| StoreError::Invalid(err.to_string()))?;
-        match event.event {
-            EventKind::LicenseSuspended { license } | EventKind::LicenseRevoked { license } => {
-                out.touched.insert(license);
-            }
-            EventKind::LicenseReinstated { license } => {
-                out.reinstated.insert(license.clone());
-                out.touched.insert(license);
-            }
-            EventKind::LicenseTokenRevoked { jti, license, .. } => out.jtis.push((license, jti)),
-            EventKind::MachineDeactivated { license, fingerprint } => out.machines.push(MachineRevocation {
+        let entry = match event.event {
+            EventKind::LicenseSuspended { license } | EventKind::LicenseRevoked { license } => Entry::Touched(license),
+            EventKind::LicenseReinstated { license } => Entry::Reinstated(license),
+            EventKind::LicenseTokenRevoked { jti, license, .. } => Entry::Jti(license, jti),
+            EventKind::MachineDeactivated { license, fingerprint } => Entry::Machine(MachineRevocation {
                 license: license.to_string(),
                 fingerprint: fingerprint.to_string(),
                 at: seconds(event.at),
             }),
-            _ => {}
-        }
+            _ => return Ok(()),
+        };
+        entries.push((e.index, entry));
         Ok(())
     });
     if !past {
         r?;
     }
-    Ok(out)
+    Ok((entries, upto))
 }

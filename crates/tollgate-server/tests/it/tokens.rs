@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use tollgate_core::Timestamp;
 use tollgate_core::token::{self, Claims, Jwks, RevocationList, Verify};
 
-use crate::support::{ADMIN, TestApp, assert_problem, spawn_app};
+use crate::support::{ADMIN, TestApp, assert_problem, spawn_app, spawn_at};
 
 pub async fn jwks(app: &TestApp) -> Jwks {
     let r = app.call(reqwest::Method::GET, "/.well-known/jwks.json", None, None).await;
@@ -242,6 +242,25 @@ async fn revocation_feed_is_signed_and_incremental() {
     let r = app.get(&format!("/v1/revocations?since={}", next.tree_size)).await;
     let empty = RevocationList::verify(&r.text, &set).unwrap();
     assert_eq!((empty.tree_size, empty.licenses.len()), (next.tree_size, 0));
+    // Asked again from the start (served from the index the pages above built): the
+    // revoked license, and the suspended one back in good standing.
+    let r = app.get("/v1/revocations?since=0").await;
+    let all = RevocationList::verify(&r.text, &set).unwrap();
+    assert_eq!(all.tree_size, next.tree_size);
+    assert_eq!(all.licenses, vec![id.to_string()]);
+    assert_eq!(all.reinstated, vec![other["id"].as_str().unwrap().to_string()]);
+    // And from a point between the revocation and the reinstatement.
+    let r = app.get(&format!("/v1/revocations?since={}", page.tree_size)).await;
+    assert_eq!(RevocationList::verify(&r.text, &set).unwrap().reinstated, next.reinstated);
+    // After a restart the index is read again from the ledger, with the same answer.
+    let dir = app.dir.clone();
+    let tmp = app.stop().await;
+    let app = spawn_at(&dir).await;
+    let r = app.get("/v1/revocations?since=0").await;
+    let again = RevocationList::verify(&r.text, &jwks(&app).await).unwrap();
+    assert_eq!((again.licenses, again.reinstated, again.tree_size), (all.licenses, all.reinstated, all.tree_size));
+    app.stop().await;
+    drop(tmp);
     let _ = ADMIN;
 }
 
