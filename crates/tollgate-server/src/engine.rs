@@ -734,39 +734,33 @@ impl Committer {
     /// them). `Unknown` when the store cannot be read to tell.
     fn landed(&self, b: &Batch) -> Landed {
         let n = b.leaves.len() as u64;
-        if n == 0 {
-            // Records alone: each stored as this batch wrote it.
-            if b.records.is_empty() {
-                return Landed::No;
-            }
-            let mut all = true;
-            for r in &b.records {
-                match self.store.idempotency(&r.scope, &r.key) {
-                    Ok(Some(s)) if s.request_hash == r.request_hash && s.body == r.body => {}
-                    Ok(_) => all = false,
-                    Err(_) => return Landed::Unknown,
-                }
-            }
-            return match (all, self.shared) {
-                (true, _) => Landed::Yes,
-                // As for events, below.
-                (false, true) => Landed::Unknown,
-                (false, false) => Landed::No,
-            };
+        if n == 0 && b.records.is_empty() {
+            // It wrote nothing, so nothing of it can have landed.
+            return Landed::No;
         }
-        match self.store.read(b.expected_len, b.expected_len + n) {
-            Ok(stored)
-                if stored.len() as u64 == n
-                    && stored.iter().zip(&b.leaves).all(|(s, (_, hash))| s.leaf_hash == *hash) =>
-            {
-                Landed::Yes
-            }
+        // Whether the store holds it: `None` when it cannot be read.
+        let found: Option<bool> = if n == 0 {
+            // Records alone: each stored as this batch wrote it (every one is read: a
+            // read that fails makes the answer unknown even after a mismatch).
+            b.records
+                .iter()
+                .map(|r| match self.store.idempotency(&r.scope, &r.key) {
+                    Ok(s) => Some(s.is_some_and(|s| s.request_hash == r.request_hash && s.body == r.body)),
+                    Err(_) => None,
+                })
+                .try_fold(true, |all, here| Some(here? && all))
+        } else {
+            self.store.read(b.expected_len, b.expected_len + n).ok().map(|stored| {
+                stored.len() as u64 == n && stored.iter().zip(&b.leaves).all(|(s, (_, hash))| s.leaf_hash == *hash)
+            })
+        };
+        match found {
+            Some(true) => Landed::Yes,
             // Absent on a store across the network may still mean "not yet": a COMMIT
             // that lost its connection can land after this read (in flight, or waiting
             // for a synchronous standby). Only the embedded store's answer is final.
-            Ok(_) if self.shared => Landed::Unknown,
-            Ok(_) => Landed::No,
-            Err(_) => Landed::Unknown,
+            Some(false) if !self.shared => Landed::No,
+            _ => Landed::Unknown,
         }
     }
 

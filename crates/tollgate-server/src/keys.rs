@@ -97,9 +97,8 @@ impl KeyVault {
 
     /// The current key's signer, if there is a current key and its private half is here.
     fn usable_current(&self, app: &AppState) -> Result<Option<Arc<TokenSigner>>, ApiError> {
-        let Some(k) = app.engine.state().keys().current().map(|k| k.kid.clone()) else { return Ok(None) };
-        let store = app.reader.lock().unwrap_or_else(|p| p.into_inner());
-        self.load_signer(&**store, &k)
+        let Some(kid) = app.engine.state().keys().current().map(|k| k.kid.clone()) else { return Ok(None) };
+        self.signer_of(app, &kid)
     }
 
     /// The current signer, creating the first key (a ledger event) if there is none.

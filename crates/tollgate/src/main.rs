@@ -199,7 +199,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // the others: a script that still sets it must not reach another server.
             let server = server
                 .or_else(|| std::env::var("TOLLGATE_SERVER").ok().filter(|s| !s.is_empty()))
-                .unwrap_or_else(|| "http://127.0.0.1:8080".into());
+                .unwrap_or_else(|| remote::DEFAULT_URL.into());
             let ok = transfer::import(transfer::ImportArgs { format, file, dry_run, server, token, data })?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }

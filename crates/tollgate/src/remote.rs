@@ -4,10 +4,13 @@
 use anyhow::Context;
 use clap::Args;
 
+/// Where client commands look for the server unless told.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
+
 #[derive(Args, Clone)]
 pub struct Remote {
     /// The server's base URL.
-    #[arg(long, env = "TOLLGATE_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(long, env = "TOLLGATE_URL", default_value = DEFAULT_URL)]
     url: String,
     /// An API token: admin for `keys rotate` and `gates`, issuer or admin for
     /// `offline activate`.

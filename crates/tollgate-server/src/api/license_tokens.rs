@@ -7,14 +7,14 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use tollgate_core::Timestamp;
 use tollgate_core::license::Standing;
 use tollgate_core::token::{Claims, Confirmation, LicenseClaim, Limits, TYP_JWT, seconds};
 
-use super::{json, json_response, outside_ledger};
+use super::{json, json_response, outside_ledger, replayed};
 use crate::AppState;
 use crate::auth::{Permission, Principal};
 use crate::extract::{ApiJson, IdempotencyKey};
@@ -180,16 +180,10 @@ pub async fn issue(
         outside_ledger::check_same(&earlier, &request)?;
         let token = again(&app, &id, &earlier.answer)?;
         let body = serde_json::to_vec(&token).map_err(|e| ApiError::internal(e.to_string()))?;
-        let mut res = json_response(StatusCode::OK, body, app.engine.state().seq());
-        res.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
-        Ok(res)
+        Ok(replayed(json_response(StatusCode::OK, body, app.engine.state().seq())))
     };
-    if let Some(mk) = &idem {
-        // Its own statement: the store's lock is released before `replay` takes it.
-        let earlier = outside_ledger::find(&**app.reader.lock().unwrap_or_else(|p| p.into_inner()), mk)?;
-        if let Some(earlier) = earlier {
-            return replay(earlier);
-        }
+    if let Some(earlier) = idem.as_deref().map(|mk| outside_ledger::find(&app, mk)).transpose()?.flatten() {
+        return replay(earlier);
     }
     let b = body.value;
     let m = mint(
@@ -231,7 +225,8 @@ fn again(app: &AppState, license: &str, signed: &serde_json::Value) -> Result<To
     else {
         return Err(broken());
     };
-    if exp <= seconds(crate::engine::now()) {
+    let now = crate::engine::now();
+    if exp <= seconds(now) {
         return Err(unusable("has expired".into()));
     }
     let state = app.engine.state();
@@ -239,7 +234,7 @@ fn again(app: &AppState, license: &str, signed: &serde_json::Value) -> Result<To
         return Err(unusable(format!("speaks for license {license}, which this ledger does not hold")));
     };
     let Some(plan) = state.plan(l.plan.as_str()) else { return Err(broken()) };
-    match l.standing(plan, crate::engine::now()) {
+    match l.standing(plan, now) {
         Standing::Active | Standing::Grace { .. } => {}
         other => return Err(unusable(format!("speaks for a license that is now {}", other.as_str()))),
     }

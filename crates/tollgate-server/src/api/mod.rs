@@ -75,11 +75,14 @@ pub async fn execute(
     });
     let out = app.engine.submit(command, meta, status.as_u16(), idem, render).await?;
     let status = StatusCode::from_u16(out.status).unwrap_or(status);
-    let mut res = json_response(status, out.body, out.seq);
-    if out.replayed {
-        res.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
-    }
-    Ok(res)
+    let res = json_response(status, out.body, out.seq);
+    Ok(if out.replayed { replayed(res) } else { res })
+}
+
+/// Marks an answer given again for a repeated `Idempotency-Key`.
+pub(crate) fn replayed(mut res: Response) -> Response {
+    res.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    res
 }
 
 /// `N` bytes from the OS random source (ids, keys, rollout dice).
@@ -99,6 +102,8 @@ pub(crate) mod outside_ledger {
     use serde_json::Value;
     use tollgate_store::LedgerStore;
 
+    use crate::AppState;
+    use crate::engine::EngineError;
     use crate::problem::ApiError;
 
     #[derive(Serialize, Deserialize, PartialEq, Debug)]
@@ -123,9 +128,11 @@ pub(crate) mod outside_ledger {
         hex::encode(h.finalize())
     }
 
-    /// The claim stored under `meta_key`, if any.
-    pub(crate) fn find(store: &dyn LedgerStore, meta_key: &str) -> Result<Option<Claim>, ApiError> {
-        match store.meta(meta_key)? {
+    /// The claim stored under `meta_key`, if any. The store's lock is taken and given
+    /// back here, so a caller holds none while it answers from the claim.
+    pub(crate) fn find(app: &AppState, meta_key: &str) -> Result<Option<Claim>, ApiError> {
+        let stored = app.reader.lock().unwrap_or_else(|p| p.into_inner()).meta(meta_key)?;
+        match stored {
             None => Ok(None),
             Some(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
@@ -145,10 +152,7 @@ pub(crate) mod outside_ledger {
     /// A repeat of a request whose key was used before with another request.
     pub(crate) fn check_same(earlier: &Claim, request: &str) -> Result<(), ApiError> {
         if earlier.request != request {
-            return Err(ApiError::unprocessable(
-                "IDEMPOTENCY_KEY_REUSED",
-                "this Idempotency-Key was already used with a different request; use a new key for a new request",
-            ));
+            return Err(EngineError::IdempotencyMismatch.into());
         }
         Ok(())
     }

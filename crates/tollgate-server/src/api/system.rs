@@ -103,11 +103,8 @@ pub async fn create_token(
             ),
         )
     };
-    if let Some(mk) = &idem {
-        let earlier = outside_ledger::find(&**app.reader.lock().unwrap_or_else(|p| p.into_inner()), mk)?;
-        if let Some(earlier) = earlier {
-            return Err(repeat(&earlier));
-        }
+    if let Some(earlier) = idem.as_deref().map(|mk| outside_ledger::find(&app, mk)).transpose()?.flatten() {
+        return Err(repeat(&earlier));
     }
     let b = body.value;
     let role = Role::parse(&b.role).ok_or_else(|| {
