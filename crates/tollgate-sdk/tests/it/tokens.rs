@@ -31,6 +31,15 @@ fn no_cache() -> ClientConfig {
     ClientConfig { cache_ttl: Duration::ZERO, ..ClientConfig::default() }
 }
 
+/// A seeded license with machine-1 activated (validating with a fingerprint asks that
+/// the machine be activated), and a client that keeps offline tokens for it.
+async fn offline_client(server: &Server) -> (String, String, Client) {
+    let (key, id, product_token) = seed(server).await;
+    server.post(&format!("/v1/licenses/{id}/machines"), json!({"fingerprint": "machine-1"})).await;
+    let config = ClientConfig { fingerprint: Some("machine-1".into()), offline_tokens: true, ..no_cache() };
+    (key, id, Client::with_config(&server.base, &product_token, config).unwrap())
+}
+
 #[tokio::test]
 async fn falls_back_to_the_last_verified_token_with_the_server_stopped() {
     let mut server = Server::start().await;
@@ -65,11 +74,7 @@ async fn falls_back_to_the_last_verified_token_with_the_server_stopped() {
 #[tokio::test]
 async fn a_revocation_reaches_an_offline_client_through_the_feed() {
     let mut server = Server::start().await;
-    let (key, id, product_token) = seed(&server).await;
-    // Validating with a fingerprint asks that the machine be activated (issue 3's machines).
-    server.post(&format!("/v1/licenses/{id}/machines"), json!({"fingerprint": "machine-1"})).await;
-    let config = ClientConfig { fingerprint: Some("machine-1".into()), offline_tokens: true, ..no_cache() };
-    let client = Client::with_config(&server.base, &product_token, config).unwrap();
+    let (key, id, client) = offline_client(&server).await;
     let v = client.validate(&key, None).await.unwrap();
     assert!(v.valid);
     let jwks = client.jwks(None).await.unwrap();
@@ -101,10 +106,7 @@ async fn a_revocation_reaches_an_offline_client_through_the_feed() {
 #[tokio::test]
 async fn a_reinstated_license_validates_again_and_a_feature_answer_keeps_the_fallback() {
     let mut server = Server::start().await;
-    let (key, id, product_token) = seed(&server).await;
-    server.post(&format!("/v1/licenses/{id}/machines"), json!({"fingerprint": "machine-1"})).await;
-    let config = ClientConfig { fingerprint: Some("machine-1".into()), offline_tokens: true, ..no_cache() };
-    let client = Client::with_config(&server.base, &product_token, config).unwrap();
+    let (key, id, client) = offline_client(&server).await;
     assert!(client.validate(&key, None).await.unwrap().valid);
 
     server.post(&format!("/v1/licenses/{id}/suspend"), json!({})).await;
