@@ -306,11 +306,25 @@ pub const MIN_SEQ_HEADER: &str = "tollgate-min-seq";
 /// Read-your-writes across nodes: with `Tollgate-Min-Seq: N` the request waits until
 /// this node has folded N events (503 `SEQ_NOT_REACHED` after `MIN_SEQ_WAIT`). Every
 /// response carries `Tollgate-Seq`, the sequence it reflects at least.
+///
+/// Waiting holds a connection and a task for up to `MIN_SEQ_WAIT`, so only a caller
+/// with a valid token may ask for it (401 before any wait, on every route): otherwise
+/// anyone could park requests on the server for free.
 async fn sequence(
     axum::extract::State(app): axum::extract::State<Arc<AppState>>,
     req: Request,
     next: Next,
 ) -> Response {
+    let req = if req.headers().contains_key(MIN_SEQ_HEADER) {
+        use axum::extract::FromRequestParts;
+        let (mut parts, body) = req.into_parts();
+        if let Err(e) = auth::Principal::from_request_parts(&mut parts, &app).await {
+            return e.into_response();
+        }
+        Request::from_parts(parts, body)
+    } else {
+        req
+    };
     if let Some(v) = req.headers().get(MIN_SEQ_HEADER) {
         let Some(min) = v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) else {
             return ApiError::bad_request("INVALID_MIN_SEQ", "Tollgate-Min-Seq must be a non-negative integer")

@@ -295,3 +295,48 @@ fn the_bootstrap_token_file_is_owner_only_whatever_was_there() {
     opened.writer.join().unwrap();
     assert_eq!(std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777, 0o700);
 }
+
+/// `Tollgate-Min-Seq` makes a request wait: only a known caller may ask for that, on
+/// any route, public ones included. A caller that may gets the bounded wait.
+#[tokio::test]
+async fn only_a_known_caller_may_make_a_request_wait_for_a_sequence() {
+    let app = spawn_app().await;
+    let far = "1000000";
+    for (path, token) in [("/v1/products", None), ("/healthz", None), ("/v1/products", Some("tg_not_a_token"))] {
+        let started = std::time::Instant::now();
+        let mut req = app.client.get(format!("{}{path}", app.base)).header("tollgate-min-seq", far);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 401, "{path} {token:?}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["code"], "UNAUTHORIZED");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "{path}: refused before any wait");
+    }
+    // Without the header, public routes stay public.
+    let res = app.client.get(format!("{}/healthz", app.base)).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    // A known caller waits, within the bound.
+    let started = std::time::Instant::now();
+    let res = app
+        .client
+        .get(format!("{}/v1/products", app.base))
+        .bearer_auth(ADMIN)
+        .header("tollgate-min-seq", far)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    assert!(started.elapsed() >= std::time::Duration::from_secs(4));
+    let res = app
+        .client
+        .get(format!("{}/v1/products", app.base))
+        .bearer_auth(ADMIN)
+        .header("tollgate-min-seq", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    app.stop().await;
+}
