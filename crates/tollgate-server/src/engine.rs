@@ -1,14 +1,20 @@
 //! The engine: the one writer that turns commands into ledger events.
 //!
-//! Requests send commands over a channel to the *decider* thread. It drains whatever
-//! is queued (group commit), decides each command against a speculative state (the
-//! committed state plus every batch decided but not yet committed), and hands the batch
-//! to the *committer* thread, which appends it and its idempotency records in one
-//! durable transaction and only then publishes the new state and answers. The decider
-//! works on the next batches while the committer waits for a transaction's fsync, and
-//! the committer then takes every batch decided meanwhile into its next transaction.
-//! A third thread, the *publisher*, answers the requests of a published commit and
-//! drops the state it replaced, so the committer goes straight back to the disk.
+//! A request decides its own command, in its own task, under the *decider* lock:
+//! against a speculative state (the committed state plus every batch decided but not
+//! yet committed), into the *open batch*. The *committer* thread takes the open batch
+//! whenever it is free (group commit: everything decided while the last transaction
+//! was made durable), appends it and its idempotency records in one durable
+//! transaction, and only then publishes the new state and answers. Deciding in the
+//! request's task, not on a thread of its own, saves a wake-up on every request's path:
+//! on a virtual machine whose idle cores halt, each one cost tens of microseconds of a
+//! round trip that is mostly waiting (docs/BENCHMARKS.md). A waiting committer is woken
+//! by the decision that opens a batch. The *decider thread* takes the rest, in order
+//! with the decisions: checkpoints, snapshots, catching up, requests the committer
+//! handed back, and requests whose idempotency key must be read from a shared store
+//! (across the network, so not in an async task). A third thread, the *publisher*,
+//! answers the requests of a published commit and drops the state it replaced, so the
+//! committer goes straight back to the disk.
 //!
 //! Readers see committed state only. If a commit fails, the committer bumps the epoch:
 //! it refuses every batch decided under the old epoch (they built on the failed one),
@@ -28,7 +34,7 @@
 //! node's state follows the one log.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::thread;
 use std::time::Duration;
 
@@ -43,14 +49,10 @@ use tollgate_store::{CheckpointRecord, IdempotencyRecord, LedgerStore, NewEvent,
 
 use crate::replay;
 
-/// How many commands one transaction takes at most.
-const MAX_BATCH: usize = 512;
 const QUEUE: usize = 8192;
 /// How many events one transaction takes at most when the committer merges the
 /// batches decided while it waited for the disk.
 const MAX_MERGE: usize = 4096;
-/// Decided batches waiting for the committer, at most.
-const DECIDED: usize = 64;
 /// How many times a batch is decided again after other nodes appended first, before its
 /// requests are answered with `Contended`.
 const MAX_RETRIES: usize = 8;
@@ -172,6 +174,9 @@ impl Default for EngineConfig {
 #[derive(Clone)]
 pub struct Engine {
     tx: mpsc::Sender<Job>,
+    /// Requests are decided in the task that submits them, under this lock: a hop to
+    /// another thread costs a wake-up on every request's path.
+    decider: Arc<Mutex<Decider>>,
     commits: Arc<AtomicU64>,
     state: Arc<ArcSwap<State>>,
     log: SharedLog,
@@ -188,11 +193,26 @@ struct Decider {
     epoch: Arc<AtomicU64>,
     /// The number of the last batch the committer made durable.
     published: Arc<AtomicU64>,
-    to_committer: std::sync::mpsc::SyncSender<Work>,
+    /// Unbounded, so that no sender ever waits while holding the decider's lock (the
+    /// committer takes it too); requests bound what is in flight.
+    to_committer: std::sync::mpsc::Sender<Work>,
     /// Requests of batches decided on a state that is no longer the committed one,
     /// handed back by the committer to be decided again (before newer ones). Unbounded,
     /// so that the committer never waits on the decider, which may be waiting on it.
     bounced: std::sync::mpsc::Receiver<Vec<Submit>>,
+    /// The epoch `spec` was built in.
+    seen_epoch: u64,
+    /// The committed state plus every batch handed to the committer.
+    spec: State,
+    /// Idempotency records decided but perhaps not yet committed (the reader cannot
+    /// see them yet), with the number of their batch.
+    recent: Vec<(u64, IdempotencyRecord)>,
+    /// Batches numbered so far.
+    number: u64,
+    /// Decided on top of `spec`, not yet taken by the committer.
+    open: Option<Open>,
+    /// The committer found nothing to take and waits to be woken.
+    committer_idle: bool,
 }
 
 type Reply = (oneshot::Sender<Result<Outcome, EngineError>>, Result<Outcome, EngineError>);
@@ -217,6 +237,9 @@ fn publisher(rx: std::sync::mpsc::Receiver<Published>) {
 }
 
 struct Committer {
+    /// Weak: the engine's handles own the decider, and it owns the committer's channel,
+    /// which closes (and so stops the committer) when the last handle goes.
+    decider: Weak<Mutex<Decider>>,
     publish: std::sync::mpsc::Sender<Published>,
     store: Box<dyn LedgerStore>,
     shared: bool,
@@ -241,6 +264,8 @@ struct Committer {
 /// What the decider hands the committer, in order.
 enum Work {
     Batch(Batch),
+    /// Something was decided while the committer waited: it takes the open batch.
+    Wake,
     Checkpoint(oneshot::Sender<Result<CheckpointRecord, EngineError>>),
     Snapshot(SnapshotRecord),
     CatchUp,
@@ -293,13 +318,21 @@ impl Engine {
         let state = Arc::new(ArcSwap::from_pointee(loaded.state));
         let log = Arc::new(RwLock::new(loaded.log));
         let (tx, rx) = mpsc::channel(QUEUE);
-        let (work_tx, work_rx) = std::sync::mpsc::sync_channel(DECIDED);
+        let (work_tx, work_rx) = std::sync::mpsc::channel();
         let commits = Arc::new(AtomicU64::new(0));
         let epoch = Arc::new(AtomicU64::new(0));
         let published = Arc::new(AtomicU64::new(0));
         let (bounce_tx, bounce_rx) = std::sync::mpsc::channel();
         let (publish_tx, publish_rx) = std::sync::mpsc::channel();
+        let decider = Arc::new(Mutex::new(Decider::new(
+            reader,
+            state.clone(),
+            (epoch.clone(), published.clone()),
+            work_tx.clone(),
+            bounce_rx,
+        )));
         let committer = Committer {
+            decider: Arc::downgrade(&decider),
             publish: publish_tx,
             store,
             shared,
@@ -318,8 +351,6 @@ impl Engine {
             last_snapshot: loaded.snapshot_seq,
             last_snapshot_at: std::time::Instant::now(),
         };
-        let decider =
-            Decider { reader, committed: state.clone(), epoch, published, to_committer: work_tx, bounced: bounce_rx };
         let spawn_err = |e: std::io::Error| replay::ReplayError::Internal(e.to_string());
         if let Some(follower) = follower {
             crate::tail::spawn(follower, tx.downgrade()).map_err(spawn_err)?;
@@ -332,16 +363,25 @@ impl Engine {
             .name("tollgate-commit".into())
             .spawn(move || committer.run(work_rx))
             .map_err(spawn_err)?;
+        let jobs = decider.clone();
         let handle = thread::Builder::new()
             .name("tollgate-decide".into())
             .spawn(move || {
-                decider.run(rx);
+                run_jobs(jobs, rx, work_tx);
                 let _ = committer.join();
                 let _ = publisher.join();
             })
             .map_err(spawn_err)?;
-        let engine =
-            Engine { tx, commits, state, log, verifier_key: identity.verifier_key.into(), seq: seq_rx, shared };
+        let engine = Engine {
+            tx,
+            decider,
+            commits,
+            state,
+            log,
+            verifier_key: identity.verifier_key.into(),
+            seq: seq_rx,
+            shared,
+        };
         Ok((engine, handle))
     }
 
@@ -404,8 +444,16 @@ impl Engine {
         render: Render,
     ) -> Result<Outcome, EngineError> {
         let (reply, rx) = oneshot::channel();
-        let job = Job::Submit(Box::new(Submit { command, meta, status, idempotency, render, reply, handed_back: 0 }));
-        self.tx.send(job).await.map_err(|_| EngineError::Stopped)?;
+        let submit = Submit { command, meta, status, idempotency, render, reply, handed_back: 0 };
+        if self.shared && submit.idempotency.is_some() {
+            // Its key is looked up in the shared store, across the network: on the
+            // decider's thread, not in an async task.
+            self.tx.send(Job::Submit(Box::new(submit))).await.map_err(|_| EngineError::Stopped)?;
+        } else if self.is_running() {
+            self.decider.lock().unwrap_or_else(|p| p.into_inner()).decide(Some(submit));
+        } else {
+            return Err(EngineError::Stopped);
+        }
         rx.await.map_err(|_| EngineError::Stopped)?
     }
 
@@ -513,88 +561,185 @@ fn decide_one(
 }
 
 impl Decider {
-    fn run(self, mut rx: mpsc::Receiver<Job>) {
-        let mut epoch = self.epoch.load(Ordering::Acquire);
-        let mut spec: State = (*self.committed.load_full()).clone();
-        // Idempotency records decided but perhaps not yet committed (the reader cannot
-        // see them yet), with the number of their batch.
-        let mut recent: Vec<(u64, IdempotencyRecord)> = Vec::new();
-        let mut number = 0u64;
-        let mut jobs = Vec::with_capacity(MAX_BATCH);
-        while let Some(first) = rx.blocking_recv() {
-            jobs.push(first);
-            while jobs.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
-                }
-            }
-            // Handed back by the committer: decided first, as they came first. Taken
-            // before the epoch is read: the committer moves the epoch before it hands
-            // anything back, so the state is reset below for these.
-            let mut submits = Vec::with_capacity(jobs.len());
-            while let Ok(back) = self.bounced.try_recv() {
-                submits.extend(back);
-            }
-            let current = self.epoch.load(Ordering::Acquire);
-            if current != epoch {
-                // A commit failed, or other nodes appended: everything speculative is void.
-                epoch = current;
-                spec = (*self.committed.load_full()).clone();
-                recent.clear();
-            }
-            // Records of batches the store holds are found there from now on. (Not by
-            // sequence: a batch of no events but a record ends where it began.)
-            let published = self.published.load(Ordering::Acquire);
-            recent.retain(|(n, _)| *n > published);
-            for job in jobs.drain(..) {
-                let forward = match job {
-                    Job::Submit(s) => {
-                        submits.push(*s);
-                        continue;
-                    }
-                    Job::Wake => continue,
-                    Job::Checkpoint(reply) => Work::Checkpoint(reply),
-                    Job::Snapshot(s) => Work::Snapshot(s),
-                    Job::CatchUp => Work::CatchUp,
-                };
-                // Keep order: a checkpoint asked for after a write covers it.
-                if !submits.is_empty() {
-                    number += 1;
-                    self.decide_batch(&mut spec, epoch, number, std::mem::take(&mut submits), &mut recent);
-                }
-                if self.to_committer.send(forward).is_err() {
-                    return;
-                }
-            }
-            if !submits.is_empty() {
-                number += 1;
-                self.decide_batch(&mut spec, epoch, number, submits, &mut recent);
-            }
+    fn new(
+        reader: Box<dyn LedgerStore>,
+        committed: Arc<ArcSwap<State>>,
+        (epoch, published): (Arc<AtomicU64>, Arc<AtomicU64>),
+        to_committer: std::sync::mpsc::Sender<Work>,
+        bounced: std::sync::mpsc::Receiver<Vec<Submit>>,
+    ) -> Self {
+        let seen_epoch = epoch.load(Ordering::Acquire);
+        let spec = (*committed.load_full()).clone();
+        Self {
+            reader,
+            committed,
+            epoch,
+            published,
+            to_committer,
+            bounced,
+            seen_epoch,
+            spec,
+            recent: Vec::new(),
+            number: 0,
+            open: None,
+            committer_idle: false,
         }
-        tracing::info!("decider stopped");
     }
 
-    fn decide_batch(
-        &self,
-        spec: &mut State,
-        epoch: u64,
-        number: u64,
-        submits: Vec<Submit>,
-        recent: &mut Vec<(u64, IdempotencyRecord)>,
-    ) {
-        let expected_len = spec.seq();
-        let Some((next, leaves, records, pending)) = decide_all(spec, submits, &*self.reader, recent) else {
+    /// Decides `submit` (after any requests the committer handed back) into the open
+    /// batch, and wakes the committer if it waits for work.
+    fn decide(&mut self, submit: Option<Submit>) {
+        // Handed back by the committer: decided first, as they came first. Taken
+        // before the epoch is read: the committer moves the epoch before it hands
+        // anything back, so `refresh` resets the state for these.
+        let mut back = Vec::new();
+        while let Ok(more) = self.bounced.try_recv() {
+            back.extend(more);
+        }
+        self.refresh();
+        for s in back {
+            self.decide_one(s);
+        }
+        if let Some(s) = submit {
+            self.decide_one(s);
+        }
+        if self.open.is_some() && std::mem::take(&mut self.committer_idle) {
+            let _ = self.to_committer.send(Work::Wake);
+        }
+    }
+
+    /// Starts again from the committed state if the epoch moved (a commit failed, or
+    /// other nodes appended: everything speculative is void; the open batch goes to the
+    /// committer, which refuses it or hands it back), and forgets the idempotency
+    /// records the store now holds.
+    fn refresh(&mut self) {
+        let current = self.epoch.load(Ordering::Acquire);
+        if current != self.seen_epoch {
+            self.close();
+            self.seen_epoch = current;
+            self.spec = (*self.committed.load_full()).clone();
+            self.recent.clear();
+        }
+        // Records of batches the store holds are found there from now on. (Not by
+        // sequence: a batch of no events but a record ends where it began.)
+        let published = self.published.load(Ordering::Acquire);
+        self.recent.retain(|(n, _)| *n > published);
+    }
+
+    fn decide_one(&mut self, submit: Submit) {
+        let Self { open, spec, number, seen_epoch, recent, reader, .. } = self;
+        let open = open.get_or_insert_with(|| {
+            *number += 1;
+            Open {
+                number: *number,
+                epoch: *seen_epoch,
+                expected_len: spec.seq(),
+                next: spec.clone(),
+                leaves: Vec::new(),
+                records: Vec::new(),
+                pending: Vec::new(),
+            }
+        });
+        let now = now();
+        let created_at = now.to_string();
+        let ctx = DecideCtx { now, created_at: &created_at, recent, lookup: &**reader };
+        let result = decide_one(&mut open.next, &submit, &ctx, &mut open.leaves, &mut open.records);
+        if let Err(EngineError::Poisoned(why)) = &result {
+            // The batch's next state can no longer be trusted: drop the whole batch.
+            tracing::error!(error = %why, "batch dropped");
+            let fail = |r: oneshot::Sender<Result<Outcome, EngineError>>| {
+                let _ = r.send(Err(EngineError::Internal(format!("batch dropped: {why}"))));
+            };
+            fail(submit.reply);
+            if let Some(dropped) = self.open.take() {
+                dropped.pending.into_iter().for_each(|p| fail(p.submit.reply));
+            }
             return;
+        }
+        open.pending.push(Pending { submit, result });
+        if open.leaves.len() >= MAX_MERGE {
+            self.close();
+        }
+    }
+
+    /// Hands the open batch to the committer. Every batch goes through the one channel,
+    /// under this lock, so the committer takes them in the order they were decided.
+    fn close(&mut self) {
+        let Some(open) = self.open.take() else { return };
+        self.recent.extend(open.records.iter().map(|r| (open.number, r.clone())));
+        let state = Arc::new(open.next);
+        self.spec = (*state).clone();
+        let batch = Batch {
+            number: open.number,
+            epoch: open.epoch,
+            expected_len: open.expected_len,
+            leaves: open.leaves,
+            records: open.records,
+            pending: open.pending,
+            state,
         };
-        recent.extend(records.iter().map(|r| (number, r.clone())));
-        let state = Arc::new(next);
-        *spec = (*state).clone();
-        let batch = Batch { number, epoch, expected_len, leaves, records, pending, state };
         // A closed channel means the committer stopped; the replies drop, which callers
         // see as a stopped engine.
         let _ = self.to_committer.send(Work::Batch(batch));
     }
+
+    /// Called by the committer when it has nothing queued: takes the open batch, or
+    /// notes that the committer is about to wait (the next decision wakes it).
+    fn committer_ready(&mut self) {
+        if self.open.is_some() {
+            self.close();
+        } else {
+            self.committer_idle = true;
+        }
+    }
+}
+
+impl Drop for Decider {
+    /// Whatever is still open goes to the committer before it stops.
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The thread that takes the engine's jobs other than the requests decided in place:
+/// checkpoints, snapshots and catching up go to the committer after everything
+/// decided before them; requests handed back and requests that may read a shared
+/// store (an idempotency key on PostgreSQL) are decided here.
+fn run_jobs(decider: Arc<Mutex<Decider>>, mut rx: mpsc::Receiver<Job>, to_committer: std::sync::mpsc::Sender<Work>) {
+    while let Some(job) = rx.blocking_recv() {
+        let mut d = decider.lock().unwrap_or_else(|p| p.into_inner());
+        let forward = match job {
+            Job::Submit(s) => {
+                d.decide(Some(*s));
+                continue;
+            }
+            Job::Wake => {
+                d.decide(None);
+                continue;
+            }
+            Job::Checkpoint(reply) => Work::Checkpoint(reply),
+            Job::Snapshot(s) => Work::Snapshot(s),
+            Job::CatchUp => Work::CatchUp,
+        };
+        // Keep order: a checkpoint asked for after a write covers it.
+        d.refresh();
+        d.close();
+        if to_committer.send(forward).is_err() {
+            return;
+        }
+    }
+    tracing::info!("decider stopped");
+}
+
+/// Decided requests the committer has not taken yet, on top of the speculative state.
+struct Open {
+    number: u64,
+    epoch: u64,
+    expected_len: u64,
+    next: State,
+    leaves: Vec<(Vec<u8>, merkle::Hash)>,
+    records: Vec<IdempotencyRecord>,
+    pending: Vec<Pending>,
 }
 
 struct DecideCtx<'a> {
@@ -611,23 +756,40 @@ impl Committer {
         loop {
             let work = match carry.take() {
                 Some(w) => w,
-                None => match rx.recv() {
+                None => match rx.try_recv() {
                     Ok(w) => w,
-                    Err(_) => break,
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
+                    Err(std::sync::mpsc::TryRecvError::Empty) => {
+                        // Nothing queued: take what was decided meanwhile, or wait for
+                        // the next decision to wake this thread.
+                        self.with_decider(Decider::committer_ready);
+                        match rx.recv() {
+                            Ok(w) => w,
+                            Err(_) => break,
+                        }
+                    }
                 },
             };
             match work {
+                Work::Wake => {}
                 Work::Batch(mut b) => {
-                    // Group commit across batches: whatever the decider finished while
-                    // the last transaction was being made durable goes into this one.
+                    // Group commit across batches: whatever was decided while the last
+                    // transaction was being made durable goes into this one, the open
+                    // batch included.
+                    let mut took_open = false;
                     while b.leaves.len() < MAX_MERGE {
                         match rx.try_recv() {
                             Ok(Work::Batch(next)) if next.epoch == b.epoch && next.expected_len == b.state.seq() => {
                                 b.merge(next);
                             }
+                            Ok(Work::Wake) => {}
                             Ok(other) => {
                                 carry = Some(other);
                                 break;
+                            }
+                            Err(_) if !took_open => {
+                                took_open = true;
+                                self.with_decider(Decider::close);
                             }
                             Err(_) => break,
                         }
@@ -658,6 +820,12 @@ impl Committer {
             tracing::warn!(error = %e, "final checkpoint failed");
         }
         tracing::info!("committer stopped");
+    }
+
+    fn with_decider(&self, f: impl FnOnce(&mut Decider)) {
+        if let Some(d) = self.decider.upgrade() {
+            f(&mut d.lock().unwrap_or_else(|p| p.into_inner()));
+        }
     }
 
     /// Folds the events other nodes appended since this node's last, checking every leaf
