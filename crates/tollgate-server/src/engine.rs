@@ -33,7 +33,7 @@
 //! (`crate::tail`) asks the committer to catch up whenever any node appends, so every
 //! node's state follows the one log.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::thread;
 use std::time::Duration;
@@ -177,6 +177,7 @@ pub struct Engine {
     /// Requests are decided in the task that submits them, under this lock: a hop to
     /// another thread costs a wake-up on every request's path.
     decider: Arc<Mutex<Decider>>,
+    committer_gone: Arc<AtomicBool>,
     commits: Arc<AtomicU64>,
     state: Arc<ArcSwap<State>>,
     log: SharedLog,
@@ -213,6 +214,8 @@ struct Decider {
     open: Option<Open>,
     /// The committer found nothing to take and waits to be woken.
     committer_idle: bool,
+    /// Set when the committer's thread ends: nothing decided could be committed.
+    committer_gone: Arc<AtomicBool>,
 }
 
 type Reply = (oneshot::Sender<Result<Outcome, EngineError>>, Result<Outcome, EngineError>);
@@ -324,12 +327,14 @@ impl Engine {
         let published = Arc::new(AtomicU64::new(0));
         let (bounce_tx, bounce_rx) = std::sync::mpsc::channel();
         let (publish_tx, publish_rx) = std::sync::mpsc::channel();
+        let committer_gone = Arc::new(AtomicBool::new(false));
         let decider = Arc::new(Mutex::new(Decider::new(
             reader,
             state.clone(),
             (epoch.clone(), published.clone()),
             work_tx.clone(),
             bounce_rx,
+            committer_gone.clone(),
         )));
         let committer = Committer {
             decider: Arc::downgrade(&decider),
@@ -359,9 +364,13 @@ impl Engine {
             .name("tollgate-publish".into())
             .spawn(move || publisher(publish_rx))
             .map_err(spawn_err)?;
+        let gone = CommitterGone { decider: Arc::downgrade(&decider), gone: committer_gone.clone() };
         let committer = thread::Builder::new()
             .name("tollgate-commit".into())
-            .spawn(move || committer.run(work_rx))
+            .spawn(move || {
+                let _gone = gone;
+                committer.run(work_rx);
+            })
             .map_err(spawn_err)?;
         let jobs = decider.clone();
         let handle = thread::Builder::new()
@@ -375,6 +384,7 @@ impl Engine {
         let engine = Engine {
             tx,
             decider,
+            committer_gone,
             commits,
             state,
             log,
@@ -393,7 +403,7 @@ impl Engine {
 
     /// False once the writer threads have stopped.
     pub fn is_running(&self) -> bool {
-        !self.tx.is_closed()
+        !self.tx.is_closed() && !self.committer_gone.load(Ordering::Acquire)
     }
 
     /// True when other nodes write the same ledger.
@@ -450,7 +460,7 @@ impl Engine {
             // decider's thread, not in an async task.
             self.tx.send(Job::Submit(Box::new(submit))).await.map_err(|_| EngineError::Stopped)?;
         } else if self.is_running() {
-            self.decider.lock().unwrap_or_else(|p| p.into_inner()).decide(Some(submit));
+            self.decider.lock().unwrap_or_else(|p| p.into_inner()).decide(submit);
         } else {
             return Err(EngineError::Stopped);
         }
@@ -567,6 +577,7 @@ impl Decider {
         (epoch, published): (Arc<AtomicU64>, Arc<AtomicU64>),
         to_committer: std::sync::mpsc::Sender<Work>,
         bounced: std::sync::mpsc::Receiver<Vec<Submit>>,
+        committer_gone: Arc<AtomicBool>,
     ) -> Self {
         let seen_epoch = epoch.load(Ordering::Acquire);
         let spec = (*committed.load_full()).clone();
@@ -583,14 +594,23 @@ impl Decider {
             number: 0,
             open: None,
             committer_idle: false,
+            committer_gone,
         }
     }
 
-    /// Decides `submit` (after any requests the committer handed back) into the open
-    /// batch, and wakes the committer if it waits for work.
-    fn decide(&mut self, submit: Option<Submit>) {
-        // Handed back by the committer: decided first, as they came first. Taken
-        // before the epoch is read: the committer moves the epoch before it hands
+    /// Decides `submit` into the open batch, in the request's task, and wakes the
+    /// committer if it waits for work. Requests the committer handed back are left to
+    /// the decider thread: on a shared store deciding them may read the store.
+    fn decide(&mut self, submit: Submit) {
+        self.refresh();
+        self.decide_one(submit);
+        self.wake_committer();
+    }
+
+    /// On the decider thread: decides the requests the committer handed back (first,
+    /// as they came first), then `submit`, and wakes the committer if it waits.
+    fn decide_on_thread(&mut self, submit: Option<Submit>) {
+        // Taken before the epoch is read: the committer moves the epoch before it hands
         // anything back, so `refresh` resets the state for these.
         let mut back = Vec::new();
         while let Ok(more) = self.bounced.try_recv() {
@@ -603,6 +623,10 @@ impl Decider {
         if let Some(s) = submit {
             self.decide_one(s);
         }
+        self.wake_committer();
+    }
+
+    fn wake_committer(&mut self) {
         if self.open.is_some() && std::mem::take(&mut self.committer_idle) {
             let _ = self.to_committer.send(Work::Wake);
         }
@@ -627,6 +651,11 @@ impl Decider {
     }
 
     fn decide_one(&mut self, submit: Submit) {
+        if self.committer_gone.load(Ordering::Acquire) {
+            // Nothing would commit it: its reply drops, which the caller sees as a
+            // stopped engine.
+            return;
+        }
         let Self { open, spec, number, seen_epoch, recent, reader, .. } = self;
         let open = open.get_or_insert_with(|| {
             *number += 1;
@@ -643,7 +672,13 @@ impl Decider {
         let now = now();
         let created_at = now.to_string();
         let ctx = DecideCtx { now, created_at: &created_at, recent, lookup: &**reader };
-        let result = decide_one(&mut open.next, &submit, &ctx, &mut open.leaves, &mut open.records);
+        // A panic here (a bug) would leave the open batch half-decided, under a lock the
+        // next request recovers: it drops the batch, as a decision that cannot be
+        // trusted does, rather than commit part of a request.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            decide_one(&mut open.next, &submit, &ctx, &mut open.leaves, &mut open.records)
+        }))
+        .unwrap_or_else(|_| Err(EngineError::Poisoned("deciding a request panicked".into())));
         if let Err(EngineError::Poisoned(why)) = &result {
             // The batch's next state can no longer be trusted: drop the whole batch.
             tracing::error!(error = %why, "batch dropped");
@@ -710,25 +745,45 @@ fn run_jobs(decider: Arc<Mutex<Decider>>, mut rx: mpsc::Receiver<Job>, to_commit
         let mut d = decider.lock().unwrap_or_else(|p| p.into_inner());
         let forward = match job {
             Job::Submit(s) => {
-                d.decide(Some(*s));
+                d.decide_on_thread(Some(*s));
                 continue;
             }
             Job::Wake => {
-                d.decide(None);
+                d.decide_on_thread(None);
                 continue;
             }
             Job::Checkpoint(reply) => Work::Checkpoint(reply),
             Job::Snapshot(s) => Work::Snapshot(s),
             Job::CatchUp => Work::CatchUp,
         };
-        // Keep order: a checkpoint asked for after a write covers it.
-        d.refresh();
+        // Every job takes what was handed back (the committer's `Wake` may have been
+        // dropped on a full queue), and keeps order: a checkpoint asked for after a
+        // write covers it.
+        d.decide_on_thread(None);
         d.close();
         if to_committer.send(forward).is_err() {
             return;
         }
     }
     tracing::info!("decider stopped");
+}
+
+/// Marks the committer gone when its thread ends, however it ends (a panic included):
+/// the open batch is dropped (its callers see a stopped engine) and nothing is decided
+/// from then on, rather than left waiting for a commit that cannot come.
+struct CommitterGone {
+    decider: Weak<Mutex<Decider>>,
+    gone: Arc<AtomicBool>,
+}
+
+impl Drop for CommitterGone {
+    fn drop(&mut self) {
+        self.gone.store(true, Ordering::Release);
+        if let Some(d) = self.decider.upgrade() {
+            let open = d.lock().unwrap_or_else(|p| p.into_inner()).open.take();
+            drop(open);
+        }
+    }
 }
 
 /// Decided requests the committer has not taken yet, on top of the speculative state.
@@ -754,6 +809,9 @@ impl Committer {
         // A work item taken off the channel while merging batches, to handle next.
         let mut carry: Option<Work> = None;
         loop {
+            // The open batch was taken just before this work: taking it again at once
+            // would only contend with the requests deciding into the next one.
+            let mut took_open = false;
             let work = match carry.take() {
                 Some(w) => w,
                 None => match rx.try_recv() {
@@ -763,6 +821,7 @@ impl Committer {
                         // Nothing queued: take what was decided meanwhile, or wait for
                         // the next decision to wake this thread.
                         self.with_decider(Decider::committer_ready);
+                        took_open = true;
                         match rx.recv() {
                             Ok(w) => w,
                             Err(_) => break,
@@ -776,7 +835,6 @@ impl Committer {
                     // Group commit across batches: whatever was decided while the last
                     // transaction was being made durable goes into this one, the open
                     // batch included.
-                    let mut took_open = false;
                     while b.leaves.len() < MAX_MERGE {
                         match rx.try_recv() {
                             Ok(Work::Batch(next)) if next.epoch == b.epoch && next.expected_len == b.state.seq() => {
@@ -1340,6 +1398,70 @@ mod tests {
 
     fn shared(url: &str) -> Box<dyn LedgerStore> {
         Box::new(tollgate_store::PostgresStore::open(url).expect("open PostgreSQL store"))
+    }
+
+    /// A decision that panics (a bug: here its renderer) drops the open batch, as a
+    /// decision that cannot be trusted does: none of that request's events commits, and
+    /// the engine goes on. Before, the lock it held was recovered by the next request
+    /// with the panicked request's events still in the open batch, and they committed
+    /// although its caller got a 500 (a retry would have applied them twice).
+    #[tokio::test]
+    async fn a_decision_that_panics_commits_nothing_of_its_request() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("l.db");
+        let (engine, writer) =
+            Engine::start(Box::new(SqliteStore::open(&path).unwrap()), EngineConfig::default()).unwrap();
+        submit(&engine, 0).await.unwrap();
+        let meta = Meta { actor: "test".into(), reason: None, request_id: "r".into() };
+        let panics: Render = Box::new(|_, _| panic!("renderer bug (injected)"));
+        let r = engine.submit(product(1), meta, 201, None, panics).await;
+        assert!(matches!(r, Err(EngineError::Internal(_))), "the caller is told it failed: {r:?}");
+        let o = submit(&engine, 2).await.unwrap();
+        assert_eq!(o.seq, 2, "product 2 follows product 0: nothing of product 1 was committed");
+        assert!(engine.state().product("p1").is_none());
+        // And product 1 can be created now, once.
+        assert_eq!(submit(&engine, 1).await.unwrap().seq, 3);
+        assert_eq!(stop_and_verify(engine, writer, &path), 3);
+    }
+
+    /// A committer that stops (here it panics inside a store) fails every request from
+    /// then on as a stopped engine, instead of leaving them waiting for a commit that
+    /// cannot come.
+    #[tokio::test]
+    async fn requests_fail_as_stopped_once_the_committer_is_gone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("l.db");
+        let explode = Arc::new(AtomicBool::new(false));
+        let armed = explode.clone();
+        let store = Hooked {
+            inner: Box::new(SqliteStore::open(&path).unwrap()),
+            before_append: Arc::new(move || {
+                if armed.load(Ordering::SeqCst) {
+                    panic!("store bug (injected)");
+                }
+                Ok(())
+            }),
+            after_append: no_hook(),
+            before_read: no_hook(),
+        };
+        let (engine, writer) = Engine::start(Box::new(store), EngineConfig::default()).unwrap();
+        submit(&engine, 0).await.unwrap();
+        explode.store(true, Ordering::SeqCst);
+        let bounded = |e: Engine, n| async move {
+            tokio::time::timeout(Duration::from_secs(10), async move { submit(&e, n).await })
+                .await
+                .expect("answered, not left waiting")
+        };
+        let r = bounded(engine.clone(), 1).await;
+        assert!(matches!(r, Err(EngineError::Stopped)), "{r:?}");
+        // Later requests too, whether or not they got in before the engine noticed.
+        for n in 2..5 {
+            let r = bounded(engine.clone(), n).await;
+            assert!(matches!(r, Err(EngineError::Stopped)), "{r:?}");
+        }
+        assert!(!engine.is_running());
+        drop(engine);
+        let _ = writer.join();
     }
 
     /// An append whose transaction committed but whose answer was lost (the connection
