@@ -11,8 +11,9 @@
 //! round trip that is mostly waiting (docs/BENCHMARKS.md). A waiting committer is woken
 //! by the decision that opens a batch. The *decider thread* takes the rest, in order
 //! with the decisions: checkpoints, snapshots, catching up, requests the committer
-//! handed back, and requests whose idempotency key must be read from a shared store
-//! (across the network, so not in an async task). A third thread, the *publisher*,
+//! handed back, and, on a shared store (read across the network while deciding, so not
+//! from an async task, nor under a lock an async task may wait on), every request. A
+//! third thread, the *publisher*,
 //! answers the requests of a published commit and drops the state it replaced, so the
 //! committer goes straight back to the disk.
 //!
@@ -455,9 +456,11 @@ impl Engine {
     ) -> Result<Outcome, EngineError> {
         let (reply, rx) = oneshot::channel();
         let submit = Submit { command, meta, status, idempotency, render, reply, handed_back: 0 };
-        if self.shared && submit.idempotency.is_some() {
-            // Its key is looked up in the shared store, across the network: on the
-            // decider's thread, not in an async task.
+        if self.shared {
+            // A shared store is read across the network while deciding (idempotency
+            // keys, requests handed back): that happens on the decider thread, under the
+            // decider lock, and no async task may wait on that lock meanwhile, so on a
+            // shared store every request is decided there, as before.
             self.tx.send(Job::Submit(Box::new(submit))).await.map_err(|_| EngineError::Stopped)?;
         } else if self.is_running() {
             self.decider.lock().unwrap_or_else(|p| p.into_inner()).decide(submit);
@@ -527,7 +530,22 @@ fn decide_all(
     Some((next, leaves, records, pending))
 }
 
+/// Decides one request on top of `next`. A panic in it (a bug: in `decide`, `apply`
+/// or the request's renderer) would leave `next` half-changed; it comes back as
+/// `Poisoned`, so the caller drops the whole batch, as for any decision that cannot be
+/// trusted, rather than commit part of a request.
 fn decide_one(
+    next: &mut State,
+    s: &Submit,
+    ctx: &DecideCtx<'_>,
+    leaves: &mut Vec<(Vec<u8>, merkle::Hash)>,
+    records: &mut Vec<IdempotencyRecord>,
+) -> Result<Outcome, EngineError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decide_unguarded(next, s, ctx, leaves, records)))
+        .unwrap_or_else(|_| Err(EngineError::Poisoned("deciding a request panicked".into())))
+}
+
+fn decide_unguarded(
     next: &mut State,
     s: &Submit,
     ctx: &DecideCtx<'_>,
@@ -672,13 +690,7 @@ impl Decider {
         let now = now();
         let created_at = now.to_string();
         let ctx = DecideCtx { now, created_at: &created_at, recent, lookup: &**reader };
-        // A panic here (a bug) would leave the open batch half-decided, under a lock the
-        // next request recovers: it drops the batch, as a decision that cannot be
-        // trusted does, rather than commit part of a request.
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            decide_one(&mut open.next, &submit, &ctx, &mut open.leaves, &mut open.records)
-        }))
-        .unwrap_or_else(|_| Err(EngineError::Poisoned("deciding a request panicked".into())));
+        let result = decide_one(&mut open.next, &submit, &ctx, &mut open.leaves, &mut open.records);
         if let Err(EngineError::Poisoned(why)) = &result {
             // The batch's next state can no longer be trusted: drop the whole batch.
             tracing::error!(error = %why, "batch dropped");
@@ -780,8 +792,13 @@ impl Drop for CommitterGone {
     fn drop(&mut self) {
         self.gone.store(true, Ordering::Release);
         if let Some(d) = self.decider.upgrade() {
-            let open = d.lock().unwrap_or_else(|p| p.into_inner()).open.take();
-            drop(open);
+            let mut d = d.lock().unwrap_or_else(|p| p.into_inner());
+            let open = d.open.take();
+            // Requests the committer handed back before it went: nothing will decide
+            // them now (its sender is gone with it, so this empties the queue for good).
+            let back: Vec<Vec<Submit>> = d.bounced.try_iter().collect();
+            drop(d);
+            drop((open, back));
         }
     }
 }
