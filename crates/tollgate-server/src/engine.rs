@@ -13,9 +13,8 @@
 //! with the decisions: checkpoints, snapshots, catching up, requests the committer
 //! handed back, and, on a shared store (read across the network while deciding, so not
 //! from an async task, nor under a lock an async task may wait on), every request. A
-//! third thread, the *publisher*,
-//! answers the requests of a published commit and drops the state it replaced, so the
-//! committer goes straight back to the disk.
+//! third thread, the *publisher*, answers the requests of a published commit and drops
+//! the state it replaced, so the committer goes straight back to the disk.
 //!
 //! Readers see committed state only. If a commit fails, the committer bumps the epoch:
 //! it refuses every batch decided under the old epoch (they built on the failed one),
@@ -332,8 +331,9 @@ impl Engine {
         let decider = Arc::new(Mutex::new(Decider::new(
             reader,
             state.clone(),
-            (epoch.clone(), published.clone()),
-            work_tx.clone(),
+            epoch.clone(),
+            published.clone(),
+            work_tx,
             bounce_rx,
             committer_gone.clone(),
         )));
@@ -377,7 +377,7 @@ impl Engine {
         let handle = thread::Builder::new()
             .name("tollgate-decide".into())
             .spawn(move || {
-                run_jobs(jobs, rx, work_tx);
+                run_jobs(jobs, rx);
                 let _ = committer.join();
                 let _ = publisher.join();
             })
@@ -510,24 +510,26 @@ fn decide_all(
     let mut records: Vec<IdempotencyRecord> = Vec::new();
     let mut pending: Vec<Pending> = Vec::with_capacity(n);
     let now = now();
-    let created_at = now.to_string();
     while let Some(submit) = submits.next() {
-        let ctx = DecideCtx { now, created_at: &created_at, recent, lookup };
+        let ctx = DecideCtx { now, recent, lookup };
         let result = decide_one(&mut next, &submit, &ctx, &mut leaves, &mut records);
         if let Err(EngineError::Poisoned(why)) = &result {
-            // The batch's next state can no longer be trusted: drop the whole batch.
-            tracing::error!(error = %why, "batch dropped");
-            let fail = |r: oneshot::Sender<Result<Outcome, EngineError>>| {
-                let _ = r.send(Err(EngineError::Internal(format!("batch dropped: {why}"))));
-            };
-            fail(submit.reply);
-            pending.into_iter().for_each(|p| fail(p.submit.reply));
-            submits.for_each(|s| fail(s.reply));
+            let replies = pending.into_iter().map(|p| p.submit.reply);
+            drop_batch(why, std::iter::once(submit.reply).chain(replies).chain(submits.map(|s| s.reply)));
             return None;
         }
         pending.push(Pending { submit, result });
     }
     Some((next, leaves, records, pending))
+}
+
+/// The batch's next state can no longer be trusted (a decision was `Poisoned`): every
+/// request in it is answered with an error and nothing of it is committed.
+fn drop_batch(why: &str, replies: impl Iterator<Item = oneshot::Sender<Result<Outcome, EngineError>>>) {
+    tracing::error!(error = %why, "batch dropped");
+    for r in replies {
+        let _ = r.send(Err(EngineError::Internal(format!("batch dropped: {why}"))));
+    }
 }
 
 /// Decides one request on top of `next`. A panic in it (a bug: in `decide`, `apply`
@@ -582,7 +584,7 @@ fn decide_unguarded(
             request_hash: idem.request_hash,
             status: s.status,
             body: body.clone(),
-            created_at: ctx.created_at.to_string(),
+            created_at: ctx.now.to_string(),
         });
     }
     Ok(Outcome { status: s.status, body, seq: next.seq(), replayed: false })
@@ -592,7 +594,8 @@ impl Decider {
     fn new(
         reader: Box<dyn LedgerStore>,
         committed: Arc<ArcSwap<State>>,
-        (epoch, published): (Arc<AtomicU64>, Arc<AtomicU64>),
+        epoch: Arc<AtomicU64>,
+        published: Arc<AtomicU64>,
         to_committer: std::sync::mpsc::Sender<Work>,
         bounced: std::sync::mpsc::Receiver<Vec<Submit>>,
         committer_gone: Arc<AtomicBool>,
@@ -687,20 +690,11 @@ impl Decider {
                 pending: Vec::new(),
             }
         });
-        let now = now();
-        let created_at = now.to_string();
-        let ctx = DecideCtx { now, created_at: &created_at, recent, lookup: &**reader };
+        let ctx = DecideCtx { now: now(), recent, lookup: &**reader };
         let result = decide_one(&mut open.next, &submit, &ctx, &mut open.leaves, &mut open.records);
         if let Err(EngineError::Poisoned(why)) = &result {
-            // The batch's next state can no longer be trusted: drop the whole batch.
-            tracing::error!(error = %why, "batch dropped");
-            let fail = |r: oneshot::Sender<Result<Outcome, EngineError>>| {
-                let _ = r.send(Err(EngineError::Internal(format!("batch dropped: {why}"))));
-            };
-            fail(submit.reply);
-            if let Some(dropped) = self.open.take() {
-                dropped.pending.into_iter().for_each(|p| fail(p.submit.reply));
-            }
+            let replies = self.open.take().into_iter().flat_map(|o| o.pending).map(|p| p.submit.reply);
+            drop_batch(why, std::iter::once(submit.reply).chain(replies));
             return;
         }
         open.pending.push(Pending { submit, result });
@@ -750,30 +744,25 @@ impl Drop for Decider {
 
 /// The thread that takes the engine's jobs other than the requests decided in place:
 /// checkpoints, snapshots and catching up go to the committer after everything
-/// decided before them; requests handed back and requests that may read a shared
-/// store (an idempotency key on PostgreSQL) are decided here.
-fn run_jobs(decider: Arc<Mutex<Decider>>, mut rx: mpsc::Receiver<Job>, to_committer: std::sync::mpsc::Sender<Work>) {
+/// decided before them; requests handed back, and every request on a shared store,
+/// are decided here.
+fn run_jobs(decider: Arc<Mutex<Decider>>, mut rx: mpsc::Receiver<Job>) {
     while let Some(job) = rx.blocking_recv() {
-        let mut d = decider.lock().unwrap_or_else(|p| p.into_inner());
-        let forward = match job {
-            Job::Submit(s) => {
-                d.decide_on_thread(Some(*s));
-                continue;
-            }
-            Job::Wake => {
-                d.decide_on_thread(None);
-                continue;
-            }
-            Job::Checkpoint(reply) => Work::Checkpoint(reply),
-            Job::Snapshot(s) => Work::Snapshot(s),
-            Job::CatchUp => Work::CatchUp,
+        let (submit, forward) = match job {
+            Job::Submit(s) => (Some(*s), None),
+            Job::Wake => (None, None),
+            Job::Checkpoint(reply) => (None, Some(Work::Checkpoint(reply))),
+            Job::Snapshot(s) => (None, Some(Work::Snapshot(s))),
+            Job::CatchUp => (None, Some(Work::CatchUp)),
         };
+        let mut d = decider.lock().unwrap_or_else(|p| p.into_inner());
         // Every job takes what was handed back (the committer's `Wake` may have been
-        // dropped on a full queue), and keeps order: a checkpoint asked for after a
-        // write covers it.
-        d.decide_on_thread(None);
+        // dropped on a full queue).
+        d.decide_on_thread(submit);
+        let Some(forward) = forward else { continue };
+        // Keep order: a checkpoint asked for after a write covers it.
         d.close();
-        if to_committer.send(forward).is_err() {
+        if d.to_committer.send(forward).is_err() {
             return;
         }
     }
@@ -816,7 +805,6 @@ struct Open {
 
 struct DecideCtx<'a> {
     now: Timestamp,
-    created_at: &'a str,
     recent: &'a [(u64, IdempotencyRecord)],
     lookup: &'a dyn LedgerStore,
 }
