@@ -1305,6 +1305,9 @@ mod tests {
             (self.before_read)()?;
             self.inner.idempotency(s, k)
         }
+        fn prune_idempotency(&mut self, before: &str, limit: usize) -> Result<usize, StoreError> {
+            self.inner.prune_idempotency(before, limit)
+        }
         fn put_checkpoint(&mut self, c: &CheckpointRecord) -> Result<(), StoreError> {
             self.inner.put_checkpoint(c)
         }

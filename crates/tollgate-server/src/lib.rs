@@ -67,6 +67,9 @@ pub struct Config {
     pub database_url: Option<String>,
     /// This node's id in the cluster view (`TOLLGATE_NODE_ID`); random when `None`.
     pub node_id: Option<String>,
+    /// How long an `Idempotency-Key`'s answer is kept (`None`: for ever). A retry after
+    /// that is a new request.
+    pub idempotency_retention: Option<Duration>,
 }
 
 impl Config {
@@ -80,9 +83,13 @@ impl Config {
             token_issuer: "tollgate".into(),
             database_url: None,
             node_id: None,
+            idempotency_retention: Some(DEFAULT_IDEMPOTENCY_RETENTION),
         }
     }
 }
+
+/// As long as Stripe keeps an idempotency key: a day covers a client's retries.
+pub const DEFAULT_IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 pub struct AppState {
     pub engine: Engine,
@@ -90,6 +97,7 @@ pub struct AppState {
     /// A side connection for reads of the ledger and token administration.
     pub reader: Mutex<Box<dyn LedgerStore>>,
     checkpoint_interval: Duration,
+    idempotency_retention: Option<Duration>,
     /// Token signing keys, sealed under the master key.
     pub keys: keys::KeyVault,
     /// This node among the others on a shared ledger.
@@ -165,6 +173,7 @@ pub fn open(config: &Config) -> anyhow::Result<Opened> {
         tokens: TokenCache::new(token_reader),
         reader: Mutex::new(reader),
         checkpoint_interval: config.checkpoint_interval,
+        idempotency_retention: config.idempotency_retention,
         keys: keys::KeyVault::new(kek, kek_origin, config.token_issuer.clone()),
         cluster: cluster::Cluster::new(node_id, cluster_store),
         revocations: Default::default(),
@@ -451,13 +460,65 @@ pub async fn serve(
         let _ = app.cluster.address.set(addr.to_string());
     }
     let heart = tokio::spawn(cluster::heartbeat_job(app.clone(), stop_rx.clone()));
+    let pruner = tokio::spawn(idempotency_job(app.clone(), stop_rx.clone()));
     let ticker = tokio::spawn(checkpoint_job(app.clone(), stop_rx));
     let result = axum::serve(listener, router(app)).with_graceful_shutdown(shutdown).await;
     let _ = stop_tx.send(true);
     let _ = ticker.await;
+    let _ = pruner.await;
     let _ = heart.await;
     let _ = reaper.await;
     result
+}
+
+/// Deletes idempotency records older than the retention, a tenth of the retention
+/// apart (at least a second, at most ten minutes). Small chunks, each its own short
+/// transaction, so that appends wait for no more than one chunk. On a shared store
+/// every node prunes; deleting what another node deleted is no error.
+async fn idempotency_job(app: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    const CHUNK: usize = 500;
+    let Some(retention) = app.idempotency_retention else { return };
+    let mut tick = tokio::time::interval((retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(600)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let millis = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let Some(cutoff) = engine::now().millis().checked_sub(millis).and_then(tollgate_core::Timestamp::from_millis)
+        else {
+            continue;
+        };
+        let before = cutoff.to_string();
+        let mut pruned = 0;
+        loop {
+            let (a, b) = (app.clone(), before.clone());
+            let chunk = tokio::task::spawn_blocking(move || {
+                a.reader.lock().unwrap_or_else(|p| p.into_inner()).prune_idempotency(&b, CHUNK)
+            })
+            .await;
+            match chunk {
+                Ok(Ok(n)) => {
+                    pruned += n;
+                    if n < CHUNK || *stop.borrow() {
+                        break;
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "could not prune idempotency records");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the idempotency pruning task failed");
+                    break;
+                }
+            }
+        }
+        if pruned > 0 {
+            tracing::info!(pruned, before = %before, "pruned idempotency records past their retention");
+        }
+    }
 }
 
 /// Signs a checkpoint every tick while the log grows: per batch or tick, never per

@@ -155,6 +155,12 @@ pub trait LedgerStore: Send {
 
     fn idempotency(&self, scope: &str, key: &str) -> Result<Option<IdempotencyRecord>, StoreError>;
 
+    /// Deletes up to `limit` idempotency records whose `created_at` is before `before`
+    /// (RFC 3339, compared as text: exact to the second), oldest first, in one short
+    /// transaction, and returns how many it deleted. A key whose record is gone is new
+    /// again: a retry after the retention period is a new request.
+    fn prune_idempotency(&mut self, before: &str, limit: usize) -> Result<usize, StoreError>;
+
     /// Stores a checkpoint. Storing the same size and root again succeeds and keeps the first
     /// note; the same size with another root is [`StoreError::Duplicate`]; a size beyond the
     /// log length is [`StoreError::Invalid`].

@@ -63,6 +63,8 @@ CREATE TABLE nodes (
     heartbeat_at TIMESTAMPTZ NOT NULL
 );
 ",
+    // Idempotency records are pruned by age (`LedgerStore::prune_idempotency`).
+    "CREATE INDEX idempotency_created_at ON idempotency (created_at);",
 ];
 
 /// The advisory lock every append takes for its transaction, and `hold_appends` for
@@ -423,6 +425,22 @@ impl LedgerStore for PostgresStore {
             body: row.get(2),
             created_at: row.get(3),
         }))
+    }
+
+    fn prune_idempotency(&mut self, before: &str, limit: usize) -> Result<usize, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // `COLLATE "C"`: RFC 3339 texts order by bytes, whatever the database's collation.
+        let n = self
+            .run(|c| {
+                c.execute(
+                    "DELETE FROM idempotency WHERE (scope, key) IN (
+                         SELECT scope, key FROM idempotency WHERE created_at < $1 COLLATE \"C\"
+                         ORDER BY created_at COLLATE \"C\" LIMIT $2)",
+                    &[&before, &limit],
+                )
+            })
+            .map_err(pg)?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
     fn put_checkpoint(&mut self, cp: &CheckpointRecord) -> Result<(), StoreError> {

@@ -164,6 +164,16 @@ impl LedgerStore for SqliteStore {
         log_len(&self.conn)
     }
 
+    fn prune_idempotency(&mut self, before: &str, limit: usize) -> Result<usize, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let n = self.conn.execute(
+            "DELETE FROM idempotency WHERE (scope, key) IN (
+                 SELECT scope, key FROM idempotency WHERE created_at < ?1 ORDER BY created_at LIMIT ?2)",
+            params![before, limit],
+        )?;
+        Ok(n)
+    }
+
     fn read(&self, start: u64, end: u64) -> Result<Vec<StoredEvent>, StoreError> {
         if start > end {
             return Err(StoreError::Invalid(format!("read range {start}..{end} is reversed")));

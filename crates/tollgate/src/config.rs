@@ -35,6 +35,9 @@ pub struct ServeArgs {
     /// Seconds between checkpoint signings while the log grows [default: 1].
     #[arg(long, env = "TOLLGATE_CHECKPOINT_SECONDS")]
     pub checkpoint_seconds: Option<u64>,
+    /// Keep the answer to an Idempotency-Key this many seconds; a retry after that is a new request; 0: for ever [default: 86400].
+    #[arg(long, env = "TOLLGATE_IDEMPOTENCY_SECONDS")]
+    pub idempotency_seconds: Option<u64>,
 }
 
 /// The same settings as they may appear in the TOML file.
@@ -48,6 +51,7 @@ struct FileConfig {
     snapshot_seconds: Option<u64>,
     snapshot_keep: Option<usize>,
     checkpoint_seconds: Option<u64>,
+    idempotency_seconds: Option<u64>,
 }
 
 /// Resolved settings.
@@ -60,6 +64,7 @@ pub struct Settings {
     pub snapshot_seconds: u64,
     pub snapshot_keep: usize,
     pub checkpoint_seconds: u64,
+    pub idempotency_seconds: u64,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -82,6 +87,10 @@ impl ServeArgs {
             snapshot_seconds: self.snapshot_seconds.or(file.snapshot_seconds).unwrap_or(300),
             snapshot_keep: self.snapshot_keep.or(file.snapshot_keep).unwrap_or(3).max(1),
             checkpoint_seconds: self.checkpoint_seconds.or(file.checkpoint_seconds).unwrap_or(1).max(1),
+            idempotency_seconds: self
+                .idempotency_seconds
+                .or(file.idempotency_seconds)
+                .unwrap_or(tollgate_server::DEFAULT_IDEMPOTENCY_RETENTION.as_secs()),
         })
     }
 }
@@ -96,6 +105,7 @@ impl Settings {
         c.engine.snapshot_keep = self.snapshot_keep;
         c.checkpoint_interval = Duration::from_secs(self.checkpoint_seconds);
         c.database_url = self.database.clone();
+        c.idempotency_retention = (self.idempotency_seconds > 0).then(|| Duration::from_secs(self.idempotency_seconds));
         // The id this node heartbeats under on a shared ledger; random when unset.
         c.node_id = std::env::var("TOLLGATE_NODE_ID").ok().filter(|s| !s.is_empty());
         c
@@ -130,6 +140,17 @@ mod tests {
         };
         let s = flags.resolve("./d").unwrap();
         assert_eq!((s.data.to_str(), s.listen.port()), (Some("/srv/tg"), 7000));
+    }
+
+    #[test]
+    fn idempotency_retention_defaults_to_a_day_and_zero_keeps_for_ever() {
+        let d = ServeArgs::default().resolve("./d").unwrap();
+        assert_eq!(d.server_config().idempotency_retention, Some(Duration::from_secs(86_400)));
+        let f = file("idempotency_seconds = 0\n");
+        let forever = ServeArgs { config: Some(f.path().into()), ..Default::default() }.resolve("./d").unwrap();
+        assert_eq!(forever.server_config().idempotency_retention, None);
+        let flag = ServeArgs { config: Some(f.path().into()), idempotency_seconds: Some(60), ..Default::default() };
+        assert_eq!(flag.resolve("./d").unwrap().server_config().idempotency_retention, Some(Duration::from_secs(60)));
     }
 
     #[test]

@@ -216,6 +216,52 @@ async fn idempotency_keys_replay_the_first_answer() {
     app.stop().await;
 }
 
+/// An answer is kept for the retention period, then pruned: the same key is then a
+/// new request (as with Stripe's 24 hours).
+#[tokio::test]
+async fn an_idempotency_key_is_forgotten_after_its_retention() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = tollgate_server::Config::new(tmp.path());
+    cfg.idempotency_retention = Some(std::time::Duration::from_secs(2));
+    let app = spawn_config(cfg).await;
+    app.seed_catalog().await;
+    let send = || {
+        let c = app.client.clone();
+        let url = format!("{}/v1/licenses", app.base);
+        async move {
+            let r = c
+                .post(url)
+                .bearer_auth(ADMIN)
+                .header("idempotency-key", "k-retained")
+                .json(&json!({"product":"cad","plan":"basic","licensee":"retained"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+            let replayed = r.headers().get("idempotent-replayed").is_some();
+            let v: serde_json::Value = r.json().await.unwrap();
+            (replayed, v["id"].as_str().unwrap().to_string())
+        }
+    };
+    let started = std::time::Instant::now();
+    let (replayed, first) = send().await;
+    assert!(!replayed);
+    assert_eq!(send().await, (true, first.clone()), "within the retention: the first answer");
+    let second = loop {
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "the record was never pruned");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        let (replayed, id) = send().await;
+        if !replayed {
+            break id;
+        }
+        assert_eq!(id, first);
+    };
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2), "pruned before its retention");
+    assert_ne!(second, first);
+    assert_eq!(app.get("/v1/licenses?licensee=retained").await.body["items"].as_array().unwrap().len(), 2);
+    app.stop().await;
+}
+
 async fn futures_join<F: std::future::Future + Send + 'static>(futs: Vec<F>) -> Vec<F::Output>
 where
     F::Output: Send,

@@ -27,6 +27,35 @@ pub fn idempotency_round_trip(h: &mut dyn Harness) {
     assert_eq!(s.idempotency(&full.scope, "other").unwrap(), None);
 }
 
+pub fn idempotency_pruned_by_age(h: &mut dyn Harness) {
+    let mut s = h.create();
+    let at = |key: &str, created_at: &str| IdempotencyRecord { created_at: created_at.to_owned(), ..record("a", key) };
+    let old = [
+        at("old-1", "2025-01-01T00:00:00Z"),
+        at("old-2", "2025-01-01T00:00:01.5Z"),
+        at("old-3", "2025-01-01T23:59:59Z"),
+    ];
+    let young = [at("young-1", "2025-01-02T00:00:00Z"), at("young-2", "2026-01-01T00:00:00.001Z")];
+    append_range(&mut *s, 0, 1, &[old[2].clone(), young[0].clone(), old[0].clone(), young[1].clone(), old[1].clone()])
+        .unwrap();
+
+    // A limit stops it early, oldest first; nothing young goes.
+    assert_eq!(s.prune_idempotency("2025-01-02T00:00:00Z", 2).unwrap(), 2);
+    assert_eq!(s.idempotency("a", "old-1").unwrap(), None);
+    assert_eq!(s.idempotency("a", "old-2").unwrap(), None);
+    assert_eq!(s.idempotency("a", "old-3").unwrap(), Some(old[2].clone()));
+    assert_eq!(s.prune_idempotency("2025-01-02T00:00:00Z", 100).unwrap(), 1);
+    assert_eq!(s.prune_idempotency("2025-01-02T00:00:00Z", 100).unwrap(), 0);
+    for r in &young {
+        assert_eq!(s.idempotency(&r.scope, &r.key).unwrap().as_ref(), Some(r));
+    }
+    // A key whose record was pruned can be used again.
+    append_range(&mut *s, 1, 2, &[at("old-1", "2026-06-01T00:00:00Z")]).unwrap();
+    assert_eq!(s.idempotency("a", "old-1").unwrap().unwrap().created_at, "2026-06-01T00:00:00Z");
+    // The events stay: only the records go.
+    assert_eq!(s.len().unwrap(), 2);
+}
+
 pub fn checkpoints_ascending_and_latest(h: &mut dyn Harness) {
     let mut s = h.create();
     assert_eq!(s.latest_checkpoint().unwrap(), None);

@@ -15,7 +15,15 @@ const APPLICATION_ID: i32 = 0x546f_6c67;
 
 /// Entry `i` takes the schema from version `i` to `i + 1`. Never edit an entry that has
 /// shipped: append a new one.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
+
+/// The oldest schema version a read-only connection can read: the migrations after it
+/// add nothing that readers use (V2: an index for pruning idempotency records), so a
+/// backup written by an older build can be verified or exported without a write.
+const READERS_FROM: i64 = 1;
+
+/// Idempotency records are pruned by age (`LedgerStore::prune_idempotency`).
+const V2: &str = "CREATE INDEX idempotency_created_at ON idempotency (created_at);";
 
 /// Tables are STRICT so a value of the wrong type cannot get in. The events table refuses
 /// updates and deletes: the ledger is append-only even for someone at a `sqlite3` prompt.
@@ -101,7 +109,7 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreErr
 /// For read-only connections, which cannot migrate.
 pub(super) fn check_current(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     match ids(conn)? {
-        (APPLICATION_ID, CURRENT) => Ok(()),
+        (APPLICATION_ID, version) if (READERS_FROM..=CURRENT).contains(&version) => Ok(()),
         (APPLICATION_ID, version) => Err(unsupported(path, version)),
         _ => Err(foreign(path)),
     }

@@ -30,7 +30,36 @@ fn open_creates_a_wal_database_with_a_schema_version() {
     let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
+}
+
+#[test]
+fn a_file_of_the_first_schema_is_read_as_it_is_and_migrated_by_a_writer() {
+    let h = SqliteHarness::new();
+    {
+        let mut store = SqliteStore::open(h.path()).unwrap();
+        store.append(0, &[NewEvent { leaf: b"e", leaf_hash: [1; 32] }], &[]).unwrap();
+    }
+    // As the first build left it: no index on idempotency records, version 1.
+    let conn = raw(&h);
+    conn.execute_batch("DROP INDEX idempotency_created_at; PRAGMA user_version = 1;").unwrap();
+    let index = |conn: &rusqlite::Connection| -> bool {
+        conn.query_row("SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE name = 'idempotency_created_at')", [], |r| {
+            r.get(0)
+        })
+        .unwrap()
+    };
+
+    // A reader (ledger verify, export) reads it without writing.
+    let reader = SqliteStore::open_read_only(h.path()).unwrap();
+    assert_eq!(reader.len().unwrap(), 1);
+    drop(reader);
+    assert!(!index(&conn));
+    // A writer brings it up to date.
+    drop(SqliteStore::open(h.path()).unwrap());
+    assert!(index(&conn));
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    assert_eq!(version, 2);
 }
 
 #[test]
