@@ -25,6 +25,12 @@ pub struct ClientConfig {
     pub leeway_seconds: i64,
     /// The least time between two JWKS fetches caused by an unknown `kid`.
     pub jwks_refetch_interval: Duration,
+    /// PEM certificates of CAs to trust for an `https://` server besides the system's:
+    /// a private CA, or the server's own self-signed certificate. Empty: the system's only.
+    pub ca_certificates_pem: Vec<u8>,
+    /// How long one request to the server may take before the client answers from its
+    /// fallback.
+    pub request_timeout: Duration,
 }
 
 impl Default for ClientConfig {
@@ -35,6 +41,8 @@ impl Default for ClientConfig {
             offline_tokens: false,
             leeway_seconds: crate::offline::DEFAULT_LEEWAY_SECONDS,
             jwks_refetch_interval: Duration::from_secs(30),
+            ca_certificates_pem: Vec::new(),
+            request_timeout: Duration::from_secs(10),
         }
     }
 }

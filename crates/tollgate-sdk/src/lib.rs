@@ -19,7 +19,6 @@ pub mod offline;
 pub mod provider;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 pub use fallback::ClientConfig;
 pub use gates::{GateClient, GateConfig};
@@ -102,6 +101,9 @@ pub enum Error {
     /// A token was refused: forged, expired, for another product or machine, revoked…
     #[error("token refused: {0}")]
     Token(TokenError),
+    /// The client cannot be built as configured (a CA file that is not PEM…).
+    #[error("the client cannot be set up: {0}")]
+    Config(String),
 }
 
 #[derive(Deserialize)]
@@ -140,7 +142,15 @@ impl Client {
     }
 
     pub fn with_config(base_url: &str, token: &str, config: ClientConfig) -> Result<Self, Error> {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().map_err(Error::Network)?;
+        let mut builder = reqwest::Client::builder().timeout(config.request_timeout);
+        if !config.ca_certificates_pem.is_empty() {
+            let certs = reqwest::Certificate::from_pem_bundle(&config.ca_certificates_pem)
+                .ok()
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| Error::Config("ca_certificates_pem holds no PEM certificate".into()))?;
+            builder = builder.tls_certs_merge(certs);
+        }
+        let http = builder.build().map_err(Error::Network)?;
         Ok(Self {
             http,
             base: base_url.trim_end_matches('/').to_string(),

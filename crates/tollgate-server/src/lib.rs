@@ -22,6 +22,7 @@ pub mod openapi;
 pub mod problem;
 pub mod replay;
 pub mod tail;
+pub mod tls;
 
 use std::future::Future;
 use std::io::Write;
@@ -144,7 +145,12 @@ pub fn open(config: &Config) -> anyhow::Result<Opened> {
     type Boxed = Box<dyn LedgerStore>;
     let (mut store, reader, token_reader): (Boxed, Boxed, Boxed) = match &config.database_url {
         Some(url) => (
-            Box::new(PostgresStore::open(url)?),
+            {
+                let store = PostgresStore::open(url)?;
+                // TLS when the URL says `sslmode=require|verify-full` (see the store's `tls`).
+                tracing::info!(tls = store.encrypted().unwrap_or(false), "connected to PostgreSQL");
+                Box::new(store)
+            },
             Box::new(PostgresStore::open(url)?),
             Box::new(PostgresStore::open_read_only(url)?),
         ),
@@ -450,6 +456,27 @@ pub async fn serve(
     app: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_on(listener, app, shutdown).await
+}
+
+/// [`serve`] over HTTPS: each connection's TLS handshake is done before axum sees it.
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: &tls::TlsConfig,
+    app: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_on(tls::TlsListener::new(listener, tls)?, app, shutdown).await
+}
+
+async fn serve_on<L>(
+    listener: L,
+    app: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+{
     // The first token signing key is created before the first request, so the JWKS is never empty.
     if let Err(e) = app.keys.current(&app).await {
         tracing::warn!(error = %e.detail, "could not create the first token signing key");

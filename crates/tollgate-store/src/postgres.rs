@@ -13,7 +13,9 @@ use std::sync::Mutex;
 
 use postgres::error::SqlState;
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::{Client, NoTls, Row};
+use postgres::{Client, Row};
+
+mod tls;
 
 use crate::{
     CheckpointRecord, Hash, IdempotencyRecord, LedgerStore, NewEvent, NodeRecord, SnapshotRecord, StoreError,
@@ -113,7 +115,16 @@ impl std::fmt::Debug for PostgresStore {
 fn pg(e: postgres::Error) -> StoreError {
     match e.as_db_error() {
         Some(db) => StoreError::Invalid(format!("PostgreSQL: {} ({})", db.message(), db.code().code())),
-        None => StoreError::Invalid(format!("PostgreSQL: {e}")),
+        None => {
+            // The reason (refused, a certificate not trusted) is in the sources.
+            let mut text = format!("PostgreSQL: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                text.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            StoreError::Invalid(text)
+        }
     }
 }
 
@@ -144,7 +155,7 @@ impl PostgresStore {
     }
 
     fn open_here(url: &str) -> Result<Self, StoreError> {
-        let mut client = Client::connect(url, NoTls).map_err(pg)?;
+        let mut client = tls::connect(url)?;
         let mut tx = client.transaction().map_err(pg)?;
         tx.execute("SELECT pg_advisory_xact_lock(7347001)", &[]).map_err(pg)?;
         // `IF NOT EXISTS` on a table that exists is a NOTICE, which the client would log
@@ -196,7 +207,7 @@ impl PostgresStore {
     }
 
     fn connect(url: &str, read_only: bool) -> Result<Client, StoreError> {
-        let mut client = Client::connect(url, NoTls).map_err(pg)?;
+        let mut client = tls::connect(url)?;
         if read_only {
             client.batch_execute("SET default_transaction_read_only = on").map_err(pg)?;
         }
@@ -210,6 +221,13 @@ impl PostgresStore {
             let channel = channel_of(&mut client)?;
             Ok(Self { url: url.to_owned(), channel, read_only: true, client: Mutex::new(Some(client)) })
         })
+    }
+
+    /// Whether this handle's connection is encrypted (TLS), as the server sees it.
+    pub fn encrypted(&self) -> Result<bool, StoreError> {
+        let row =
+            self.run(|c| c.query_opt("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])).map_err(pg)?;
+        Ok(row.is_some_and(|r| r.get::<_, bool>(0)))
     }
 
     fn len_in(client: &mut impl postgres::GenericClient) -> Result<u64, StoreError> {
@@ -654,7 +672,7 @@ impl LedgerStore for PostgresStore {
     fn follow(&self) -> Result<Option<Box<dyn crate::Follow>>, StoreError> {
         let listen = format!("LISTEN {}", quote_ident(&self.channel));
         let client = offload(|| {
-            let mut client = Client::connect(&self.url, NoTls).map_err(pg)?;
+            let mut client = tls::connect(&self.url)?;
             client.batch_execute(&listen).map_err(pg)?;
             Ok::<_, StoreError>(client)
         })?;

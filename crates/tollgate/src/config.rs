@@ -23,6 +23,12 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, env = "TOLLGATE_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Serve HTTPS with this PEM certificate chain (the server's certificate first); needs --tls-key.
+    #[arg(long, env = "TOLLGATE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "TOLLGATE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Snapshot the state every this many events; 0: never by count [default: 10000].
     #[arg(long, env = "TOLLGATE_SNAPSHOT_EVERY")]
     pub snapshot_every: Option<u64>,
@@ -47,6 +53,8 @@ struct FileConfig {
     data: Option<PathBuf>,
     database: Option<String>,
     listen: Option<SocketAddr>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     snapshot_every: Option<u64>,
     snapshot_seconds: Option<u64>,
     snapshot_keep: Option<usize>,
@@ -60,6 +68,8 @@ pub struct Settings {
     pub data: PathBuf,
     pub database: Option<String>,
     pub listen: SocketAddr,
+    /// HTTPS: the certificate chain and its key (both or neither).
+    pub tls: Option<(PathBuf, PathBuf)>,
     pub snapshot_every: u64,
     pub snapshot_seconds: u64,
     pub snapshot_keep: usize,
@@ -83,6 +93,13 @@ impl ServeArgs {
             data: self.data.or(file.data).unwrap_or_else(|| PathBuf::from(default_data)),
             database: self.database.or(file.database),
             listen: self.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            tls: match (self.tls_cert.or(file.tls_cert), self.tls_key.or(file.tls_key)) {
+                (Some(cert), Some(key)) => Some((cert, key)),
+                (None, None) => None,
+                _ => {
+                    anyhow::bail!("HTTPS needs both tls_cert and tls_key (or --tls-cert and --tls-key); one was given")
+                }
+            },
             snapshot_every: self.snapshot_every.or(file.snapshot_every).unwrap_or(10_000),
             snapshot_seconds: self.snapshot_seconds.or(file.snapshot_seconds).unwrap_or(300),
             snapshot_keep: self.snapshot_keep.or(file.snapshot_keep).unwrap_or(3).max(1),
@@ -140,6 +157,17 @@ mod tests {
         };
         let s = flags.resolve("./d").unwrap();
         assert_eq!((s.data.to_str(), s.listen.port()), (Some("/srv/tg"), 7000));
+    }
+
+    #[test]
+    fn tls_takes_a_certificate_and_its_key() {
+        assert_eq!(ServeArgs::default().resolve("./d").unwrap().tls, None);
+        let f = file("tls_cert = \"/etc/tg/cert.pem\"\ntls_key = \"/etc/tg/key.pem\"\n");
+        let both = ServeArgs { config: Some(f.path().into()), ..Default::default() }.resolve("./d").unwrap();
+        assert_eq!(both.tls, Some(("/etc/tg/cert.pem".into(), "/etc/tg/key.pem".into())));
+        let f = file("tls_cert = \"/etc/tg/cert.pem\"\n");
+        let e = ServeArgs { config: Some(f.path().into()), ..Default::default() }.resolve("./d").unwrap_err();
+        assert!(e.to_string().contains("both tls_cert and tls_key"), "{e}");
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! `tollgate demo`: a catalog and licenses to try the API with, seeded through the
 //! same engine as every request (the demo's events are in the ledger like any other).
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -139,7 +138,7 @@ pub async fn seed(app: &Arc<AppState>) -> anyhow::Result<()> {
 
 /// Written in one go, with errors ignored: stdout may be a closed pipe (`| head`, a
 /// test that stopped reading), and the server must keep serving then.
-pub fn print_welcome(app: &AppState, addr: SocketAddr, data: &Path) {
+pub fn print_welcome(app: &AppState, base: &str, data: &Path) {
     use std::fmt::Write as _;
     use std::io::Write as _;
     let mut text = String::new();
@@ -161,7 +160,7 @@ pub fn print_welcome(app: &AppState, addr: SocketAddr, data: &Path) {
         "$TOLLGATE_BOOTSTRAP_TOKEN".to_string()
     };
     w!();
-    w!("Tollgate demo is running at http://{addr}");
+    w!("Tollgate demo is running at {base}");
     w!("  data:        {}", data.display());
     w!(
         "  admin token: {}",
@@ -175,17 +174,17 @@ pub fn print_welcome(app: &AppState, addr: SocketAddr, data: &Path) {
     w!();
     w!("Try:");
     w!("  TOKEN={token_hint}");
-    w!("  curl -s -H \"Authorization: Bearer $TOKEN\" http://{addr}/v1/licenses");
+    w!("  curl -s -H \"Authorization: Bearer $TOKEN\" {base}/v1/licenses");
     w!(
-        "  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'content-type: application/json' -d '{{\"key\":\"{key}\",\"feature\":\"render.gpu\"}}' http://{addr}/v1/validate"
+        "  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'content-type: application/json' -d '{{\"key\":\"{key}\",\"feature\":\"render.gpu\"}}' {base}/v1/validate"
     );
     w!(
-        "  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'content-type: application/json' -d '{{\"product\":\"acme-cad\",\"plan\":\"cad-trial\",\"licensee\":\"you@example.com\"}}' http://{addr}/v1/licenses"
+        "  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'content-type: application/json' -d '{{\"product\":\"acme-cad\",\"plan\":\"cad-trial\",\"licensee\":\"you@example.com\"}}' {base}/v1/licenses"
     );
     w!(
-        "  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'content-type: application/json' -d '{{\"context\":{{\"targetingKey\":\"user-1\",\"licenseKey\":\"{key}\"}}}}' http://{addr}/ofrep/v1/evaluate/flags/{DEMO_GATE}"
+        "  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'content-type: application/json' -d '{{\"context\":{{\"targetingKey\":\"user-1\",\"licenseKey\":\"{key}\"}}}}' {base}/ofrep/v1/evaluate/flags/{DEMO_GATE}"
     );
-    w!("  curl -s http://{addr}/v1/ledger/checkpoint");
+    w!("  curl -s {base}/v1/ledger/checkpoint");
     w!();
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());

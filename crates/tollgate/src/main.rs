@@ -230,6 +230,12 @@ fn serve(args: Settings, demo: bool) -> anyhow::Result<()> {
     let listener = rt.block_on(tokio::net::TcpListener::bind(args.listen)).with_context(|| {
         format!("cannot listen on {}: is another server running there? pick another with --listen", args.listen)
     })?;
+    // The certificate and key next, for the same reason.
+    let tls = match &args.tls {
+        Some((cert, key)) => Some(tollgate_server::tls::TlsConfig::from_pem_files(cert, key)?),
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let opened = tollgate_server::open(&args.server_config())
         .with_context(|| format!("cannot open the data directory {}", args.data.display()))?;
     match &opened.bootstrap {
@@ -252,14 +258,17 @@ fn serve(args: Settings, demo: bool) -> anyhow::Result<()> {
         {
             use std::io::Write as _;
             let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "listening on http://{addr}");
+            let _ = writeln!(out, "listening on {scheme}://{addr}");
             let _ = out.flush();
         }
         if demo {
             demo::seed(&app).await?;
-            demo::print_welcome(&app, addr, &args.data);
+            demo::print_welcome(&app, &format!("{scheme}://{addr}"), &args.data);
         }
-        tollgate_server::serve(listener, app, shutdown_signal()).await?;
+        match &tls {
+            Some(tls) => tollgate_server::serve_tls(listener, tls, app, shutdown_signal()).await?,
+            None => tollgate_server::serve(listener, app, shutdown_signal()).await?,
+        }
         anyhow::Ok(())
     })?;
     drop(opened.app);

@@ -1,6 +1,8 @@
 //! Talking to a running server from the command line: where it is, the token, and
 //! one request with its failure turned into a readable error.
 
+use std::path::{Path, PathBuf};
+
 use anyhow::Context;
 use clap::Args;
 
@@ -16,6 +18,30 @@ pub struct Remote {
     /// `offline activate`.
     #[arg(long, env = "TOLLGATE_TOKEN", hide_env_values = true)]
     token: String,
+    /// A PEM file of CA certificates to trust for an https:// --url, besides the
+    /// system's (a private CA, or a self-signed server certificate).
+    #[arg(long, env = CA_CERT_ENV)]
+    ca_cert: Option<PathBuf>,
+}
+
+/// Where commands without `--ca-cert` (import, token verify) look for extra CAs.
+pub const CA_CERT_ENV: &str = "TOLLGATE_CA_CERT";
+
+/// An HTTP client trusting the system's CAs and those in `ca_cert` (or, when `None`,
+/// in the file `TOLLGATE_CA_CERT` names).
+pub fn http_client(ca_cert: Option<&Path>) -> anyhow::Result<reqwest::Client> {
+    let from_env = std::env::var_os(CA_CERT_ENV).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let mut builder = reqwest::Client::builder();
+    if let Some(path) = ca_cert.map(Path::to_path_buf).or(from_env) {
+        let pem =
+            std::fs::read(&path).with_context(|| format!("cannot read the CA certificates {}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .ok()
+            .filter(|c| !c.is_empty())
+            .with_context(|| format!("{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)", path.display()))?;
+        builder = builder.tls_certs_merge(certs);
+    }
+    builder.build().context("cannot set up the HTTP client")
 }
 
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -38,6 +64,19 @@ pub fn unreachable(url: &str) -> String {
     format!("cannot reach {url}: is the server running there? (give its address with --url or TOLLGATE_URL)")
 }
 
+/// An error with its causes, as one line: reqwest's own message is only "error sending
+/// request", the reason (refused, a certificate not trusted) is in its sources.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 /// A server's refusal in a line: status, the problem's `code` and `detail` when it sent
 /// one (RFC 9457), its text otherwise.
 pub fn refusal(url: &str, status: reqwest::StatusCode, text: &str) -> String {
@@ -56,11 +95,11 @@ pub async fn call(
     body: Option<serde_json::Value>,
 ) -> anyhow::Result<String> {
     let url = endpoint(&remote.url, path)?;
-    let mut req = reqwest::Client::new().request(method, &url).bearer_auth(&remote.token);
+    let mut req = http_client(remote.ca_cert.as_deref())?.request(method, &url).bearer_auth(&remote.token);
     if let Some(b) = body {
         req = req.json(&b);
     }
-    let res = req.send().await.with_context(|| unreachable(&url))?;
+    let res = req.send().await.map_err(|e| anyhow::anyhow!("{}: {}", unreachable(&url), chain(&e)))?;
     let status = res.status();
     let text = res.text().await?;
     if !status.is_success() {

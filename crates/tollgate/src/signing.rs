@@ -85,7 +85,11 @@ pub fn offline(cmd: OfflineCmd) -> anyhow::Result<ExitCode> {
 
 async fn load_jwks(source: &str) -> anyhow::Result<tollgate_sdk::Jwks> {
     let text = if source.starts_with("http://") || source.starts_with("https://") {
-        let res = reqwest::get(source).await.with_context(|| format!("cannot fetch {source}"))?;
+        let res = crate::remote::http_client(None)?
+            .get(source)
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot fetch {source}: {}", crate::remote::chain(&e)))?;
         anyhow::ensure!(res.status().is_success(), "{source}: {}", res.status());
         res.text().await?
     } else {

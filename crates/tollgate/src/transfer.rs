@@ -117,13 +117,13 @@ pub fn import(a: ImportArgs) -> anyhow::Result<bool> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let url = crate::remote::endpoint(&a.server, "/v1/import/licenses")?;
     let (status, body): (u16, serde_json::Value) = rt.block_on(async {
-        let res = reqwest::Client::new()
+        let res = crate::remote::http_client(None)?
             .post(&url)
             .bearer_auth(&token)
             .json(&serde_json::json!({ "dry_run": a.dry_run, "rows": rows }))
             .send()
             .await
-            .with_context(|| crate::remote::unreachable(&url))?;
+            .map_err(|e| anyhow::anyhow!("{}: {}", crate::remote::unreachable(&url), crate::remote::chain(&e)))?;
         let status = res.status().as_u16();
         anyhow::Ok((status, res.json().await.unwrap_or_default()))
     })?;

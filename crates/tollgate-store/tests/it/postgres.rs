@@ -209,3 +209,52 @@ fn nodes_raising_one_mark_end_at_the_highest() {
     assert_eq!(stored, Some(highest));
     assert!(PostgresStore::open(&url).unwrap().meta_raise("mark", -1).is_err());
 }
+
+/// TLS as the URL's `sslmode` asks: verified against the server's certificate given as
+/// `sslrootcert` (Debian's PostgreSQL serves a self-signed one for `localhost`), and
+/// refused when that certificate is not trusted or names another host. Plaintext by
+/// default, as before.
+#[test]
+fn connects_over_tls_when_asked_and_verifies_the_server() {
+    let Some(h) = PgHarness::new() else { return };
+    let base = tollgate_store::test_schema::base_url();
+    let (ssl, cert) = std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&base, postgres::NoTls).unwrap();
+        let show = |c: &mut postgres::Client, what: &str| -> String {
+            c.query_one(&format!("SHOW {what}"), &[]).unwrap().get(0)
+        };
+        (show(&mut c, "ssl"), show(&mut c, "ssl_cert_file"))
+    })
+    .join()
+    .unwrap();
+    // Where the server has no TLS, or its certificate is not where it says (another
+    // machine), there is nothing to connect to: say so rather than pass.
+    if ssl != "on" || std::fs::metadata(&cert).is_err() || !h.schema.url.contains("@127.0.0.1:") {
+        eprintln!("skipping the PostgreSQL TLS test: ssl={ssl}, certificate {cert}, url {}", h.schema.url);
+        return;
+    }
+    let by_name = h.schema.url.replacen("@127.0.0.1:", "@localhost:", 1);
+    let verified = format!("{by_name}&sslmode=verify-full&sslrootcert={cert}");
+    let mut store = PostgresStore::open(&verified).unwrap();
+    assert!(store.encrypted().unwrap(), "the connection is TLS");
+    store.append(0, &[tollgate_store::NewEvent { leaf: b"over tls", leaf_hash: [2; 32] }], &[]).unwrap();
+    let reader = PostgresStore::open_read_only(&verified).unwrap();
+    assert!(reader.encrypted().unwrap());
+    assert_eq!(reader.read(0, 1).unwrap()[0].leaf, b"over tls");
+    assert!(!PostgresStore::open(&h.schema.url).unwrap().encrypted().unwrap(), "no sslmode: plaintext");
+
+    let refused = |url: String| match PostgresStore::open(&url) {
+        Ok(_) => panic!("{url} connected"),
+        Err(e) => e.to_string(),
+    };
+    // Encrypted to an unknown peer is refused: the certificate is not one of the roots
+    // given (the public CAs, which never signed it)...
+    let public = "/etc/ssl/certs/ca-certificates.crt";
+    if std::fs::metadata(public).is_ok() {
+        let e = refused(format!("{by_name}&sslmode=verify-full&sslrootcert={public}"));
+        assert!(e.contains("certificate"), "{e}");
+    }
+    // ...or names another host than the one asked for.
+    let e = refused(format!("{}&sslmode=verify-full&sslrootcert={cert}", h.schema.url));
+    assert!(e.contains("certificate"), "{e}");
+}

@@ -8,5 +8,6 @@ mod durability;
 mod gates;
 mod signing;
 mod support;
+mod tls;
 mod transfer;
 mod verify;

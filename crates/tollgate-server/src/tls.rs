@@ -1,0 +1,137 @@
+//! HTTPS without a proxy in front: `serve --tls-cert FILE --tls-key FILE`.
+//!
+//! A TCP listener whose connections are handed to axum once their TLS handshake is
+//! done. Handshakes run concurrently, each in its own task with a deadline, so a client
+//! that opens a connection and says nothing holds up no other. rustls with the
+//! aws-lc-rs provider, the same that reqwest uses for the SDK and the CLI.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+/// How long a client has to finish its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A certificate chain and its private key, ready to serve.
+#[derive(Clone)]
+pub struct TlsConfig(Arc<rustls::ServerConfig>);
+
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsConfig(..)")
+    }
+}
+
+impl TlsConfig {
+    /// Reads a PEM certificate chain (the server's certificate first, then its
+    /// intermediates) and a PEM private key (PKCS#8, PKCS#1 or SEC1), and checks that
+    /// the key is the certificate's.
+    pub fn from_pem_files(cert: &Path, key: &Path) -> anyhow::Result<Self> {
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .and_then(|certs| certs.collect::<Result<_, _>>())
+            .map_err(|e| anyhow::anyhow!("cannot read the certificate chain {}: {e}", cert.display()))?;
+        if chain.is_empty() {
+            anyhow::bail!(
+                "{} holds no certificate: --tls-cert takes a PEM file with a '-----BEGIN CERTIFICATE-----' block",
+                cert.display()
+            );
+        }
+        let private = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read a private key from {}: {e}; --tls-key takes a PEM file with a '-----BEGIN PRIVATE KEY-----' (or RSA/EC) block",
+                key.display()
+            )
+        })?;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .context("the TLS provider offers no protocol version")?
+            .with_no_client_auth()
+            .with_single_cert(chain, private)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "the key in {} does not serve the certificate in {}: {e}",
+                    key.display(),
+                    cert.display()
+                )
+            })?;
+        // axum serves HTTP/1.1 only.
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Self(Arc::new(config)))
+    }
+}
+
+/// Accepts TCP connections and yields them once their handshake completed; a failed or
+/// late handshake is logged at debug level and dropped.
+pub struct TlsListener {
+    local: SocketAddr,
+    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        self.accepting.abort();
+    }
+}
+
+impl TlsListener {
+    /// Must be called within a tokio runtime.
+    pub fn new(tcp: TcpListener, tls: &TlsConfig) -> io::Result<Self> {
+        let local = tcp.local_addr()?;
+        let acceptor = TlsAcceptor::from(tls.0.clone());
+        let (tx, ready) = mpsc::channel(64);
+        let accepting = tokio::spawn(async move {
+            loop {
+                let (stream, peer) = match tcp.accept().await {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        // Out of file descriptors, or a connection reset before it was
+                        // taken: wait a little rather than spin.
+                        tracing::debug!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(conn)) => {
+                            let _ = tx.send((conn, peer)).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(Self { local, ready, accepting })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(conn) => conn,
+            // The accepting task ended (it only does when aborted): no more connections.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}

@@ -1,0 +1,79 @@
+//! `tollgate serve --tls-cert --tls-key`, and the client commands trusting a private CA
+//! (`--ca-cert`, `TOLLGATE_CA_CERT`).
+
+use crate::support::{ADMIN, bin, run_remote, start_with};
+
+#[path = "../../../tollgate-sdk/tests/it/pki.rs"]
+mod pki;
+
+#[test]
+fn serves_https_and_clients_trust_the_ca_they_are_given() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = pki::test_pki();
+    let file = |name: &str, text: &str| {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let (ca, cert, key) = (file("ca.pem", &ca), file("cert.pem", &cert), file("key.pem", &key));
+    let data = tmp.path().join("data");
+    let server = start_with(&data, &["--tls-cert", &cert, "--tls-key", &key], None);
+    assert!(server.base.starts_with("https://127.0.0.1:"), "{}", server.base);
+
+    // Not trusted: the command fails and says why.
+    let (ok, out) = run_remote(&["keys", "list"], &server.base);
+    assert!(!ok, "{out}");
+    assert!(out.contains("cannot reach") && out.to_lowercase().contains("certificate"), "{out}");
+    // Trusted through the flag, or the environment.
+    let (ok, out) = run_remote(&["keys", "list", "--ca-cert", &ca], &server.base);
+    assert!(ok && out.contains("\"keys\""), "{out}");
+    let out = bin()
+        .args(["keys", "list"])
+        .env("TOLLGATE_URL", &server.base)
+        .env("TOLLGATE_TOKEN", ADMIN)
+        .env("TOLLGATE_CA_CERT", &ca)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A CA file that holds no certificate is named.
+    let (ok, out) = run_remote(&["keys", "list", "--ca-cert", &key], &server.base);
+    assert!(!ok && out.contains("holds no PEM certificate"), "{out}");
+    server.stop();
+}
+
+#[test]
+fn a_bad_certificate_or_key_is_refused_before_anything_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, cert, key) = pki::test_pki();
+    let (_, _, other_key) = pki::test_pki();
+    let write = |name: &str, text: &str| {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let (cert, key, other_key) = (write("cert.pem", &cert), write("key.pem", &key), write("other.pem", &other_key));
+    let data = tmp.path().join("data");
+    let serve = |extra: &[&str]| {
+        let out = bin()
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(&data)
+            .args(extra)
+            .env("TOLLGATE_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let e = serve(&["--tls-cert", &cert]);
+    assert!(e.contains("--tls-key"), "{e}");
+    let e = serve(&["--tls-cert", &key, "--tls-key", &key]);
+    assert!(e.contains("holds no certificate"), "{e}");
+    let e = serve(&["--tls-cert", &cert, "--tls-key", &cert]);
+    assert!(e.contains("cannot read a private key"), "{e}");
+    let e = serve(&["--tls-cert", &cert, "--tls-key", &other_key]);
+    assert!(e.contains("does not serve the certificate"), "{e}");
+    let missing = tmp.path().join("missing.pem");
+    let e = serve(&["--tls-cert", missing.to_str().unwrap(), "--tls-key", &key]);
+    assert!(e.contains("missing.pem"), "{e}");
+    assert!(!data.exists(), "nothing is written for a server that cannot start");
+}
