@@ -5,6 +5,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::api;
 
+pub mod schemas;
+
 struct Bearer;
 
 impl Modify for Bearer {
@@ -56,6 +58,18 @@ impl Modify for Conventions {
             }
         }
         for (path, item) in openapi.paths.paths.iter_mut() {
+            // A write to something the path names may find it in a state that refuses it.
+            if path.contains('{') {
+                for op in [&mut item.post, &mut item.put, &mut item.delete].into_iter().filter_map(Option::as_mut) {
+                    op.responses.responses.entry("409".to_string()).or_insert_with(|| {
+                        let mut r = Response::new(
+                            "its current state refuses this (`LICENSE_REVOKED`, a limit reached, ...; the code says which)",
+                        );
+                        r.content.insert(crate::problem::PROBLEM_JSON.to_string(), problem());
+                        RefOr::T(r)
+                    });
+                }
+            }
             for op in operations(item) {
                 if let Some(id) = &op.operation_id
                     && seen.get(id).is_some_and(|n| *n > 1)
@@ -87,6 +101,19 @@ impl Modify for Conventions {
                 if op.request_body.is_some() {
                     add("400", "`MALFORMED_JSON`: the body is not JSON");
                     add("422", "`INVALID_INPUT`: JSON this operation does not take (the detail names the field)");
+                }
+                let has_query = op.parameters.as_ref().is_some_and(|ps| {
+                    ps.iter().any(|p| matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Query))
+                });
+                if has_query {
+                    add(
+                        "400",
+                        "`INVALID_QUERY`: a query parameter is malformed or out of range (the detail says which)",
+                    );
+                }
+                if path.contains('{') {
+                    add("404", "what the path names does not exist (`LICENSE_NOT_FOUND`, `PLAN_NOT_FOUND`, ...)");
+                    add("422", "`INVALID_INPUT`: a path segment is malformed (the detail says which)");
                 }
             }
         }

@@ -29,7 +29,7 @@ fn plan_view(s: &tollgate_core::State, key: &PlanKey) -> serde_json::Value {
     serde_json::to_value(s.plan(key.as_str())).unwrap_or_default()
 }
 
-#[utoipa::path(post, path = "/v1/products", tag = "catalog", request_body(content = Object, description = "{key, name, features:[{key,name}]}"), responses((status = 201, description = "created (or already identical)"), (status = 409, description = "exists with other content", body = crate::problem::Problem)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/products", tag = "catalog", request_body = crate::openapi::schemas::ProductSpec, responses((status = 201, description = "created (or already identical)", body = crate::openapi::schemas::Product), (status = 409, description = "exists with other content", body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn create_product(
     State(app): State<Arc<AppState>>,
     principal: Principal,
@@ -51,7 +51,7 @@ pub async fn create_product(
     .await
 }
 
-#[utoipa::path(put, path = "/v1/products/{key}", tag = "catalog", request_body(content = Object), responses((status = 200, description = "updated: a new version")), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/v1/products/{key}", tag = "catalog", request_body(content = crate::openapi::schemas::ProductSpec, description = "the whole product; its key must be the path's"), responses((status = 200, description = "updated: a new version", body = crate::openapi::schemas::Product), (status = 409, description = "`FEATURE_IN_USE`: a plan grants a feature the update removes", body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn update_product(
     State(app): State<Arc<AppState>>,
     Path(key): Path<String>,
@@ -80,14 +80,14 @@ pub async fn update_product(
     .await
 }
 
-#[utoipa::path(get, path = "/v1/products", tag = "catalog", responses((status = 200, description = "all products")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/products", tag = "catalog", responses((status = 200, description = "all products", body = crate::openapi::schemas::ProductList)), security(("bearer" = [])))]
 pub async fn list_products(State(app): State<Arc<AppState>>, principal: Principal) -> Result<Response, ApiError> {
     principal.require(Permission::CatalogRead)?;
     let s = app.engine.state();
     json(&List { items: s.products().collect() }, s.seq())
 }
 
-#[utoipa::path(get, path = "/v1/products/{key}", tag = "catalog", responses((status = 200, description = "the product"), (status = 404, body = crate::problem::Problem)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/products/{key}", tag = "catalog", responses((status = 200, description = "the product", body = crate::openapi::schemas::Product), (status = 404, body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn get_product(
     State(app): State<Arc<AppState>>,
     Path(key): Path<String>,
@@ -101,7 +101,7 @@ pub async fn get_product(
     json(p, s.seq())
 }
 
-#[utoipa::path(post, path = "/v1/plans", tag = "catalog", request_body(content = Object, description = "{key, product, name, features, duration_days?, trial_days?, grace_days?, max_machines?, max_users?, offline_days?, floating?: {max_leases, lease_ttl_seconds}, meters?: [{key, quota, period, overage?}]}"), responses((status = 201, description = "created"), (status = 404, description = "`PRODUCT_NOT_FOUND`", body = crate::problem::Problem), (status = 409, description = "`PLAN_EXISTS`", body = crate::problem::Problem)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/plans", tag = "catalog", request_body = crate::openapi::schemas::PlanSpec, responses((status = 201, description = "created", body = crate::openapi::schemas::Plan), (status = 404, description = "`PRODUCT_NOT_FOUND`", body = crate::problem::Problem), (status = 409, description = "`PLAN_EXISTS`", body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn create_plan(
     State(app): State<Arc<AppState>>,
     principal: Principal,
@@ -123,7 +123,7 @@ pub async fn create_plan(
     .await
 }
 
-#[utoipa::path(put, path = "/v1/plans/{key}", tag = "catalog", request_body(content = Object, description = "the whole plan, as for POST /v1/plans: {key, product, name, features, duration_days?, trial_days?, grace_days?, max_machines?, max_users?, offline_days?, floating?: {max_leases, lease_ttl_seconds}, meters?: [{key, quota, period, overage?}]}"), responses((status = 200, description = "updated: a new version"), (status = 404, description = "`PLAN_NOT_FOUND`", body = crate::problem::Problem)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/v1/plans/{key}", tag = "catalog", request_body(content = crate::openapi::schemas::PlanSpec, description = "the whole plan, as for POST /v1/plans"), responses((status = 200, description = "updated: a new version", body = crate::openapi::schemas::Plan), (status = 404, description = "`PLAN_NOT_FOUND`", body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn update_plan(
     State(app): State<Arc<AppState>>,
     Path(key): Path<String>,
@@ -145,14 +145,14 @@ pub async fn update_plan(
         .await
 }
 
-#[utoipa::path(get, path = "/v1/plans", tag = "catalog", responses((status = 200, description = "all plans")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/plans", tag = "catalog", responses((status = 200, description = "all plans", body = crate::openapi::schemas::PlanList)), security(("bearer" = [])))]
 pub async fn list_plans(State(app): State<Arc<AppState>>, principal: Principal) -> Result<Response, ApiError> {
     principal.require(Permission::CatalogRead)?;
     let s = app.engine.state();
     json(&List { items: s.plans().collect() }, s.seq())
 }
 
-#[utoipa::path(get, path = "/v1/plans/{key}", tag = "catalog", responses((status = 200, description = "the plan"), (status = 404, body = crate::problem::Problem)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/plans/{key}", tag = "catalog", responses((status = 200, description = "the plan", body = crate::openapi::schemas::Plan), (status = 404, body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn get_plan(
     State(app): State<Arc<AppState>>,
     Path(key): Path<String>,

@@ -44,20 +44,27 @@ pub struct EntriesQuery {
     end: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct Entry {
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = LedgerEntry)]
+pub(crate) struct Entry {
     index: u64,
+    /// Base64 of the exact leaf bytes (the event's RFC 8785 canonical JSON).
+    #[schema(format = Byte)]
     leaf: String,
+    /// The leaf, decoded.
+    #[schema(value_type = Object)]
     event: serde_json::Value,
 }
 
-#[derive(Serialize)]
-struct Entries {
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = LedgerEntries)]
+pub(crate) struct Entries {
+    /// The ledger's size when read.
     size: u64,
     entries: Vec<Entry>,
 }
 
-#[utoipa::path(get, path = "/v1/ledger/entries", tag = "ledger", params(("start" = Option<u64>, Query, description = "first index, default 0"), ("end" = Option<u64>, Query, description = "index after the last, default start+100; cut short at the ledger's size and at 1000 entries")), responses((status = 200, description = "{size, entries:[{index, leaf (base64 of the exact leaf bytes), event}]}")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/ledger/entries", tag = "ledger", params(("start" = Option<u64>, Query, description = "first index, default 0"), ("end" = Option<u64>, Query, description = "index after the last, default start+100; cut short at the ledger's size and at 1000 entries")), responses((status = 200, description = "the entries in the range", body = Entries)), security(("bearer" = [])))]
 pub async fn entries(
     State(app): State<Arc<AppState>>,
     principal: Principal,
@@ -95,11 +102,14 @@ pub struct InclusionQuery {
     size: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct InclusionProof {
+/// Hashes are base64 (RFC 6962).
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct InclusionProof {
     index: u64,
     size: u64,
+    #[schema(format = Byte)]
     leaf_hash: String,
+    #[schema(format = Byte)]
     root: String,
     proof: Vec<String>,
 }
@@ -108,7 +118,7 @@ fn b64_all(hashes: &[[u8; 32]]) -> Vec<String> {
     hashes.iter().map(|h| B64.encode(h)).collect()
 }
 
-#[utoipa::path(get, path = "/v1/ledger/proof/inclusion", tag = "ledger", params(("index" = u64, Query), ("size" = Option<u64>, Query, description = "tree size, default the current size")), responses((status = 200, description = "{index, size, root, leaf_hash, proof} with base64 hashes (RFC 6962)")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/ledger/proof/inclusion", tag = "ledger", params(("index" = u64, Query), ("size" = Option<u64>, Query, description = "tree size, default the current size")), responses((status = 200, description = "the audit path of the leaf at `index` in the tree of `size`", body = InclusionProof)), security(("bearer" = [])))]
 pub async fn inclusion(
     State(app): State<Arc<AppState>>,
     principal: Principal,
@@ -144,16 +154,19 @@ pub struct ConsistencyQuery {
     to: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct ConsistencyProof {
+/// Hashes are base64 (RFC 6962).
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ConsistencyProof {
     from: u64,
     to: u64,
+    #[schema(format = Byte)]
     from_root: String,
+    #[schema(format = Byte)]
     to_root: String,
     proof: Vec<String>,
 }
 
-#[utoipa::path(get, path = "/v1/ledger/proof/consistency", tag = "ledger", params(("from" = u64, Query), ("to" = Option<u64>, Query, description = "default the current size")), responses((status = 200, description = "{from, to, from_root, to_root, proof} with base64 hashes (RFC 6962)")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/ledger/proof/consistency", tag = "ledger", params(("from" = u64, Query), ("to" = Option<u64>, Query, description = "default the current size")), responses((status = 200, description = "the proof that the tree of `to` extends the tree of `from`", body = ConsistencyProof)), security(("bearer" = [])))]
 pub async fn consistency(
     State(app): State<Arc<AppState>>,
     principal: Principal,

@@ -20,26 +20,38 @@ use crate::problem::ApiError;
 
 /// A license as the API shows it: the stored record plus what follows from it at the
 /// instant of the answer (effective status, features, grace end).
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = License)]
 pub struct LicenseView<'a> {
     pub id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub external_id: Option<&'a str>,
+    /// The license key, as the customer types it.
     pub key: &'a str,
+    /// At the instant of the answer: `active` (also during a trial or grace), `suspended`,
+    /// `revoked` or `expired`.
+    #[schema(value_type = String, pattern = "^(active|suspended|revoked|expired)$")]
     pub status: &'static str,
     pub product: &'a str,
     pub plan: &'a str,
     pub licensee: &'a str,
     pub trial: bool,
+    #[schema(value_type = String, format = DateTime)]
     pub issued_at: Timestamp,
+    /// Absent (null): perpetual.
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<Timestamp>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub grace_ends_at: Option<Timestamp>,
     pub in_grace: bool,
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: Timestamp,
+    /// The plan's features seen through the license's overrides.
     pub features: Vec<&'a str>,
     pub max_machines: Option<u32>,
     pub max_users: Option<u32>,
+    #[schema(value_type = Object)]
     pub metadata: &'a Metadata,
     pub version: u64,
 }
@@ -78,18 +90,27 @@ fn render_license(id: LicenseId) -> crate::engine::Render {
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IssueBody {
+    #[schema(value_type = String, pattern = "^[a-z0-9][a-z0-9._-]{0,63}$", example = "acme-cad")]
     product: ProductKey,
+    #[schema(value_type = String, pattern = "^[a-z0-9][a-z0-9._-]{0,63}$", example = "cad-pro")]
     plan: PlanKey,
+    #[schema(example = "Initech")]
     licensee: String,
+    /// Overrides the plan's duration; absent: the plan's.
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
     expires_at: Option<Timestamp>,
+    /// A JSON object of at most 16 KiB, nested at most 32 levels, integers within ±2^53
+    /// (the ledger keeps numbers as RFC 8785 doubles).
     #[serde(default)]
+    #[schema(value_type = Object)]
     metadata: Metadata,
     /// Per-license overrides of the plan (issue 3).
     #[serde(default)]
+    #[schema(value_type = Option<crate::openapi::schemas::Overrides>)]
     overrides: Option<tollgate_core::overrides::Overrides>,
     /// The license's id in another system; unique.
     #[serde(default)]
@@ -110,7 +131,7 @@ pub fn new_license_key() -> LicenseKey {
     LicenseKey::from_random(super::random())
 }
 
-#[utoipa::path(post, path = "/v1/licenses", tag = "licenses", request_body(content = Object, description = "{product, plan, licensee, expires_at?, metadata?, overrides?, external_id?}; external_id: the license's id in another system (unique; GET /v1/licenses?external_id= finds it); metadata: a JSON object of at most 16 KiB, nested at most 32 levels, integers within ±2^53 (the ledger keeps numbers as RFC 8785 doubles)"), responses((status = 201, description = "the new license with its key"), (status = 404, body = crate::problem::Problem), (status = 409, description = "`EXTERNAL_ID_EXISTS`", body = crate::problem::Problem), (status = 422, body = crate::problem::Problem)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/licenses", tag = "licenses", request_body = IssueBody, responses((status = 201, description = "the new license with its key", body = LicenseView), (status = 404, body = crate::problem::Problem), (status = 409, description = "`EXTERNAL_ID_EXISTS`", body = crate::problem::Problem), (status = 422, body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn issue(
     State(app): State<Arc<AppState>>,
     principal: Principal,
@@ -145,7 +166,7 @@ fn parse_id(id: &str) -> Result<LicenseId, ApiError> {
     LicenseId::parse(id).map_err(|e| ApiError::not_found("LICENSE_NOT_FOUND", e.to_string()))
 }
 
-#[utoipa::path(get, path = "/v1/licenses/{id}", tag = "licenses", responses((status = 200, description = "the license"), (status = 404, body = crate::problem::Problem)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/licenses/{id}", tag = "licenses", responses((status = 200, description = "the license", body = LicenseView), (status = 404, body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn get(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -172,8 +193,9 @@ pub struct ListQuery {
     cursor: Option<String>,
 }
 
-#[derive(Serialize)]
-struct Page<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = LicensePage)]
+pub(crate) struct Page<'a> {
     items: Vec<LicenseView<'a>>,
     /// Pass as `cursor` to get the next page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -182,7 +204,7 @@ struct Page<'a> {
 
 const STATUSES: [&str; 4] = ["active", "suspended", "revoked", "expired"];
 
-#[utoipa::path(get, path = "/v1/licenses", tag = "licenses", params(("external_id" = Option<String>, Query, description = "the license's id in another system"), ("licensee" = Option<String>, Query), ("status" = Option<String>, Query, description = "active|suspended|revoked|expired"), ("product" = Option<String>, Query), ("plan" = Option<String>, Query), ("limit" = Option<usize>, Query, description = "1..=500, default 50"), ("cursor" = Option<String>, Query)), responses((status = 200, description = "a page of licenses in id order")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/licenses", tag = "licenses", params(("external_id" = Option<String>, Query, description = "the license's id in another system"), ("licensee" = Option<String>, Query), ("status" = Option<String>, Query, description = "active|suspended|revoked|expired"), ("product" = Option<String>, Query), ("plan" = Option<String>, Query), ("limit" = Option<usize>, Query, description = "1..=500, default 50"), ("cursor" = Option<String>, Query)), responses((status = 200, description = "a page of licenses in id order", body = Page)), security(("bearer" = [])))]
 pub async fn list(
     State(app): State<Arc<AppState>>,
     principal: Principal,
@@ -239,16 +261,17 @@ pub async fn list(
     json(&Page { items, next_cursor: next }, s.seq())
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReasonBody {
     #[serde(default)]
     reason: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangePlanBody {
+    #[schema(value_type = String, pattern = "^[a-z0-9][a-z0-9._-]{0,63}$")]
     plan: PlanKey,
     #[serde(default)]
     reason: Option<String>,
@@ -269,7 +292,7 @@ async fn act(
     execute(&app, ctx, body.value.reason, make(id.clone()), StatusCode::OK, render_license(id)).await
 }
 
-#[utoipa::path(post, path = "/v1/licenses/{id}/suspend", tag = "licenses", request_body(content = Object, description = "{reason?}"), responses((status = 200, description = "the license; suspending a suspended license changes nothing")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/licenses/{id}/suspend", tag = "licenses", request_body(content = ReasonBody, description = "may be empty"), responses((status = 200, description = "the license; suspending a suspended license changes nothing", body = LicenseView)), security(("bearer" = [])))]
 pub async fn suspend(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -281,7 +304,7 @@ pub async fn suspend(
     act(app, id, principal, request_id, idempotency, body, Command::Suspend).await
 }
 
-#[utoipa::path(post, path = "/v1/licenses/{id}/reinstate", tag = "licenses", request_body(content = Object, description = "{reason?}"), responses((status = 200, description = "the license")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/licenses/{id}/reinstate", tag = "licenses", request_body(content = ReasonBody, description = "may be empty"), responses((status = 200, description = "the license", body = LicenseView)), security(("bearer" = [])))]
 pub async fn reinstate(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -293,7 +316,7 @@ pub async fn reinstate(
     act(app, id, principal, request_id, idempotency, body, Command::Reinstate).await
 }
 
-#[utoipa::path(post, path = "/v1/licenses/{id}/revoke", tag = "licenses", request_body(content = Object, description = "{reason?}"), responses((status = 200, description = "the license; revocation is final")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/licenses/{id}/revoke", tag = "licenses", request_body(content = ReasonBody, description = "may be empty"), responses((status = 200, description = "the license; revocation is final", body = LicenseView)), security(("bearer" = [])))]
 pub async fn revoke(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -305,7 +328,7 @@ pub async fn revoke(
     act(app, id, principal, request_id, idempotency, body, Command::Revoke).await
 }
 
-#[utoipa::path(post, path = "/v1/licenses/{id}/renew", tag = "licenses", request_body(content = Object, description = "{reason?}"), responses((status = 200, description = "the license with its new expiry"), (status = 409, body = crate::problem::Problem)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/licenses/{id}/renew", tag = "licenses", request_body(content = ReasonBody, description = "may be empty"), responses((status = 200, description = "the license with its new expiry", body = LicenseView), (status = 409, body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn renew(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -317,7 +340,7 @@ pub async fn renew(
     act(app, id, principal, request_id, idempotency, body, Command::Renew).await
 }
 
-#[utoipa::path(post, path = "/v1/licenses/{id}/change-plan", tag = "licenses", request_body(content = Object, description = "{plan, reason?}"), responses((status = 200, description = "the license on its new plan")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/licenses/{id}/change-plan", tag = "licenses", request_body = ChangePlanBody, responses((status = 200, description = "the license on its new plan", body = LicenseView)), security(("bearer" = [])))]
 pub async fn change_plan(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,

@@ -29,17 +29,20 @@ pub struct UsageBody {
 }
 
 /// One meter in the current period.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct MeterReport<'a> {
     pub meter: &'a str,
+    #[schema(value_type = crate::openapi::schemas::Period)]
     pub period: Period,
     pub quota: u64,
     pub used: u64,
     /// Quota left this period (0 once over it); overage does not add to it.
     pub remaining: u64,
+    #[schema(value_type = crate::openapi::schemas::Overage)]
     pub overage: Overage,
     /// When the current period ends; absent for `total`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub resets_at: Option<Timestamp>,
 }
 

@@ -15,14 +15,19 @@ use crate::auth::{Permission, Principal};
 use crate::extract::ApiJson;
 use crate::problem::ApiError;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ValidateBody {
+    /// The license key (a malformed one is answered with `MALFORMED_KEY`, not refused).
+    #[schema(example = "TG-7KQM-2XHD-9PWC-4RJV")]
     key: String,
+    /// Validate for this feature too (`FEATURE_NOT_ENTITLED` when the plan lacks it).
     #[serde(default)]
     feature: Option<String>,
+    /// This machine: it must be activated on node-locked plans.
     #[serde(default)]
     fingerprint: Option<String>,
+    /// This user: it must hold a seat on seat plans.
     #[serde(default)]
     user: Option<String>,
     /// Also return a fresh license token: short-lived, or with `offline` one bound to
@@ -33,27 +38,37 @@ pub struct ValidateBody {
     offline: bool,
 }
 
-#[derive(Serialize)]
-struct ValidateResponse<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Validation)]
+pub(crate) struct ValidateResponse<'a> {
     valid: bool,
+    #[schema(value_type = String, pattern = "^(VALID|GRACE_PERIOD|NOT_FOUND|SUSPENDED|REVOKED|EXPIRED|FEATURE_NOT_ENTITLED|FINGERPRINT_NOT_ACTIVATED|USER_NOT_ASSIGNED|MALFORMED_KEY)$")]
     code: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     detail: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     grace_ends_at: Option<Timestamp>,
+    /// Null when no license has the key.
     license: Option<LicenseView<'a>>,
     features: Vec<&'a str>,
     /// Per meter of the plan: used and remaining in the current period.
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(required = false)]
     usage: Vec<super::usage::MeterReport<'a>>,
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    token: Option<super::license_tokens::TokenPart>,
+    /// With `"token": true` and a valid license: a license token, a compact EdDSA JWS
+    /// verifiable against `/.well-known/jwks.json`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    token_expires_at: Option<Timestamp>,
     /// Why an offline token was asked for and an online one given.
     #[serde(skip_serializing_if = "Option::is_none")]
     offline_refused: Option<String>,
 }
 
-#[utoipa::path(post, path = "/v1/validate", tag = "validation", request_body(content = Object, description = "{key, feature?, fingerprint?, user?, token?, offline?}"), responses((status = 200, description = "{valid, code, detail?, license, features, grace_ends_at?, usage?, token?, token_expires_at?, offline_refused?}; offline_refused says why an offline token asked for was not given (an online one was); code is VALID, GRACE_PERIOD, NOT_FOUND, SUSPENDED, REVOKED, EXPIRED, FEATURE_NOT_ENTITLED, FINGERPRINT_NOT_ACTIVATED, USER_NOT_ASSIGNED or MALFORMED_KEY")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/validate", tag = "validation", request_body = ValidateBody, responses((status = 200, description = "the answer: `valid` and its `code` (every key gets a 200, a refusal included); `offline_refused` says why an offline token asked for was not given (an online one was)", body = ValidateResponse)), security(("bearer" = [])))]
 pub async fn validate(
     State(app): State<Arc<AppState>>,
     principal: Principal,
@@ -125,7 +140,8 @@ pub async fn validate(
             license: view,
             features,
             usage,
-            token,
+            token_expires_at: token.as_ref().map(|t| t.token_expires_at),
+            token: token.map(|t| t.token),
             offline_refused,
         },
         s.seq(),
