@@ -143,6 +143,16 @@ pub(crate) enum Job {
     CatchUp,
     /// Requests the committer handed back are waiting (see `Decider::bounced`).
     Wake,
+    Prune(Prune),
+}
+
+/// Delete up to `limit` idempotency records created before `before` (see
+/// `LedgerStore::prune_idempotency`): on the committer, the one writer, between batches,
+/// so that it never waits for a lock with a batch.
+pub(crate) struct Prune {
+    before: String,
+    limit: usize,
+    reply: oneshot::Sender<Result<usize, EngineError>>,
 }
 
 /// The log as readers see it: leaf hashes of committed events, for roots and proofs.
@@ -272,6 +282,7 @@ enum Work {
     Checkpoint(oneshot::Sender<Result<CheckpointRecord, EngineError>>),
     Snapshot(SnapshotRecord),
     CatchUp,
+    Prune(Prune),
 }
 
 impl Batch {
@@ -474,6 +485,14 @@ impl Engine {
     pub async fn checkpoint(&self) -> Result<CheckpointRecord, EngineError> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Job::Checkpoint(reply)).await.map_err(|_| EngineError::Stopped)?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Deletes up to `limit` idempotency records whose `created_at` sorts before
+    /// `before`, in the committer's own short transaction; returns how many.
+    pub async fn prune_idempotency(&self, before: String, limit: usize) -> Result<usize, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Job::Prune(Prune { before, limit, reply })).await.map_err(|_| EngineError::Stopped)?;
         rx.await.map_err(|_| EngineError::Stopped)?
     }
 }
@@ -754,6 +773,7 @@ fn run_jobs(decider: Arc<Mutex<Decider>>, mut rx: mpsc::Receiver<Job>) {
             Job::Checkpoint(reply) => (None, Some(Work::Checkpoint(reply))),
             Job::Snapshot(s) => (None, Some(Work::Snapshot(s))),
             Job::CatchUp => (None, Some(Work::CatchUp)),
+            Job::Prune(p) => (None, Some(Work::Prune(p))),
         };
         let mut d = decider.lock().unwrap_or_else(|p| p.into_inner());
         // Every job takes what was handed back (the committer's `Wake` may have been
@@ -875,6 +895,9 @@ impl Committer {
                     if let Err(e) = self.catch_up() {
                         tracing::error!(error = %e, "could not fold the events other nodes appended");
                     }
+                }
+                Work::Prune(p) => {
+                    let _ = p.reply.send(self.store.prune_idempotency(&p.before, p.limit).map_err(EngineError::from));
                 }
             }
         }

@@ -499,45 +499,33 @@ where
 }
 
 /// Deletes idempotency records older than the retention, a tenth of the retention
-/// apart (at least a second, at most ten minutes). Small chunks, each its own short
-/// transaction, so that appends wait for no more than one chunk. On a shared store
-/// every node prunes; deleting what another node deleted is no error.
+/// apart (at least a second, at most ten minutes), in chunks of 500 on the committer
+/// (the one writer: a chunk waits for no lock and no batch waits for one), with a pause
+/// between chunks for the batches. On a shared store every node prunes; deleting what
+/// another node deleted is no error.
 async fn idempotency_job(app: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
     const CHUNK: usize = 500;
     let Some(retention) = app.idempotency_retention else { return };
     let mut tick = tokio::time::interval((retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(600)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let millis = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        let Some(cutoff) = engine::now().millis().checked_sub(millis).and_then(tollgate_core::Timestamp::from_millis)
-        else {
-            continue;
-        };
-        let before = cutoff.to_string();
+        let Some(before) = prune_cutoff(engine::now(), retention) else { continue };
         let mut pruned = 0;
         loop {
-            let (a, b) = (app.clone(), before.clone());
-            let chunk = tokio::task::spawn_blocking(move || {
-                a.reader.lock().unwrap_or_else(|p| p.into_inner()).prune_idempotency(&b, CHUNK)
-            })
-            .await;
-            match chunk {
-                Ok(Ok(n)) => {
+            match app.engine.prune_idempotency(before.clone(), CHUNK).await {
+                Ok(n) => {
                     pruned += n;
                     if n < CHUNK || *stop.borrow() {
                         break;
                     }
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "could not prune idempotency records");
-                    break;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "the idempotency pruning task failed");
+                    tracing::warn!(error = %e, "could not prune idempotency records");
                     break;
                 }
             }
@@ -546,6 +534,17 @@ async fn idempotency_job(app: Arc<AppState>, mut stop: tokio::sync::watch::Recei
             tracing::info!(pruned, before = %before, "pruned idempotency records past their retention");
         }
     }
+}
+
+/// The text that records older than `retention` at `now` sort before: the cutoff
+/// instant cut to its second, without the `Z`. Records are stamped `…:SS[.mmm]Z`, and
+/// text comparison is exact to the second only, so the cutoff's own second is kept: a
+/// record is never pruned early, at most a second late.
+fn prune_cutoff(now: tollgate_core::Timestamp, retention: Duration) -> Option<String> {
+    let millis = i64::try_from(retention.as_millis()).ok()?;
+    let cutoff = tollgate_core::Timestamp::from_millis(now.millis().checked_sub(millis)?)?;
+    let text = cutoff.to_string();
+    text.get(..19).map(str::to_owned)
 }
 
 /// Signs a checkpoint every tick while the log grows: per batch or tick, never per
@@ -562,5 +561,26 @@ async fn checkpoint_job(app: Arc<AppState>, mut stop: tokio::sync::watch::Receiv
             }
             _ = stop.changed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Text order of record stamps against the cutoff: never early, within a second.
+    #[test]
+    fn the_prune_cutoff_keeps_the_records_of_its_own_second() {
+        let at = |s: &str| tollgate_core::Timestamp::parse(s).unwrap();
+        let cutoff = prune_cutoff(at("2026-01-01T00:00:02.400Z"), Duration::from_secs(1)).unwrap();
+        assert_eq!(cutoff, "2026-01-01T00:00:01");
+        // 0.9 s old at `now`: younger than the retention, kept.
+        assert!(at("2026-01-01T00:00:01.500Z").to_string().as_str() > cutoff.as_str());
+        // Exactly on a whole second, in the cutoff's second: kept.
+        assert!(at("2026-01-01T00:00:01Z").to_string().as_str() > cutoff.as_str());
+        // An earlier second: pruned.
+        assert!(at("2026-01-01T00:00:00.999Z").to_string().as_str() < cutoff.as_str());
+        assert!(at("2025-12-31T23:59:59Z").to_string().as_str() < cutoff.as_str());
+        assert_eq!(prune_cutoff(at("1970-01-01T00:00:00Z"), Duration::from_secs(86_400)), None);
     }
 }

@@ -22,6 +22,11 @@ use tokio_rustls::server::TlsStream;
 /// How long a client has to finish its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Handshakes in progress at most; beyond, connections wait in the kernel's backlog. A
+/// flood of silent connections holds this many sockets for 10 s, not the process's
+/// every file descriptor (the ledger's included).
+const MAX_HANDSHAKES: usize = 1024;
+
 /// A certificate chain and its private key, ready to serve.
 #[derive(Clone)]
 pub struct TlsConfig(Arc<rustls::ServerConfig>);
@@ -91,20 +96,25 @@ impl TlsListener {
         let local = tcp.local_addr()?;
         let acceptor = TlsAcceptor::from(tls.0.clone());
         let (tx, ready) = mpsc::channel(64);
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
         let accepting = tokio::spawn(async move {
             loop {
+                let Ok(permit) = handshakes.clone().acquire_owned().await else { return };
                 let (stream, peer) = match tcp.accept().await {
                     Ok(conn) => conn,
+                    // One connection's trouble (reset before it was taken): the next.
+                    Err(e) if is_connection_error(&e) => continue,
                     Err(e) => {
-                        // Out of file descriptors, or a connection reset before it was
-                        // taken: wait a little rather than spin.
-                        tracing::debug!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        // Out of file descriptors or memory: wait rather than spin, as
+                        // axum's own listener does.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
                         continue;
                     }
                 };
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
+                    let _permit = permit;
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(conn)) => {
                             let _ = tx.send((conn, peer)).await;
@@ -117,6 +127,13 @@ impl TlsListener {
         });
         Ok(Self { local, ready, accepting })
     }
+}
+
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+    )
 }
 
 impl axum::serve::Listener for TlsListener {

@@ -155,9 +155,10 @@ pub trait LedgerStore: Send {
 
     fn idempotency(&self, scope: &str, key: &str) -> Result<Option<IdempotencyRecord>, StoreError>;
 
-    /// Deletes up to `limit` idempotency records whose `created_at` is before `before`
-    /// (RFC 3339, compared as text: exact to the second), oldest first, in one short
-    /// transaction, and returns how many it deleted. A key whose record is gone is new
+    /// Deletes up to `limit` idempotency records whose `created_at` sorts before `before`
+    /// byte by byte (the server passes its cutoff cut to the second, `YYYY-MM-DDTHH:MM:SS`,
+    /// which every stamp of that second or later sorts after), oldest first, in one
+    /// short transaction, and returns how many it deleted. A key whose record is gone is new
     /// again: a retry after the retention period is a new request.
     fn prune_idempotency(&mut self, before: &str, limit: usize) -> Result<usize, StoreError>;
 

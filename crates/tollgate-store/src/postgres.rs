@@ -66,7 +66,9 @@ CREATE TABLE nodes (
 );
 ",
     // Idempotency records are pruned by age (`LedgerStore::prune_idempotency`).
-    "CREATE INDEX idempotency_created_at ON idempotency (created_at);",
+    // `COLLATE "C"`, as the pruning query compares: an index of another collation is not
+    // used for it.
+    "CREATE INDEX idempotency_created_at ON idempotency (created_at COLLATE \"C\");",
 ];
 
 /// The advisory lock every append takes for its transaction, and `hold_appends` for

@@ -24,10 +24,10 @@ pub struct ServeArgs {
     #[arg(long, env = "TOLLGATE_LISTEN")]
     pub listen: Option<SocketAddr>,
     /// Serve HTTPS with this PEM certificate chain (the server's certificate first); needs --tls-key.
-    #[arg(long, env = "TOLLGATE_TLS_CERT", requires = "tls_key")]
+    #[arg(long, env = "TOLLGATE_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
     /// The PEM private key of --tls-cert.
-    #[arg(long, env = "TOLLGATE_TLS_KEY", requires = "tls_cert")]
+    #[arg(long, env = "TOLLGATE_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
     /// Snapshot the state every this many events; 0: never by count [default: 10000].
     #[arg(long, env = "TOLLGATE_SNAPSHOT_EVERY")]

@@ -55,10 +55,22 @@ async fn validates_over_https_with_a_private_ca() {
     let (key, token) = (lic["key"].as_str().unwrap(), token["token"].as_str().unwrap());
 
     let config = tollgate_sdk::ClientConfig { ca_certificates_pem: ca.into_bytes(), ..Default::default() };
-    let client = Client::with_config(&server.base, token, config).unwrap();
+    let client = Client::with_config(&server.base, token, config.clone()).unwrap();
     let v = client.validate(key, Some("pro")).await.unwrap();
     assert_eq!((v.valid, v.code), (true, Code::Valid));
     assert_eq!(v.source, tollgate_sdk::Source::Online);
+
+    // Handshakes run side by side: clients that connect and say nothing (each would hold
+    // a one-at-a-time listener for its 10 s deadline) hold up no one.
+    let port = server.base.rsplit(':').next().unwrap().to_string();
+    let silent: Vec<_> = (0..3).map(|_| std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap()).collect();
+    let fresh = Client::with_config(&server.base, token, config).unwrap();
+    let v = tokio::time::timeout(std::time::Duration::from_secs(5), fresh.validate(key, None))
+        .await
+        .expect("answered while silent connections wait for their handshake")
+        .unwrap();
+    assert!(v.valid);
+    drop(silent);
 
     // Without the CA the certificate is not trusted: no answer, and none from a cache.
     let untrusting = Client::new(&server.base, token).unwrap();

@@ -54,6 +54,16 @@ pub fn idempotency_pruned_by_age(h: &mut dyn Harness) {
     assert_eq!(s.idempotency("a", "old-1").unwrap().unwrap().created_at, "2026-06-01T00:00:00Z");
     // The events stay: only the records go.
     assert_eq!(s.len().unwrap(), 2);
+
+    // Cut to the second, a cutoff keeps every record of its own second, whatever its
+    // fraction, and takes the whole of the second before.
+    let (keep, take) = (at("frac-keep", "2027-01-01T00:00:01.5Z"), at("frac-take", "2027-01-01T00:00:00.999Z"));
+    let whole = at("frac-whole", "2027-01-01T00:00:01Z");
+    append_range(&mut *s, 2, 3, &[keep.clone(), take.clone(), whole.clone()]).unwrap();
+    assert_eq!(s.prune_idempotency("2027-01-01T00:00:01", 100).unwrap(), 4, "young-1, young-2, old-1 and frac-take");
+    assert_eq!(s.idempotency("a", "frac-take").unwrap(), None);
+    assert_eq!(s.idempotency("a", "frac-keep").unwrap(), Some(keep));
+    assert_eq!(s.idempotency("a", "frac-whole").unwrap(), Some(whole));
 }
 
 pub fn checkpoints_ascending_and_latest(h: &mut dyn Harness) {

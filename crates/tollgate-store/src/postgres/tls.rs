@@ -61,41 +61,82 @@ fn parse(url: &str) -> Result<(Config, Option<MakeRustlsConnect>), StoreError> {
 }
 
 /// Takes `sslmode` and `sslrootcert` out of the connection string (a `postgres://` URL's
-/// query, or `key=value` words), returning the rest untouched and the two values.
+/// query, or `key=value` words), returning the rest and the two values. A string
+/// without them is returned as it is.
 fn take_tls_params(url: &str) -> (String, Option<String>, Option<String>) {
     let (mut mode, mut root) = (None, None);
-    let mut take = |key: &str, value: String| match key {
-        "sslmode" => mode = Some(value),
-        "sslrootcert" => root = Some(value),
-        _ => unreachable!("only these keys are taken"),
-    };
-    let is_ours = |key: &str| key == "sslmode" || key == "sslrootcert";
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let Some((base, query)) = url.split_once('?') else { return (url.to_owned(), None, None) };
         let mut kept = Vec::new();
         for pair in query.split('&') {
-            let key = pair.split_once('=').map_or(pair, |(k, _)| k);
-            if is_ours(key) {
-                // Percent-decoded, as in the rest of the URL.
-                let value = form_urlencoded::parse(pair.as_bytes()).next().map(|(_, v)| v.into_owned());
-                take(key, value.unwrap_or_default());
-            } else {
-                kept.push(pair);
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            // Percent-decoded as tokio-postgres decodes the rest of the URL (`+` stays a plus).
+            let decoded = || percent_encoding::percent_decode_str(value).decode_utf8_lossy().into_owned();
+            match key {
+                "sslmode" => mode = Some(decoded()),
+                "sslrootcert" => root = Some(decoded()),
+                _ => kept.push(pair),
             }
+        }
+        if mode.is_none() && root.is_none() {
+            return (url.to_owned(), None, None);
         }
         let rest = if kept.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) };
-        (rest, mode, root)
-    } else {
-        // `key=value` words; these two take no quoting or spaces here.
-        let mut kept = Vec::new();
-        for word in url.split_whitespace() {
-            match word.split_once('=') {
-                Some((key, value)) if is_ours(key) => take(key, value.to_owned()),
-                _ => kept.push(word),
+        return (rest, mode, root);
+    }
+    // `key=value` words, a value possibly 'quoted' with \' and \\ escapes, as libpq
+    // writes them. The other words are kept verbatim, quotes and inner spaces included.
+    let mut kept: Vec<&str> = Vec::new();
+    let mut chars = url.char_indices().peekable();
+    while let Some(&(start, c)) = chars.peek() {
+        if c.is_whitespace() {
+            chars.next();
+            continue;
+        }
+        let mut key_end = url.len();
+        let mut end = url.len();
+        let mut value = String::new();
+        while let Some(&(i, c)) = chars.peek() {
+            if c == '=' || c.is_whitespace() {
+                key_end = i;
+                break;
+            }
+            chars.next();
+        }
+        if chars.peek().is_some_and(|&(_, c)| c == '=') {
+            chars.next();
+            if chars.peek().is_some_and(|&(_, c)| c == '\'') {
+                chars.next();
+                while let Some((_, c)) = chars.next() {
+                    match c {
+                        '\'' => break,
+                        '\\' => value.extend(chars.next().map(|(_, c)| c)),
+                        c => value.push(c),
+                    }
+                }
+            } else {
+                while let Some(&(_, c)) = chars.peek() {
+                    if c.is_whitespace() {
+                        break;
+                    }
+                    value.push(c);
+                    chars.next();
+                }
             }
         }
-        (kept.join(" "), mode, root)
+        if let Some(&(i, _)) = chars.peek() {
+            end = i;
+        }
+        match &url[start..key_end.min(end)] {
+            "sslmode" => mode = Some(value),
+            "sslrootcert" => root = Some(value),
+            _ => kept.push(url[start..end].trim_end()),
+        }
     }
+    if mode.is_none() && root.is_none() {
+        return (url.to_owned(), None, None);
+    }
+    (kept.join(" "), mode, root)
 }
 
 /// rustls verifying the server against the certificates in `root` only, or the
@@ -153,6 +194,18 @@ mod tests {
         assert_eq!(
             (rest.as_str(), mode.as_deref(), root.as_deref()),
             ("host=h user=u dbname=d", Some("require"), Some("/ca.pem"))
+        );
+        // A plus is a plus, as in the rest of the URL; strings without the two keys are
+        // left alone, inner spaces of quoted values included.
+        let (_, _, root) = take_tls_params("postgres://u@h/db?sslmode=verify-full&sslrootcert=/etc/ca+db.pem");
+        assert_eq!(root.as_deref(), Some("/etc/ca+db.pem"));
+        let untouched = "host=h password='a  b' dbname=d";
+        assert_eq!(take_tls_params(untouched), (untouched.to_string(), None, None));
+        let (rest, mode, root) =
+            take_tls_params(r"host=h  password='it\'s  b' sslmode='verify-full' sslrootcert='/my ca.pem'");
+        assert_eq!(
+            (rest.as_str(), mode.as_deref(), root.as_deref()),
+            (r"host=h password='it\'s  b'", Some("verify-full"), Some("/my ca.pem"))
         );
     }
 

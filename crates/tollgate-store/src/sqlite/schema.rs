@@ -131,7 +131,7 @@ fn foreign(path: &Path) -> StoreError {
 
 fn unsupported(path: &Path, version: i64) -> StoreError {
     StoreError::Incompatible(format!(
-        "{} has schema version {version}; this build reads version {CURRENT}",
+        "{} has schema version {version}; this build reads versions {READERS_FROM} to {CURRENT} and writes {CURRENT}: open it with the Tollgate that wrote it, or a newer one",
         path.display()
     ))
 }
