@@ -24,6 +24,18 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Enough for every statement below, so none is ever re-prepared.
 const STATEMENT_CACHE: usize = 64;
 
+/// Events per `INSERT` statement in `append` (the rest of a batch one by one).
+const INSERT_ROWS: usize = 16;
+
+/// `INSERT INTO events … VALUES (?, ?, ?), …` for [`INSERT_ROWS`] rows.
+fn insert_many() -> &'static str {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let rows = vec!["(?, ?, ?)"; INSERT_ROWS].join(", ");
+        format!("INSERT INTO events (idx, leaf, leaf_hash) VALUES {rows}")
+    });
+    &SQL
+}
+
 /// A [`LedgerStore`] in one SQLite file.
 #[derive(Debug)]
 pub struct SqliteStore {
@@ -136,10 +148,24 @@ impl LedgerStore for SqliteStore {
             return Err(StoreError::Conflict { expected: expected_len, actual });
         }
         {
+            // Rows go in by sixteen per statement: one statement's run for sixteen rows
+            // instead of sixteen, which shortens the writer's part of every commit.
+            let mut idx = to_sql_int(actual, "log length")?;
+            let mut chunks = events.chunks_exact(INSERT_ROWS);
+            let mut many = tx.prepare_cached(insert_many())?;
+            for chunk in &mut chunks {
+                for (j, event) in chunk.iter().enumerate() {
+                    many.raw_bind_parameter(3 * j + 1, idx)?;
+                    many.raw_bind_parameter(3 * j + 2, event.leaf)?;
+                    many.raw_bind_parameter(3 * j + 3, &event.leaf_hash[..])?;
+                    idx += 1;
+                }
+                many.raw_execute()?;
+            }
             let mut insert = tx.prepare_cached("INSERT INTO events (idx, leaf, leaf_hash) VALUES (?1, ?2, ?3)")?;
-            let first = to_sql_int(actual, "log length")?;
-            for (idx, event) in (first..).zip(events) {
+            for event in chunks.remainder() {
                 insert.execute(params![idx, event.leaf, &event.leaf_hash[..]])?;
+                idx += 1;
             }
             let mut remember = tx.prepare_cached(
                 "INSERT INTO idempotency (scope, key, request_hash, status, body, created_at)
