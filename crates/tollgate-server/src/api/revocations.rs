@@ -48,15 +48,21 @@ pub async fn feed(
     let end = s.seq();
     // The index holds every revocation event up to the last feed's end; only what was
     // appended since is read from the ledger (the first feed after start reads it all),
-    // on its own connection and on the blocking pool, so it holds no lock other requests
-    // need and no async worker. Any `since` is then answered from memory.
+    // on the index's own connection (opened once, kept between feeds) and on the blocking
+    // pool, so it holds no lock other requests need and no async worker. Any `since` is
+    // then answered from memory.
     let mut index = app.revocations.lock().await;
     if index.upto < end {
-        let reader = app.reader.lock().unwrap_or_else(|p| p.into_inner()).reader()?;
+        let reader = match index.reader.take() {
+            Some(r) => r,
+            None => app.reader.lock().unwrap_or_else(|p| p.into_inner()).reader()?,
+        };
         let from = index.upto;
-        let (entries, upto) = tokio::task::spawn_blocking(move || scan(&*reader, from, end))
+        let (scanned, reader) = tokio::task::spawn_blocking(move || (scan(&*reader, from, end), reader))
             .await
-            .map_err(|e| ApiError::internal(format!("the revocation scan stopped: {e}")))??;
+            .map_err(|e| ApiError::internal(format!("the revocation scan stopped: {e}")))?;
+        index.reader = Some(reader);
+        let (entries, upto) = scanned?;
         index.entries.extend(entries);
         index.upto = index.upto.max(upto);
     }
@@ -117,6 +123,8 @@ pub async fn feed(
 pub struct RevocationIndex {
     upto: u64,
     entries: Vec<(u64, Entry)>,
+    /// The connection the ledger is read on, after the first feed.
+    reader: Option<Box<dyn tollgate_store::LedgerStore>>,
 }
 
 enum Entry {
