@@ -7,11 +7,12 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
@@ -27,9 +28,15 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// every file descriptor (the ledger's included).
 const MAX_HANDSHAKES: usize = 1024;
 
-/// A certificate chain and its private key, ready to serve.
+/// A certificate chain and its private key, ready to serve, and the files they came
+/// from: [`TlsConfig::reload`] reads them again (a renewed certificate) and new
+/// connections use what it read; clones share it.
 #[derive(Clone)]
-pub struct TlsConfig(Arc<rustls::ServerConfig>);
+pub struct TlsConfig {
+    cert: PathBuf,
+    key: PathBuf,
+    current: Arc<ArcSwap<rustls::ServerConfig>>,
+}
 
 impl std::fmt::Debug for TlsConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -42,6 +49,19 @@ impl TlsConfig {
     /// intermediates) and a PEM private key (PKCS#8, PKCS#1 or SEC1), and checks that
     /// the key is the certificate's.
     pub fn from_pem_files(cert: &Path, key: &Path) -> anyhow::Result<Self> {
+        let config = Self::read(cert, key)?;
+        Ok(Self { cert: cert.to_owned(), key: key.to_owned(), current: Arc::new(ArcSwap::from_pointee(config)) })
+    }
+
+    /// Reads the two files again; on success, connections from now on are served with
+    /// what they hold, and on failure nothing changes (the error says why).
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let config = Self::read(&self.cert, &self.key)?;
+        self.current.store(Arc::new(config));
+        Ok(())
+    }
+
+    fn read(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfig> {
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
             .and_then(|certs| certs.collect::<Result<_, _>>())
             .map_err(|e| anyhow::anyhow!("cannot read the certificate chain {}: {e}", cert.display()))?;
@@ -72,7 +92,7 @@ impl TlsConfig {
             })?;
         // axum serves HTTP/1.1 only.
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Self(Arc::new(config)))
+        Ok(config)
     }
 }
 
@@ -94,7 +114,7 @@ impl TlsListener {
     /// Must be called within a tokio runtime.
     pub fn new(tcp: TcpListener, tls: &TlsConfig) -> io::Result<Self> {
         let local = tcp.local_addr()?;
-        let acceptor = TlsAcceptor::from(tls.0.clone());
+        let current = tls.current.clone();
         let (tx, ready) = mpsc::channel(64);
         let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
         let accepting = tokio::spawn(async move {
@@ -112,7 +132,7 @@ impl TlsListener {
                         continue;
                     }
                 };
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                let (acceptor, tx) = (TlsAcceptor::from(current.load_full()), tx.clone());
                 tokio::spawn(async move {
                     let _permit = permit;
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {

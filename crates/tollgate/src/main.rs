@@ -266,7 +266,10 @@ fn serve(args: Settings, demo: bool) -> anyhow::Result<()> {
             demo::print_welcome(&app, &format!("{scheme}://{addr}"), &args.data);
         }
         match &tls {
-            Some(tls) => tollgate_server::serve_tls(listener, tls, app, shutdown_signal()).await?,
+            Some(tls) => {
+                reload_on_hangup(tls.clone());
+                tollgate_server::serve_tls(listener, tls, app, shutdown_signal()).await?
+            }
             None => tollgate_server::serve(listener, app, shutdown_signal()).await?,
         }
         anyhow::Ok(())
@@ -274,6 +277,26 @@ fn serve(args: Settings, demo: bool) -> anyhow::Result<()> {
     drop(opened.app);
     let _ = opened.writer.join();
     Ok(())
+}
+
+/// `kill -HUP`: read the certificate and key files again (a renewed certificate), for
+/// the connections from then on. A file that does not read keeps the old ones serving.
+fn reload_on_hangup(tls: tollgate_server::tls::TlsConfig) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP: the TLS certificate reloads only with a restart");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => tracing::info!("SIGHUP: reloaded the TLS certificate and key"),
+                Err(e) => tracing::error!(error = %format!("{e:#}"), "SIGHUP: kept the TLS certificate in use"),
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    drop(tls);
 }
 
 async fn shutdown_signal() {

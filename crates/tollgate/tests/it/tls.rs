@@ -77,3 +77,47 @@ fn a_bad_certificate_or_key_is_refused_before_anything_is_written() {
     assert!(e.contains("missing.pem"), "{e}");
     assert!(!data.exists(), "nothing is written for a server that cannot start");
 }
+
+#[test]
+fn a_renewed_certificate_is_served_after_sighup_and_a_broken_one_is_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let (ca1, cert1, key1) = pki::test_pki();
+    let (ca2, cert2, key2) = pki::test_pki();
+    let (ca1, ca2) = (write("ca1.pem", &ca1), write("ca2.pem", &ca2));
+    let (cert, key) = (write("cert.pem", &cert1), write("key.pem", &key1));
+    let log = tmp.path().join("server.log");
+    let server = start_with(&tmp.path().join("data"), &["--tls-cert", &cert, "--tls-key", &key], Some(&log));
+    let trusts = |ca: &str| run_remote(&["keys", "list", "--ca-cert", ca], &server.base).0;
+    let hangup = || {
+        let ok = std::process::Command::new("kill").args(["-HUP", &server.child.id().to_string()]).status().unwrap();
+        assert!(ok.success());
+    };
+    assert!(trusts(&ca1) && !trusts(&ca2));
+
+    // A renewal that does not read (a half-written file) keeps the old pair serving.
+    write("cert.pem", "-----BEGIN CERTIFICATE-----\nnot base64\n");
+    hangup();
+    let started = std::time::Instant::now();
+    while !std::fs::read_to_string(&log).unwrap().contains("kept the TLS certificate in use") {
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "the failed reload was not logged");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(trusts(&ca1));
+
+    // The renewed pair serves new connections once the server is told.
+    write("cert.pem", &cert2);
+    write("key.pem", &key2);
+    hangup();
+    let started = std::time::Instant::now();
+    while !trusts(&ca2) {
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "the renewed certificate was not served");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(!trusts(&ca1));
+    server.stop();
+}
