@@ -29,7 +29,7 @@ pub async fn entitlements(
     json(&e, s.seq())
 }
 
-#[utoipa::path(post, path = "/v1/licenses/{id}/overrides", tag = "licenses", request_body(content = Object, description = "{features_add?, features_remove?, max_machines?, max_users?, max_leases?, quotas?}: replaces the license's overrides; {} clears them"), responses((status = 200, description = "the license with its overrides applied")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/licenses/{id}/overrides", tag = "licenses", request_body(content = crate::openapi::schemas::Overrides, description = "replaces the license's overrides; {} clears them"), responses((status = 200, description = "the license with its overrides applied")), security(("bearer" = [])))]
 pub async fn set_overrides(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,

@@ -60,14 +60,14 @@ pub async fn list(State(app): State<Arc<AppState>>, principal: Principal) -> Res
     json(&keys_view(&s, crate::engine::now()), s.seq())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateBody {
     #[serde(default)]
     reason: Option<String>,
 }
 
-#[utoipa::path(post, path = "/v1/keys/rotate", tag = "tokens", request_body(content = Object, description = "{reason?}"), responses((status = 200, description = "the keys after rotation; the new key signs from now on"), (status = 403, body = crate::problem::Problem)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/keys/rotate", tag = "tokens", request_body(content = RotateBody, description = "may be empty"), responses((status = 200, description = "the keys after rotation; the new key signs from now on"), (status = 403, body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn rotate(
     State(app): State<Arc<AppState>>,
     principal: Principal,

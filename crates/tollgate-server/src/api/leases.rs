@@ -26,9 +26,10 @@ use crate::problem::ApiError;
 /// How often the reaper looks for leases whose heartbeat stopped.
 pub const REAP_EVERY: Duration = Duration::from_millis(500);
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckoutBody {
+    #[schema(value_type = String, pattern = "^[!-~]{1,256}$")]
     fingerprint: Fingerprint,
 }
 
@@ -73,7 +74,7 @@ fn lease_for(app: &AppState, principal: &Principal, id: &str) -> Result<LeaseId,
     Ok(lease)
 }
 
-#[utoipa::path(post, path = "/v1/licenses/{id}/leases", tag = "leases", request_body(content = Object, description = "{fingerprint}"), responses((status = 201, description = "{lease_id, expires_at, license, fingerprint, checked_out_at}; a fingerprint holding a live lease gets it back, extended"), (status = 409, description = "LEASE_LIMIT, NOT_FLOATING, LICENSE_SUSPENDED, LICENSE_REVOKED, LICENSE_EXPIRED", body = crate::problem::Problem)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/licenses/{id}/leases", tag = "leases", request_body = CheckoutBody, responses((status = 201, description = "{lease_id, expires_at, license, fingerprint, checked_out_at}; a fingerprint holding a live lease gets it back, extended"), (status = 409, description = "LEASE_LIMIT, NOT_FLOATING, LICENSE_SUSPENDED, LICENSE_REVOKED, LICENSE_EXPIRED", body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn checkout(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,

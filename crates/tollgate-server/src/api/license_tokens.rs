@@ -142,12 +142,16 @@ pub fn instant(secs: i64) -> Timestamp {
     Timestamp::from_millis(secs.saturating_mul(1000)).unwrap_or_else(crate::engine::now)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenBody {
+    /// Binds the token to this activated machine (required with `offline`).
     #[serde(default)]
     fingerprint: Option<String>,
+    /// Online tokens: at most a day (default 5 minutes); offline ones last the plan's
+    /// `offline_days` at most.
     #[serde(default)]
+    #[schema(minimum = 1)]
     ttl_seconds: Option<i64>,
     #[serde(default)]
     offline: bool,
@@ -160,7 +164,7 @@ pub struct TokenResponse {
     pub jti: String,
 }
 
-#[utoipa::path(post, path = "/v1/licenses/{id}/tokens", tag = "tokens", request_body(content = Object, description = "{fingerprint?, ttl_seconds?, offline?}"), responses((status = 200, description = "{token, expires_at, jti}: a compact JWS (EdDSA) to verify with /.well-known/jwks.json"), (status = 404, body = crate::problem::Problem), (status = 409, body = crate::problem::Problem)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/licenses/{id}/tokens", tag = "tokens", request_body(content = TokenBody, description = "may be empty"), responses((status = 200, description = "{token, expires_at, jti}: a compact JWS (EdDSA) to verify with /.well-known/jwks.json"), (status = 404, body = crate::problem::Problem), (status = 409, body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn issue(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,

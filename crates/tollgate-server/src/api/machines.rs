@@ -91,7 +91,7 @@ fn machine_list(s: &tollgate_core::State, id: &LicenseId) -> serde_json::Value {
     .unwrap_or_default()
 }
 
-#[utoipa::path(post, path = "/v1/licenses/{id}/machines", tag = "machines", request_body(content = Object, description = "{fingerprint, name?, components?}"), responses((status = 201, description = "the machine; activating an active fingerprint again changes nothing"), (status = 409, description = "MACHINE_LIMIT, LICENSE_SUSPENDED, LICENSE_REVOKED, LICENSE_EXPIRED", body = crate::problem::Problem)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/licenses/{id}/machines", tag = "machines", request_body = crate::openapi::schemas::MachineSpec, responses((status = 201, description = "the machine; activating an active fingerprint again changes nothing"), (status = 409, description = "MACHINE_LIMIT, LICENSE_SUSPENDED, LICENSE_REVOKED, LICENSE_EXPIRED", body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn activate(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -148,9 +148,11 @@ pub async fn list(
     json(&machine_list(&s, &id), s.seq())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AssignBody {
+    /// 1 to 256 bytes of printable text: an email, an account id.
+    #[schema(value_type = String, example = "ada@example.com")]
     user: UserId,
 }
 
@@ -180,7 +182,7 @@ fn seat_view(s: &tollgate_core::State, id: &LicenseId, user: &UserId) -> serde_j
         .unwrap_or_default()
 }
 
-#[utoipa::path(post, path = "/v1/licenses/{id}/users", tag = "seats", request_body(content = Object, description = "{user}"), responses((status = 201, description = "the seat; assigning an assigned user again changes nothing"), (status = 409, description = "SEAT_LIMIT, LICENSE_SUSPENDED, LICENSE_REVOKED, LICENSE_EXPIRED", body = crate::problem::Problem)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/licenses/{id}/users", tag = "seats", request_body = AssignBody, responses((status = 201, description = "the seat; assigning an assigned user again changes nothing"), (status = 409, description = "SEAT_LIMIT, LICENSE_SUSPENDED, LICENSE_REVOKED, LICENSE_EXPIRED", body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn assign(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,

@@ -37,14 +37,16 @@ pub async fn openapi() -> Response {
     json_response(StatusCode::OK, doc.to_json().unwrap_or_default().into_bytes(), 0)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
+    #[schema(value_type = crate::auth::Role)]
     role: String,
     #[serde(default)]
     name: Option<String>,
     /// Restricts a product token to one product's licenses.
     #[serde(default)]
+    #[schema(value_type = Option<String>, pattern = "^[a-z0-9][a-z0-9._-]{0,63}$")]
     product: Option<ProductKey>,
 }
 
@@ -77,7 +79,7 @@ impl From<tollgate_store::TokenRecord> for TokenView {
     }
 }
 
-#[utoipa::path(post, path = "/v1/tokens", tag = "tokens", request_body(content = Object, description = "{role: admin|issuer|auditor|product, name?, product?}"), responses((status = 201, description = "the token; its secret is shown only here"), (status = 409, description = "`TOKEN_ALREADY_CREATED`: this Idempotency-Key already created a token (named in `detail`); its secret is not stored, so it cannot be shown again", body = crate::problem::Problem), (status = 422, body = crate::problem::Problem)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/tokens", tag = "tokens", request_body = CreateToken, responses((status = 201, description = "the token; its secret is shown only here"), (status = 404, description = "`PRODUCT_NOT_FOUND`: no such product to scope a product token to", body = crate::problem::Problem), (status = 409, description = "`TOKEN_ALREADY_CREATED`: this Idempotency-Key already created a token (named in `detail`); its secret is not stored, so it cannot be shown again", body = crate::problem::Problem), (status = 422, body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn create_token(
     State(app): State<Arc<AppState>>,
     principal: Principal,

@@ -21,9 +21,10 @@ use crate::auth::{Permission, Principal};
 use crate::extract::{ApiJson, IdempotencyKey, RequestId};
 use crate::problem::ApiError;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UsageBody {
+    #[schema(value_type = String, pattern = "^[a-z0-9][a-z0-9._-]{0,63}$", example = "exports")]
     meter: MeterKey,
     quantity: u64,
 }
@@ -69,7 +70,7 @@ pub fn report<'a>(s: &'a tollgate_core::State, l: &License, now: Timestamp) -> V
         .collect()
 }
 
-#[utoipa::path(post, path = "/v1/licenses/{id}/usage", tag = "usage", request_body(content = Object, description = "{meter, quantity}"), responses((status = 201, description = "the meter in the current period: {meter, period, quota, used, remaining, overage, resets_at?}"), (status = 404, description = "METER_NOT_FOUND", body = crate::problem::Problem), (status = 409, description = "QUOTA_EXCEEDED (nothing recorded)", body = crate::problem::Problem)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/licenses/{id}/usage", tag = "usage", request_body = UsageBody, responses((status = 201, description = "the meter in the current period", body = MeterReport), (status = 404, description = "METER_NOT_FOUND", body = crate::problem::Problem), (status = 409, description = "QUOTA_EXCEEDED (nothing recorded)", body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn record(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,

@@ -172,3 +172,15 @@ pub struct ProductList {
 pub struct PlanList {
     items: Vec<Plan>,
 }
+
+/// What `POST /v1/licenses/{id}/machines` takes.
+#[derive(ToSchema)]
+#[schema(as = MachineSpec)]
+pub struct MachineSpec {
+    /// 1 to 256 bytes of visible ASCII, computed by the client (a hash of hardware ids).
+    #[schema(pattern = "^[!-~]{1,256}$", example = "4f9c2a7e1b")]
+    fingerprint: String,
+    name: Option<String>,
+    #[schema(required = false)]
+    components: Vec<String>,
+}
