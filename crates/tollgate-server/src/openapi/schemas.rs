@@ -36,14 +36,10 @@ pub struct ProductSpec {
 #[derive(ToSchema)]
 #[schema(as = Product)]
 pub struct Product {
-    key: String,
-    name: String,
-    features: Vec<Feature>,
-    version: u64,
-    #[schema(format = DateTime)]
-    created_at: String,
-    #[schema(format = DateTime)]
-    updated_at: String,
+    #[serde(flatten)]
+    spec: ProductSpec,
+    #[serde(flatten)]
+    versioned: Versioned,
 }
 
 /// Concurrent leases (floating licenses).
@@ -124,20 +120,17 @@ pub struct PlanSpec {
 #[derive(ToSchema)]
 #[schema(as = Plan)]
 pub struct Plan {
-    key: String,
-    product: String,
-    name: String,
-    features: Vec<String>,
-    duration_days: Option<u32>,
-    trial_days: Option<u32>,
-    grace_days: Option<u32>,
-    offline_days: Option<u32>,
-    max_machines: Option<u32>,
-    max_users: Option<u32>,
-    floating: Option<Floating>,
-    /// Absent when the plan has none.
-    #[schema(required = false)]
-    meters: Vec<Meter>,
+    #[serde(flatten)]
+    spec: PlanSpec,
+    #[serde(flatten)]
+    versioned: Versioned,
+}
+
+/// What every stored catalog entry carries besides its spec.
+#[derive(ToSchema)]
+#[schema(as = Versioned)]
+pub struct Versioned {
+    /// 1 on creation, +1 on every update.
     version: u64,
     #[schema(format = DateTime)]
     created_at: String,

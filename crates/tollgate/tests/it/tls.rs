@@ -6,15 +6,18 @@ use crate::support::{ADMIN, bin, run_remote, start_with};
 #[path = "../../../tollgate-sdk/tests/it/pki.rs"]
 mod pki;
 
+/// Writes `text` to `dir/name` and returns the path as a flag value.
+fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
 #[test]
 fn serves_https_and_clients_trust_the_ca_they_are_given() {
     let tmp = tempfile::tempdir().unwrap();
     let (ca, cert, key) = pki::test_pki();
-    let file = |name: &str, text: &str| {
-        let p = tmp.path().join(name);
-        std::fs::write(&p, text).unwrap();
-        p.to_str().unwrap().to_string()
-    };
+    let file = |name: &str, text: &str| write(tmp.path(), name, text);
     let (ca, cert, key) = (file("ca.pem", &ca), file("cert.pem", &cert), file("key.pem", &key));
     let data = tmp.path().join("data");
     let server = start_with(&data, &["--tls-cert", &cert, "--tls-key", &key], None);
@@ -46,11 +49,7 @@ fn a_bad_certificate_or_key_is_refused_before_anything_is_written() {
     let tmp = tempfile::tempdir().unwrap();
     let (_, cert, key) = pki::test_pki();
     let (_, _, other_key) = pki::test_pki();
-    let write = |name: &str, text: &str| {
-        let p = tmp.path().join(name);
-        std::fs::write(&p, text).unwrap();
-        p.to_str().unwrap().to_string()
-    };
+    let write = |name: &str, text: &str| write(tmp.path(), name, text);
     let (cert, key, other_key) = (write("cert.pem", &cert), write("key.pem", &key), write("other.pem", &other_key));
     let data = tmp.path().join("data");
     let serve = |extra: &[&str]| {
@@ -81,11 +80,7 @@ fn a_bad_certificate_or_key_is_refused_before_anything_is_written() {
 #[test]
 fn a_renewed_certificate_is_served_after_sighup_and_a_broken_one_is_not() {
     let tmp = tempfile::tempdir().unwrap();
-    let write = |name: &str, text: &str| {
-        let p = tmp.path().join(name);
-        std::fs::write(&p, text).unwrap();
-        p.to_str().unwrap().to_string()
-    };
+    let write = |name: &str, text: &str| write(tmp.path(), name, text);
     let (ca1, cert1, key1) = pki::test_pki();
     let (ca2, cert2, key2) = pki::test_pki();
     let (ca1, ca2) = (write("ca1.pem", &ca1), write("ca2.pem", &ca2));
