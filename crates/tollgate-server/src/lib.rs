@@ -16,6 +16,7 @@ pub mod cluster;
 pub mod durability;
 pub mod engine;
 pub mod extract;
+pub mod http;
 pub mod kek;
 pub mod keys;
 pub mod openapi;
@@ -71,6 +72,8 @@ pub struct Config {
     /// How long an `Idempotency-Key`'s answer is kept (`None`: for ever). A retry after
     /// that is a new request.
     pub idempotency_retention: Option<Duration>,
+    /// What the connection loop allows a client (header read timeout, connections).
+    pub http: http::Limits,
 }
 
 impl Config {
@@ -85,6 +88,7 @@ impl Config {
             database_url: None,
             node_id: None,
             idempotency_retention: Some(DEFAULT_IDEMPOTENCY_RETENTION),
+            http: http::Limits::default(),
         }
     }
 }
@@ -99,6 +103,7 @@ pub struct AppState {
     pub reader: Mutex<Box<dyn LedgerStore>>,
     checkpoint_interval: Duration,
     idempotency_retention: Option<Duration>,
+    http_limits: http::Limits,
     /// Token signing keys, sealed under the master key.
     pub keys: keys::KeyVault,
     /// This node among the others on a shared ledger.
@@ -180,6 +185,7 @@ pub fn open(config: &Config) -> anyhow::Result<Opened> {
         reader: Mutex::new(reader),
         checkpoint_interval: config.checkpoint_interval,
         idempotency_retention: config.idempotency_retention,
+        http_limits: config.http,
         keys: keys::KeyVault::new(kek, kek_origin, config.token_issuer.clone()),
         cluster: cluster::Cluster::new(node_id, cluster_store),
         revocations: Default::default(),
@@ -489,13 +495,14 @@ where
     let heart = tokio::spawn(cluster::heartbeat_job(app.clone(), stop_rx.clone()));
     let pruner = tokio::spawn(idempotency_job(app.clone(), stop_rx.clone()));
     let ticker = tokio::spawn(checkpoint_job(app.clone(), stop_rx));
-    let result = axum::serve(listener, router(app)).with_graceful_shutdown(shutdown).await;
+    let limits = app.http_limits;
+    http::serve(listener, router(app), shutdown, limits).await;
     let _ = stop_tx.send(true);
     let _ = ticker.await;
     let _ = pruner.await;
     let _ = heart.await;
     let _ = reaper.await;
-    result
+    Ok(())
 }
 
 /// Deletes idempotency records older than the retention, a tenth of the retention

@@ -7,6 +7,7 @@ mod contract;
 mod gates;
 mod input;
 mod ledger;
+mod limits;
 mod models;
 mod ofrep;
 mod postgres;

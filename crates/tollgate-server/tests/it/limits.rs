@@ -1,0 +1,68 @@
+//! The connection loop's limits: a client that trickles its headers is cut off, and
+//! connections beyond the cap wait for a free one instead of taking a file descriptor.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::*;
+
+/// A configuration with a one-second header timeout, in `dir`.
+fn limits(dir: &tempfile::TempDir, max_connections: usize) -> tollgate_server::Config {
+    let mut cfg = tollgate_server::Config::new(dir.path());
+    cfg.http = tollgate_server::http::Limits { header_read_timeout: Duration::from_secs(1), max_connections };
+    cfg
+}
+
+/// Reads until the server closes the connection; returns what it sent.
+async fn until_closed(conn: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut got)).await.expect("closed in time");
+    got
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_config(limits(&dir, 100)).await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut slow = TcpStream::connect(&addr).await.unwrap();
+    let started = Instant::now();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: tollgate\r\n").await.unwrap();
+    // A byte now and then does not keep it alive.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if slow.write_all(b"X").await.is_err() {
+            break;
+        }
+    }
+    let got = until_closed(&mut slow).await;
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(5), "closed after {took:?}");
+    assert!(!String::from_utf8_lossy(&got).contains("200 OK"), "{}", String::from_utf8_lossy(&got));
+    // Whole requests are served as before.
+    assert_eq!(app.get("/healthz").await.status, 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_for_a_free_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_config(limits(&dir, 1)).await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    // The one slot, held by a client that sends half a request.
+    let mut holder = TcpStream::connect(&addr).await.unwrap();
+    holder.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The next request is answered once the holder is cut off (about a second), not before.
+    let started = Instant::now();
+    let mut next = TcpStream::connect(&addr).await.unwrap();
+    next.write_all(b"GET /healthz HTTP/1.1\r\nHost: tollgate\r\nConnection: close\r\n\r\n").await.unwrap();
+    let answer = until_closed(&mut next).await;
+    let took = started.elapsed();
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+    assert!(took >= Duration::from_millis(500), "answered after {took:?}: the cap did not hold");
+    until_closed(&mut holder).await;
+    app.stop().await;
+}
