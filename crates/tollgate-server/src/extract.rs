@@ -53,7 +53,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             }
         })?;
         hasher.update(&bytes);
-        let body: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
+        // No body, or `null`, is the empty object: the bodies that may be left out are
+        // documented as optional (`null` included).
+        let trimmed = bytes.trim_ascii();
+        let body: &[u8] = if trimmed.is_empty() || trimmed == b"null" { b"{}" } else { &bytes };
         let value = parse_json(body)?;
         Ok(ApiJson { value, request_hash: hasher.finalize().into() })
     }

@@ -97,9 +97,12 @@ impl Modify for Conventions {
                 };
                 if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
                     add("401", "`UNAUTHORIZED`: no bearer token, or not a valid one");
+                    add("403", "`FORBIDDEN`: the token's role (or product) does not allow this");
                 }
                 if op.request_body.is_some() {
                     add("400", "`MALFORMED_JSON`: the body is not JSON");
+                    add("413", "`PAYLOAD_TOO_LARGE`: the body is over 1 MiB");
+                    add("415", "`UNSUPPORTED_MEDIA_TYPE`: the body is not sent as application/json");
                     add("422", "`INVALID_INPUT`: JSON this operation does not take (the detail names the field)");
                 }
                 let has_query = op.parameters.as_ref().is_some_and(|ps| {

@@ -225,6 +225,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn serve(args: Settings, demo: bool) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // SIGHUP's default action ends the process: it is caught from the very start,
+    // before the ledger loads, with or without a certificate to reload, so that a
+    // `systemctl reload` or a renewal hook never stops the server.
+    #[cfg(unix)]
+    let hangups = {
+        let _rt = rt.enter();
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+    };
     // The address first: a port in use is refused before anything is written (a data
     // directory, an admin token, a master key).
     let listener = rt.block_on(tokio::net::TcpListener::bind(args.listen)).with_context(|| {
@@ -265,11 +273,12 @@ fn serve(args: Settings, demo: bool) -> anyhow::Result<()> {
             demo::seed(&app).await?;
             demo::print_welcome(&app, &format!("{scheme}://{addr}"), &args.data);
         }
+        #[cfg(unix)]
+        if let Some(hangups) = hangups {
+            tokio::spawn(on_hangup(hangups, tls.clone()));
+        }
         match &tls {
-            Some(tls) => {
-                reload_on_hangup(tls.clone());
-                tollgate_server::serve_tls(listener, tls, app, shutdown_signal()).await?
-            }
+            Some(tls) => tollgate_server::serve_tls(listener, tls, app, shutdown_signal()).await?,
             None => tollgate_server::serve(listener, app, shutdown_signal()).await?,
         }
         anyhow::Ok(())
@@ -281,22 +290,18 @@ fn serve(args: Settings, demo: bool) -> anyhow::Result<()> {
 
 /// `kill -HUP`: read the certificate and key files again (a renewed certificate), for
 /// the connections from then on. A file that does not read keeps the old ones serving.
-fn reload_on_hangup(tls: tollgate_server::tls::TlsConfig) {
-    #[cfg(unix)]
-    tokio::spawn(async move {
-        let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-            tracing::warn!("cannot listen for SIGHUP: the TLS certificate reloads only with a restart");
-            return;
-        };
-        while hangups.recv().await.is_some() {
-            match tls.reload() {
+/// Without HTTPS there is nothing to reload, and the signal is only logged.
+#[cfg(unix)]
+async fn on_hangup(mut hangups: tokio::signal::unix::Signal, tls: Option<tollgate_server::tls::TlsConfig>) {
+    while hangups.recv().await.is_some() {
+        match &tls {
+            Some(tls) => match tls.reload() {
                 Ok(()) => tracing::info!("SIGHUP: reloaded the TLS certificate and key"),
                 Err(e) => tracing::error!(error = %format!("{e:#}"), "SIGHUP: kept the TLS certificate in use"),
-            }
+            },
+            None => tracing::info!("SIGHUP: nothing to reload (no --tls-cert)"),
         }
-    });
-    #[cfg(not(unix))]
-    drop(tls);
+    }
 }
 
 async fn shutdown_signal() {

@@ -67,7 +67,7 @@ pub struct RotateBody {
     reason: Option<String>,
 }
 
-#[utoipa::path(post, path = "/v1/keys/rotate", tag = "tokens", request_body(content = RotateBody, description = "may be empty"), responses((status = 200, description = "the keys after rotation; the new key signs from now on"), (status = 403, body = crate::problem::Problem)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/keys/rotate", tag = "tokens", request_body(content = Option<RotateBody>, description = "may be left out"), responses((status = 200, description = "the keys after rotation; the new key signs from now on"), (status = 403, body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn rotate(
     State(app): State<Arc<AppState>>,
     principal: Principal,

@@ -51,8 +51,8 @@ pub(crate) struct Entry {
     /// Base64 of the exact leaf bytes (the event's RFC 8785 canonical JSON).
     #[schema(format = Byte)]
     leaf: String,
-    /// The leaf, decoded.
-    #[schema(value_type = Object)]
+    /// The leaf, decoded (null if it is not JSON: `tollgate ledger verify` names it).
+    #[schema(value_type = Option<Object>)]
     event: serde_json::Value,
 }
 

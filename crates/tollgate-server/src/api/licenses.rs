@@ -292,7 +292,7 @@ async fn act(
     execute(&app, ctx, body.value.reason, make(id.clone()), StatusCode::OK, render_license(id)).await
 }
 
-#[utoipa::path(post, path = "/v1/licenses/{id}/suspend", tag = "licenses", request_body(content = ReasonBody, description = "may be empty"), responses((status = 200, description = "the license; suspending a suspended license changes nothing", body = LicenseView)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/licenses/{id}/suspend", tag = "licenses", request_body(content = Option<ReasonBody>, description = "may be left out"), responses((status = 200, description = "the license; suspending a suspended license changes nothing", body = LicenseView)), security(("bearer" = [])))]
 pub async fn suspend(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -304,7 +304,7 @@ pub async fn suspend(
     act(app, id, principal, request_id, idempotency, body, Command::Suspend).await
 }
 
-#[utoipa::path(post, path = "/v1/licenses/{id}/reinstate", tag = "licenses", request_body(content = ReasonBody, description = "may be empty"), responses((status = 200, description = "the license", body = LicenseView)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/licenses/{id}/reinstate", tag = "licenses", request_body(content = Option<ReasonBody>, description = "may be left out"), responses((status = 200, description = "the license", body = LicenseView)), security(("bearer" = [])))]
 pub async fn reinstate(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -316,7 +316,7 @@ pub async fn reinstate(
     act(app, id, principal, request_id, idempotency, body, Command::Reinstate).await
 }
 
-#[utoipa::path(post, path = "/v1/licenses/{id}/revoke", tag = "licenses", request_body(content = ReasonBody, description = "may be empty"), responses((status = 200, description = "the license; revocation is final", body = LicenseView)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/licenses/{id}/revoke", tag = "licenses", request_body(content = Option<ReasonBody>, description = "may be left out"), responses((status = 200, description = "the license; revocation is final", body = LicenseView)), security(("bearer" = [])))]
 pub async fn revoke(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -328,7 +328,7 @@ pub async fn revoke(
     act(app, id, principal, request_id, idempotency, body, Command::Revoke).await
 }
 
-#[utoipa::path(post, path = "/v1/licenses/{id}/renew", tag = "licenses", request_body(content = ReasonBody, description = "may be empty"), responses((status = 200, description = "the license with its new expiry", body = LicenseView), (status = 409, body = crate::problem::Problem)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/licenses/{id}/renew", tag = "licenses", request_body(content = Option<ReasonBody>, description = "may be left out"), responses((status = 200, description = "the license with its new expiry", body = LicenseView), (status = 409, body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn renew(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,

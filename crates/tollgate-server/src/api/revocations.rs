@@ -61,7 +61,12 @@ pub async fn feed(
         let (scanned, reader) = tokio::task::spawn_blocking(move || (scan(&*reader, from, end), reader))
             .await
             .map_err(|e| ApiError::internal(format!("the revocation scan stopped: {e}")))?;
-        index.reader = Some(reader);
+        // Kept for the next feed only after a good scan, and only on the embedded
+        // store: a PostgreSQL connection idle between feeds may be cut by the network
+        // without a word, and the next scan would hang on it while holding the index.
+        if scanned.is_ok() && !reader.shared() {
+            index.reader = Some(reader);
+        }
         let (entries, upto) = scanned?;
         index.entries.extend(entries);
         index.upto = index.upto.max(upto);

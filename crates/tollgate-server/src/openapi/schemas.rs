@@ -86,8 +86,8 @@ pub struct Meter {
     key: String,
     quota: u64,
     period: Period,
-    #[schema(default = "block")]
-    overage: Option<Overage>,
+    #[schema(required = false, default = "block")]
+    overage: Overage,
 }
 
 /// What `POST /v1/plans` and `PUT /v1/plans/{key}` take. Absent limits are unlimited;

@@ -300,3 +300,26 @@ async fn openapi_document_describes_the_api() {
     assert!(ids.len() > 60, "{} operations", ids.len());
     app.stop().await;
 }
+
+/// A body documented as optional may be left out, empty, or `null`; a body that is
+/// required is still required when it is `null`.
+#[tokio::test]
+async fn an_optional_body_may_be_absent_empty_or_null() {
+    let app = spawn_app().await;
+    app.seed_catalog().await;
+    let lic = app.issue("basic", "optional-body").await;
+    let id = lic["id"].as_str().unwrap();
+    let send = |path: String, body: Option<&'static str>| {
+        let mut req = app.client.post(format!("{}{path}", app.base)).bearer_auth(ADMIN);
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        async move { req.send().await.unwrap().status() }
+    };
+    assert_eq!(send(format!("/v1/licenses/{id}/suspend"), None).await, 200);
+    assert_eq!(send(format!("/v1/licenses/{id}/reinstate"), Some("null")).await, 200);
+    assert_eq!(send(format!("/v1/licenses/{id}/suspend"), Some(" ")).await, 200);
+    assert_eq!(app.get(&format!("/v1/licenses/{id}")).await.body["status"], "suspended");
+    assert_eq!(send("/v1/licenses".to_string(), Some("null")).await, 422, "a required body");
+    app.stop().await;
+}

@@ -116,3 +116,18 @@ fn a_renewed_certificate_is_served_after_sighup_and_a_broken_one_is_not() {
     assert!(!trusts(&ca1));
     server.stop();
 }
+
+/// `systemctl reload` sends SIGHUP whatever the server serves: without HTTPS it is
+/// logged, and the server goes on (SIGHUP's default action would end it).
+#[test]
+fn a_hangup_does_not_stop_a_server_without_tls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = crate::support::start(&tmp.path().join("data"));
+    let ok = std::process::Command::new("kill").args(["-HUP", &server.child.id().to_string()]).status().unwrap();
+    assert!(ok.success());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(server.child.try_wait().unwrap().is_none(), "the server stopped on SIGHUP");
+    let (ok, out) = run_remote(&["keys", "list"], &server.base);
+    assert!(ok, "{out}");
+    server.stop();
+}
