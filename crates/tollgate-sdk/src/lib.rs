@@ -142,7 +142,12 @@ impl Client {
     }
 
     pub fn with_config(base_url: &str, token: &str, config: ClientConfig) -> Result<Self, Error> {
-        let mut builder = reqwest::Client::builder().timeout(config.request_timeout);
+        // The server closes a keep-alive connection idle for 20 s (its header read
+        // timeout): drop them here first, so that no request goes out on one the
+        // server is closing.
+        let mut builder = reqwest::Client::builder()
+            .timeout(config.request_timeout)
+            .pool_idle_timeout(std::time::Duration::from_secs(15));
         if !config.ca_certificates_pem.is_empty() {
             let certs = reqwest::Certificate::from_pem_bundle(&config.ca_certificates_pem)
                 .ok()
