@@ -44,6 +44,9 @@ pub struct ServeArgs {
     /// Keep the answer to an Idempotency-Key this many seconds; a retry after that is a new request; 0: for ever [default: 86400].
     #[arg(long, env = "TOLLGATE_IDEMPOTENCY_SECONDS")]
     pub idempotency_seconds: Option<u64>,
+    /// Threads that serve requests; the ledger's writer has its own. Fewer than the cores leaves the writer a core (more writes per second, fewer reads) [default: the number of cores].
+    #[arg(long, env = "TOLLGATE_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
 }
 
 /// The same settings as they may appear in the TOML file.
@@ -60,6 +63,7 @@ struct FileConfig {
     snapshot_keep: Option<usize>,
     checkpoint_seconds: Option<u64>,
     idempotency_seconds: Option<u64>,
+    workers: Option<u16>,
 }
 
 /// Resolved settings.
@@ -75,6 +79,8 @@ pub struct Settings {
     pub snapshot_keep: usize,
     pub checkpoint_seconds: u64,
     pub idempotency_seconds: u64,
+    /// Request-serving threads; `None`: one per core.
+    pub workers: Option<u16>,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -108,6 +114,10 @@ impl ServeArgs {
                 .idempotency_seconds
                 .or(file.idempotency_seconds)
                 .unwrap_or(tollgate_server::DEFAULT_IDEMPOTENCY_RETENTION.as_secs()),
+            workers: match self.workers.or(file.workers) {
+                Some(0) => anyhow::bail!("workers must be at least 1"),
+                w => w,
+            },
         })
     }
 }
@@ -168,6 +178,19 @@ mod tests {
         let f = file("tls_cert = \"/etc/tg/cert.pem\"\n");
         let e = ServeArgs { config: Some(f.path().into()), ..Default::default() }.resolve("./d").unwrap_err();
         assert!(e.to_string().contains("both tls_cert and tls_key"), "{e}");
+    }
+
+    #[test]
+    fn workers_come_from_the_file_or_a_flag_and_zero_is_refused() {
+        assert_eq!(ServeArgs::default().resolve("./d").unwrap().workers, None);
+        let f = file("workers = 3\n");
+        let from_file = ServeArgs { config: Some(f.path().into()), ..Default::default() }.resolve("./d").unwrap();
+        assert_eq!(from_file.workers, Some(3));
+        let flag = ServeArgs { config: Some(f.path().into()), workers: Some(1), ..Default::default() };
+        assert_eq!(flag.resolve("./d").unwrap().workers, Some(1));
+        let zero = file("workers = 0\n");
+        let e = ServeArgs { config: Some(zero.path().into()), ..Default::default() }.resolve("./d").unwrap_err();
+        assert!(e.to_string().contains("at least 1"), "{e}");
     }
 
     #[test]

@@ -224,7 +224,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn serve(args: Settings, demo: bool) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.workers {
+        rt.worker_threads(usize::from(n));
+    }
+    let rt = rt.enable_all().build()?;
     // SIGHUP's default action ends the process: it is caught from the very start,
     // before the ledger loads, with or without a certificate to reload, so that a
     // `systemctl reload` or a renewal hook never stops the server.

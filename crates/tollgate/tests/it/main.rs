@@ -6,6 +6,7 @@ mod crash;
 mod demo;
 mod durability;
 mod gates;
+mod serve;
 mod signing;
 mod support;
 mod tls;
