@@ -31,7 +31,7 @@ impl Modify for Conventions {
         use std::collections::HashMap;
 
         use utoipa::openapi::path::Operation;
-        use utoipa::openapi::{Content, Ref, RefOr, Response};
+        use utoipa::openapi::{Content, RefOr};
 
         fn operations(item: &mut utoipa::openapi::PathItem) -> impl Iterator<Item = &mut Operation> {
             [
@@ -47,7 +47,6 @@ impl Modify for Conventions {
             .into_iter()
             .filter_map(Option::as_mut)
         }
-        let problem = || Content::new(Some(Ref::from_schema_name("Problem")));
         let is_problem = |c: &Content| matches!(&c.schema, Some(RefOr::Ref(r)) if r.ref_location.ends_with("/Problem"));
         let mut seen: HashMap<String, usize> = HashMap::new();
         for item in openapi.paths.paths.values_mut() {
@@ -61,13 +60,11 @@ impl Modify for Conventions {
             // A write to something the path names may find it in a state that refuses it.
             if path.contains('{') {
                 for op in [&mut item.post, &mut item.put, &mut item.delete].into_iter().filter_map(Option::as_mut) {
-                    op.responses.responses.entry("409".to_string()).or_insert_with(|| {
-                        let mut r = Response::new(
-                            "its current state refuses this (`LICENSE_REVOKED`, a limit reached, ...; the code says which)",
-                        );
-                        r.content.insert(crate::problem::PROBLEM_JSON.to_string(), problem());
-                        RefOr::T(r)
-                    });
+                    add_problem(
+                        &mut op.responses,
+                        "409",
+                        "its current state refuses this (`LICENSE_REVOKED`, a limit reached, ...; the code says which)",
+                    );
                 }
             }
             for op in operations(item) {
@@ -88,13 +85,7 @@ impl Modify for Conventions {
                         r.content.insert(kind.to_string(), c);
                     }
                 }
-                let mut add = |status: &str, description: &str| {
-                    op.responses.responses.entry(status.to_string()).or_insert_with(|| {
-                        let mut r = Response::new(description);
-                        r.content.insert(crate::problem::PROBLEM_JSON.to_string(), problem());
-                        RefOr::T(r)
-                    });
-                };
+                let mut add = |status: &str, description: &str| add_problem(&mut op.responses, status, description);
                 if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
                     add("401", "`UNAUTHORIZED`: no bearer token, or not a valid one");
                     add("403", "`FORBIDDEN`: the token's role (or product) does not allow this");
@@ -121,6 +112,18 @@ impl Modify for Conventions {
             }
         }
     }
+}
+
+/// Documents `status` as a problem+json answer of an operation, unless it already says what
+/// that status means.
+fn add_problem(responses: &mut utoipa::openapi::Responses, status: &str, description: &str) {
+    use utoipa::openapi::{Content, Ref, RefOr, Response};
+    responses.responses.entry(status.to_string()).or_insert_with(|| {
+        let mut r = Response::new(description);
+        r.content
+            .insert(crate::problem::PROBLEM_JSON.to_string(), Content::new(Some(Ref::from_schema_name("Problem"))));
+        RefOr::T(r)
+    });
 }
 
 #[derive(OpenApi)]
