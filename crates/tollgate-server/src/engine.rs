@@ -1427,6 +1427,23 @@ mod tests {
         replay::verify(&SqliteStore::open(path).unwrap(), &mut |_| {}).unwrap().events
     }
 
+    /// An engine on a new SQLite ledger in `tmp` that holds one product already.
+    async fn started(tmp: &tempfile::TempDir) -> (std::path::PathBuf, Engine, thread::JoinHandle<()>) {
+        started_with(tmp, |store| store).await
+    }
+
+    /// [`started`], with the store wrapped by `wrap` (in hooks, say).
+    async fn started_with(
+        tmp: &tempfile::TempDir,
+        wrap: impl FnOnce(Box<dyn LedgerStore>) -> Box<dyn LedgerStore>,
+    ) -> (std::path::PathBuf, Engine, thread::JoinHandle<()>) {
+        let path = tmp.path().join("l.db");
+        let store = wrap(Box::new(SqliteStore::open(&path).unwrap()));
+        let (engine, writer) = Engine::start(store, EngineConfig::default()).unwrap();
+        submit(&engine, 0).await.unwrap();
+        (path, engine, writer)
+    }
+
     fn shared(url: &str) -> Box<dyn LedgerStore> {
         Box::new(tollgate_store::PostgresStore::open(url).expect("open PostgreSQL store"))
     }
@@ -1439,10 +1456,7 @@ mod tests {
     #[tokio::test]
     async fn a_decision_that_panics_commits_nothing_of_its_request() {
         let tmp = tempfile::tempdir().unwrap();
-        let path = tmp.path().join("l.db");
-        let (engine, writer) =
-            Engine::start(Box::new(SqliteStore::open(&path).unwrap()), EngineConfig::default()).unwrap();
-        submit(&engine, 0).await.unwrap();
+        let (path, engine, writer) = started(&tmp).await;
         let meta = Meta { actor: "test".into(), reason: None, request_id: "r".into() };
         let panics: Render = Box::new(|_, _| panic!("renderer bug (injected)"));
         let r = engine.submit(product(1), meta, 201, None, panics).await;
@@ -1461,22 +1475,22 @@ mod tests {
     #[tokio::test]
     async fn requests_fail_as_stopped_once_the_committer_is_gone() {
         let tmp = tempfile::tempdir().unwrap();
-        let path = tmp.path().join("l.db");
         let explode = Arc::new(AtomicBool::new(false));
         let armed = explode.clone();
-        let store = Hooked {
-            inner: Box::new(SqliteStore::open(&path).unwrap()),
-            before_append: Arc::new(move || {
-                if armed.load(Ordering::SeqCst) {
-                    panic!("store bug (injected)");
-                }
-                Ok(())
-            }),
-            after_append: no_hook(),
-            before_read: no_hook(),
-        };
-        let (engine, writer) = Engine::start(Box::new(store), EngineConfig::default()).unwrap();
-        submit(&engine, 0).await.unwrap();
+        let (_, engine, writer) = started_with(&tmp, |inner| {
+            Box::new(Hooked {
+                inner,
+                before_append: Arc::new(move || {
+                    if armed.load(Ordering::SeqCst) {
+                        panic!("store bug (injected)");
+                    }
+                    Ok(())
+                }),
+                after_append: no_hook(),
+                before_read: no_hook(),
+            })
+        })
+        .await;
         explode.store(true, Ordering::SeqCst);
         let bounded = |e: Engine, n| async move {
             tokio::time::timeout(Duration::from_secs(10), async move { submit(&e, n).await })
@@ -1502,17 +1516,17 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_commit_whose_answer_was_lost_stands() {
         let tmp = tempfile::tempdir().unwrap();
-        let path = tmp.path().join("l.db");
         let lose = Arc::new(AtomicBool::new(false));
         let losing = lose.clone();
-        let store = Hooked {
-            inner: Box::new(SqliteStore::open(&path).unwrap()),
-            before_append: no_hook(),
-            after_append: lose_once(losing),
-            before_read: no_hook(),
-        };
-        let (engine, writer) = Engine::start(Box::new(store), EngineConfig::default()).unwrap();
-        submit(&engine, 0).await.unwrap();
+        let (path, engine, writer) = started_with(&tmp, |inner| {
+            Box::new(Hooked {
+                inner,
+                before_append: no_hook(),
+                after_append: lose_once(losing),
+                before_read: no_hook(),
+            })
+        })
+        .await;
         lose.store(true, Ordering::SeqCst);
         let o = submit(&engine, 1).await.expect("the write is in the ledger, so it is answered as written");
         assert_eq!(o.seq, 2);
@@ -1534,21 +1548,21 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_write_that_cannot_be_checked_is_unconfirmed_and_its_retry_gets_its_answer() {
         let tmp = tempfile::tempdir().unwrap();
-        let path = tmp.path().join("l.db");
         let lose = Arc::new(AtomicBool::new(false));
         let blind = Arc::new(AtomicBool::new(false));
         let (losing, blinding) = (lose.clone(), blind.clone());
-        let store = Hooked {
-            inner: Box::new(SqliteStore::open(&path).unwrap()),
-            before_append: no_hook(),
-            after_append: lose_once(losing),
-            before_read: Arc::new(move || match blinding.load(Ordering::SeqCst) {
-                true => Err(StoreError::Invalid("connection refused (injected)".into())),
-                false => Ok(()),
-            }),
-        };
-        let (engine, writer) = Engine::start(Box::new(store), EngineConfig::default()).unwrap();
-        submit(&engine, 0).await.unwrap();
+        let (path, engine, writer) = started_with(&tmp, |inner| {
+            Box::new(Hooked {
+                inner,
+                before_append: no_hook(),
+                after_append: lose_once(losing),
+                before_read: Arc::new(move || match blinding.load(Ordering::SeqCst) {
+                    true => Err(StoreError::Invalid("connection refused (injected)".into())),
+                    false => Ok(()),
+                }),
+            })
+        })
+        .await;
         let key = || Some(Idempotency { scope: "s".into(), key: "k".into(), request_hash: [7; 32] });
         lose.store(true, Ordering::SeqCst);
         blind.store(true, Ordering::SeqCst);
@@ -1569,10 +1583,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_log_longer_than_the_state_is_folded_back_in() {
         let tmp = tempfile::tempdir().unwrap();
-        let path = tmp.path().join("l.db");
-        let (engine, writer) =
-            Engine::start(Box::new(SqliteStore::open(&path).unwrap()), EngineConfig::default()).unwrap();
-        submit(&engine, 0).await.unwrap();
+        let (path, engine, writer) = started(&tmp).await;
         let meta = Meta { actor: "test".into(), reason: None, request_id: "lost".into() };
         let lost = decide(&engine.state(), &product(99), &meta, now()).unwrap();
         let leaves: Vec<(Vec<u8>, merkle::Hash)> = lost
