@@ -64,19 +64,6 @@ pub fn unreachable(url: &str) -> String {
     format!("cannot reach {url}: is the server running there? (give its address with --url or TOLLGATE_URL)")
 }
 
-/// An error with its causes, as one line: reqwest's own message is only "error sending
-/// request", the reason (refused, a certificate not trusted) is in its sources.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 /// A server's refusal in a line: status, the problem's `code` and `detail` when it sent
 /// one (RFC 9457), its text otherwise.
 pub fn refusal(url: &str, status: reqwest::StatusCode, text: &str) -> String {
@@ -99,7 +86,7 @@ pub async fn call(
     if let Some(b) = body {
         req = req.json(&b);
     }
-    let res = req.send().await.map_err(|e| anyhow::anyhow!("{}: {}", unreachable(&url), chain(&e)))?;
+    let res = req.send().await.with_context(|| unreachable(&url))?;
     let status = res.status();
     let text = res.text().await?;
     if !status.is_success() {

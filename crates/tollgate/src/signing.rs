@@ -89,7 +89,7 @@ async fn load_jwks(source: &str) -> anyhow::Result<tollgate_sdk::Jwks> {
             .get(source)
             .send()
             .await
-            .map_err(|e| anyhow::anyhow!("cannot fetch {source}: {}", crate::remote::chain(&e)))?;
+            .with_context(|| format!("cannot fetch {source}"))?;
         anyhow::ensure!(res.status().is_success(), "{source}: {}", res.status());
         res.text().await?
     } else {

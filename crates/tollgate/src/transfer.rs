@@ -123,7 +123,7 @@ pub fn import(a: ImportArgs) -> anyhow::Result<bool> {
             .json(&serde_json::json!({ "dry_run": a.dry_run, "rows": rows }))
             .send()
             .await
-            .map_err(|e| anyhow::anyhow!("{}: {}", crate::remote::unreachable(&url), crate::remote::chain(&e)))?;
+            .with_context(|| crate::remote::unreachable(&url))?;
         let status = res.status().as_u16();
         anyhow::Ok((status, res.json().await.unwrap_or_default()))
     })?;
