@@ -150,6 +150,22 @@ pub(crate) fn decide_kinds(state: &State, command: &Command, now: Timestamp) -> 
                     format!("feature '{feature}' is granted by plan '{plan}'; remove it from the plan first"),
                 ));
             }
+            // Nor one a license's overrides grant (a rare write, so a walk over the
+            // licenses is affordable here).
+            let removed = |f: &crate::ids::FeatureKey| !spec.features.iter().any(|sf| &sf.key == f);
+            if let Some((license, feature)) =
+                state.licenses_after(None).filter(|l| l.product == spec.key).find_map(|l| {
+                    let o = state.models(l.id.as_str())?.overrides.as_ref()?;
+                    o.features_add.iter().find(|f| removed(f)).map(|f| (l.id.clone(), f.clone()))
+                })
+            {
+                return Err(Refusal::conflict(
+                    "FEATURE_IN_USE",
+                    format!(
+                        "feature '{feature}' is granted by the overrides of license '{license}'; change them first"
+                    ),
+                ));
+            }
             Ok(vec![EventKind::ProductUpdated(Product {
                 name: spec.name.clone(),
                 features: spec.features.clone(),
@@ -293,11 +309,19 @@ pub(crate) fn decide_kinds(state: &State, command: &Command, now: Timestamp) -> 
             if jti.is_empty() || jti.len() > 128 {
                 return Err(Refusal::invalid("jti must be 1 to 128 bytes"));
             }
-            Ok(vec![EventKind::LicenseTokenRevoked {
+            let mut events = vec![EventKind::LicenseTokenRevoked {
                 fingerprint: fingerprint.clone(),
                 jti: jti.clone(),
                 license: id.clone(),
-            }])
+            }];
+            // A machine giving its license back frees its place, as deactivating it
+            // online does (and its other tokens go with it, through the feed).
+            if let Some(fp) = fingerprint.as_deref().and_then(|f| crate::machine::Fingerprint::parse(f).ok())
+                && state.models(id.as_str()).is_some_and(|m| m.machines.contains_key(&fp))
+            {
+                events.push(EventKind::MachineDeactivated { license: id.clone(), fingerprint: fp });
+            }
+            Ok(events)
         }
         Command::ChangePlan { license: id, plan: new } => {
             let l = license(state, id)?;

@@ -18,6 +18,11 @@ const MAX_METERS: usize = 100;
 /// Quotas and quantities stay far from `u64::MAX`, so sums never overflow.
 pub const MAX_AMOUNT: u64 = 1_000_000_000_000_000;
 const MAX_PERCENT: u32 = 10_000;
+/// The most one period of a meter may hold, overage included. The ledger's canonical
+/// JSON (RFC 8785) writes numbers as doubles, exact only up to 2^53: a larger total
+/// would come back from a snapshot rounded, and the state folded from it would differ
+/// from the one folded from the ledger.
+pub const MAX_USED: u64 = 1 << 53;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -17,7 +17,7 @@ use crate::ids::{LicenseId, MeterKey};
 use crate::lease::{Lease, LeaseId};
 use crate::license::{License, Standing};
 use crate::machine::{Fingerprint, Machine, MachineSpec};
-use crate::meter::{MAX_AMOUNT, MeterSpec, MeterUsage};
+use crate::meter::{MAX_AMOUNT, MAX_USED, MeterSpec, MeterUsage};
 use crate::overrides::{Effective, Overrides};
 use crate::refusal::Refusal;
 use crate::seat::{Seat, UserId};
@@ -319,6 +319,12 @@ pub fn decide(state: &State, command: &ModelCommand, now: Timestamp) -> Result<V
                     format!(
                         "meter '{meter}' has {used} of {ceiling} used this period; {quantity} more would exceed it"
                     ),
+                ));
+            }
+            if used.saturating_add(*quantity) > MAX_USED {
+                return Err(Refusal::conflict(
+                    "METER_FULL",
+                    format!("meter '{meter}' has {used} used this period, and a period holds at most {MAX_USED}"),
                 ));
             }
             Ok(vec![EventKind::UsageRecorded { license: id.clone(), meter: meter.clone(), quantity: *quantity }])

@@ -230,6 +230,19 @@ fn usage_periods_roll_over_on_utc_calendar_time() {
     // seats: 5 in total, overage allowed; never rolls over.
     assert_eq!(code(w.model(rec("seats", 50), d1)), "OK");
     assert_eq!(used(&w, "seats", t("2030-01-01T00:00:00Z")), 50);
+    // A period holds at most 2^53 (what canonical JSON writes exactly), overage or not,
+    // so a snapshot folds back to the same total.
+    for _ in 0..9 {
+        assert_eq!(code(w.model(rec("seats", 1_000_000_000_000_000), d1)), "OK");
+    }
+    let to_the_top = tollgate_core::meter::MAX_USED - 9_000_000_000_000_050;
+    assert_eq!(code(w.model(rec("seats", to_the_top + 1), d1)), "METER_FULL");
+    assert_eq!(code(w.model(rec("seats", to_the_top), d1)), "OK");
+    assert_eq!(used(&w, "seats", d1), 1 << 53);
+    assert_eq!(code(w.model(rec("seats", 1), d1)), "METER_FULL");
+    let restored = State::decode(&w.state.encode().unwrap()).unwrap();
+    assert_eq!(restored.digest().unwrap(), w.state.digest().unwrap());
+    assert_eq!(restored.models(id.as_str()).unwrap().usage, w.state.models(id.as_str()).unwrap().usage);
     assert_eq!(code(w.model(rec("nope", 1), d1)), "METER_NOT_FOUND");
     assert_eq!(code(w.model(rec("calls", 0), d1)), "INVALID_INPUT");
     // Usage needs a usable license; validation is unaffected by usage.
@@ -310,6 +323,20 @@ fn overrides_change_features_and_limits_of_one_license() {
     assert_eq!(code(w.model(set(bad), now)), "UNKNOWN_FEATURE");
     let bad: Overrides = serde_json::from_value(json!({"quotas":{"calls":5}})).unwrap();
     assert_eq!(code(w.model(set(bad), now)), "METER_NOT_FOUND");
+    // A feature the overrides grant stays in the product while they do, as one a plan
+    // grants does: removed, the license would go on being granted what no longer exists.
+    let add_c: Overrides = serde_json::from_value(json!({"features_add":["c"]})).unwrap();
+    assert_eq!(code(w.model(set(add_c), now)), "OK");
+    let without = |drop: &str| {
+        let features: Vec<_> =
+            ["a", "b", "c", "d"].into_iter().filter(|f| *f != drop).map(|f| json!({"key": f, "name": f})).collect();
+        Command::UpdateProduct(serde_json::from_value(json!({"key":"app","name":"App","features":features})).unwrap())
+    };
+    let refused = w.run(without("c"), now).unwrap_err();
+    assert_eq!(refused.code, "FEATURE_IN_USE");
+    assert!(refused.detail.contains(id.as_str()), "{}", refused.detail);
+    assert_eq!(w.run(without("d"), now), Ok(1), "a feature nothing grants can go");
+    assert_eq!(w.code(&key, feat("c"), now), "VALID");
 }
 
 #[test]

@@ -70,7 +70,7 @@ pub fn report<'a>(s: &'a tollgate_core::State, l: &License, now: Timestamp) -> V
         .collect()
 }
 
-#[utoipa::path(post, path = "/v1/licenses/{id}/usage", tag = "usage", request_body = UsageBody, responses((status = 201, description = "the meter in the current period", body = MeterReport), (status = 404, description = "METER_NOT_FOUND", body = crate::problem::Problem), (status = 409, description = "QUOTA_EXCEEDED (nothing recorded)", body = crate::problem::Problem)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/licenses/{id}/usage", tag = "usage", request_body = UsageBody, responses((status = 201, description = "the meter in the current period", body = MeterReport), (status = 404, description = "METER_NOT_FOUND", body = crate::problem::Problem), (status = 409, description = "QUOTA_EXCEEDED (nothing recorded); METER_FULL once a period holds 2^53, the most the ledger writes exactly", body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn record(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,
