@@ -35,6 +35,9 @@ pub const TYP_DEACTIVATION: &str = "tollgate-deactivation+jwt";
 pub const DEFAULT_LEEWAY_SECONDS: i64 = 60;
 /// Longest token we parse; a license token is well under 2 KiB.
 const MAX_TOKEN: usize = 64 * 1024;
+/// Longest revocation feed page we parse: a full page (a thousand entries with the
+/// longest fingerprints) is about half a MiB.
+pub const MAX_FEED: usize = 4 * 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
@@ -255,8 +258,9 @@ impl Parsed<'_> {
 /// Splits and decodes a compact JWS and refuses any `alg` but EdDSA and a `typ` other
 /// than `typ`, before any key is looked at.
 pub fn parse<'t>(token: &'t str, typ: &'static str) -> Result<Parsed<'t>, TokenError> {
-    if token.len() > MAX_TOKEN {
-        return Err(malformed("longer than 64 KiB"));
+    let max = if typ == TYP_REVOCATIONS { MAX_FEED } else { MAX_TOKEN };
+    if token.len() > max {
+        return Err(malformed(format!("longer than {} KiB", max / 1024)));
     }
     let (signing_input, sig) = token.rsplit_once('.').ok_or_else(|| malformed("expected three dot-separated parts"))?;
     let (h, p) = signing_input.split_once('.').ok_or_else(|| malformed("expected three dot-separated parts"))?;
@@ -389,6 +393,11 @@ pub fn seconds(t: Timestamp) -> i64 {
 pub struct Revocations {
     /// The ledger size the feed was current at: the next `since`.
     pub tree_size: u64,
+    /// The ledger's Merkle root at `tree_size` (base64), as the feed signed it: sent
+    /// with the next `since`, so that a server whose ledger no longer has that history
+    /// (restored to an earlier point) says so instead of answering from another one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
     pub licenses: BTreeSet<String>,
     pub jtis: BTreeSet<String>,
     /// License id → machine fingerprint → when it was deactivated (seconds): tokens
@@ -409,6 +418,9 @@ impl Revocations {
         for m in &list.machines {
             let at = self.machines.entry(m.license.clone()).or_default().entry(m.fingerprint.clone()).or_insert(m.at);
             *at = (*at).max(m.at);
+        }
+        if list.tree_size >= self.tree_size && list.root.is_some() {
+            self.root = list.root.clone();
         }
         self.tree_size = self.tree_size.max(list.tree_size);
     }
@@ -444,6 +456,10 @@ pub struct RevocationList {
     pub iat: i64,
     pub since: u64,
     pub tree_size: u64,
+    /// The ledger's Merkle root at `tree_size` (base64, RFC 6962), when the server
+    /// holds that size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
     /// Licenses revoked or suspended (as they stand now) that changed since `since`.
     pub licenses: Vec<String>,
     /// Licenses reinstated since `since` (suspension lifted).
@@ -454,6 +470,9 @@ pub struct RevocationList {
     /// Machines deactivated since `since`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub machines: Vec<MachineRevocation>,
+    /// The page is full: the feed goes on from `tree_size`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub more: bool,
 }
 
 impl RevocationList {

@@ -11,6 +11,9 @@ use tollgate_core::token::{Claims, Jwks, RevocationList, Revocations, TokenError
 use crate::offline::{VerifyOptions, verify_token_with};
 use crate::{Client, Code, Error, Source, Validation};
 
+/// Pages of the revocation feed one sync reads at most (a thousand entries each).
+const MAX_FEED_PAGES: usize = 10_000;
+
 /// How the client caches and falls back. `Default` gives sensible values.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -25,6 +28,10 @@ pub struct ClientConfig {
     pub leeway_seconds: i64,
     /// The least time between two JWKS fetches caused by an unknown `kid`.
     pub jwks_refetch_interval: Duration,
+    /// How long a fetched JWKS is trusted before it is fetched again, so that a key the
+    /// server retired stops verifying here too. While the server cannot be reached the
+    /// last set stays in use (the offline fallback needs it).
+    pub jwks_max_age: Duration,
     /// PEM certificates of CAs to trust for an `https://` server besides the system's:
     /// a private CA, or the server's own self-signed certificate. Empty: the system's only.
     pub ca_certificates_pem: Vec<u8>,
@@ -41,6 +48,7 @@ impl Default for ClientConfig {
             offline_tokens: false,
             leeway_seconds: crate::offline::DEFAULT_LEEWAY_SECONDS,
             jwks_refetch_interval: Duration::from_secs(30),
+            jwks_max_age: Duration::from_secs(600),
             ca_certificates_pem: Vec::new(),
             request_timeout: Duration::from_secs(10),
         }
@@ -104,21 +112,37 @@ impl Client {
         Ok(offline_answer(&claims, feature, unreachable.to_string()))
     }
 
-    /// The cached JWKS, fetched if absent or if it lacks `kid` (rate-limited).
+    /// The cached JWKS, fetched if absent, older than `jwks_max_age`, or lacking `kid`
+    /// (rate-limited). A set that is only old is still used when the fetch fails.
     pub async fn jwks(&self, kid: Option<&str>) -> Result<Jwks, Error> {
-        {
+        let stale = {
             let mem = self.mem();
-            if let Some(j) = &mem.jwks {
-                let known = kid.is_none_or(|k| j.get(k).is_some());
-                let recent = mem.jwks_fetched.is_some_and(|t| t.elapsed() < self.config.jwks_refetch_interval);
-                if known || recent {
-                    return Ok(j.clone());
+            match &mem.jwks {
+                Some(j) => {
+                    let known = kid.is_none_or(|k| j.get(k).is_some());
+                    let age = mem.jwks_fetched.map(|t| t.elapsed());
+                    let recent = age.is_some_and(|a| a < self.config.jwks_refetch_interval);
+                    let fresh = age.is_some_and(|a| a < self.config.jwks_max_age);
+                    if (known && fresh) || recent {
+                        return Ok(j.clone());
+                    }
+                    known.then(|| j.clone())
                 }
+                None => None,
             }
+        };
+        let fetched = async {
+            let res =
+                self.http.get(format!("{}/.well-known/jwks.json", self.base)).send().await.map_err(Error::Network)?;
+            let bytes = crate::read_ok(res).await?;
+            serde_json::from_slice::<Jwks>(&bytes).map_err(|e| Error::Protocol(format!("JWKS: {e}")))
         }
-        let res = self.http.get(format!("{}/.well-known/jwks.json", self.base)).send().await.map_err(Error::Network)?;
-        let bytes = crate::read_ok(res).await?;
-        let jwks: Jwks = serde_json::from_slice(&bytes).map_err(|e| Error::Protocol(format!("JWKS: {e}")))?;
+        .await;
+        let jwks = match (fetched, stale) {
+            (Ok(j), _) => j,
+            (Err(_), Some(old)) => return Ok(old),
+            (Err(e), _) => return Err(e),
+        };
         let mut mem = self.mem();
         mem.jwks = Some(jwks.clone());
         mem.jwks_fetched = Some(Instant::now());
@@ -132,45 +156,70 @@ impl Client {
         Ok(verify_token_with(token, &jwks, &self.options(), Some(&revocations))?)
     }
 
-    /// Fetches the signed revocation feed since the last one and applies it. Called on
-    /// every online validation; call it yourself to refresh without validating.
+    /// Fetches the signed revocation feed since the last one and applies it, page by
+    /// page. Called on every online validation; call it yourself to refresh without
+    /// validating.
+    ///
+    /// A server whose ledger was restored to an earlier point answers `FEED_DIVERGED`
+    /// (it checks the Merkle root this client was given for its `since`): the history
+    /// this client followed is gone, so it forgets what it learned and reads the feed
+    /// again from the start.
     pub async fn sync_revocations(&self) -> Result<Revocations, Error> {
         // One sync at a time: two from the same `since` applied out of order could undo
         // a reinstatement with the suspension before it.
         let _one = self.syncing.lock().await;
-        let since = self.mem().revocations.tree_size;
-        let res = self
-            .http
-            .get(format!("{}/v1/revocations?since={since}", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(Error::Network)?;
+        let mut started_over = false;
+        for _ in 0..MAX_FEED_PAGES {
+            let (since, root) = {
+                let mem = self.mem();
+                (mem.revocations.tree_size, mem.revocations.root.clone())
+            };
+            let list = match self.feed_page(since, root.as_deref()).await {
+                Err(Error::Refused { code, .. }) if code == "FEED_DIVERGED" && !started_over && since > 0 => {
+                    started_over = true;
+                    self.mem().revocations = Revocations::default();
+                    continue;
+                }
+                other => other?,
+            };
+            let mut mem = self.mem();
+            if list.since != mem.revocations.tree_size {
+                return Err(Error::Protocol(format!(
+                    "the revocation feed answered from sequence {}, not {}",
+                    list.since, mem.revocations.tree_size
+                )));
+            }
+            mem.revocations.apply(&list);
+            let revoked = &mem.revocations;
+            let drop: Vec<String> = mem
+                .tokens
+                .iter()
+                .filter(|(_, t)| {
+                    let Ok(p) = tollgate_core::token::parse(t, tollgate_core::token::TYP_JWT) else { return true };
+                    serde_json::from_slice::<Claims>(p.payload()).map(|c| revoked.refuses(&c).is_some()).unwrap_or(true)
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            mem.answers.retain(|(k, _), _| !drop.contains(k));
+            if !list.more || list.tree_size <= since {
+                return Ok(mem.revocations.clone());
+            }
+        }
+        Err(Error::Protocol(format!("the revocation feed did not end within {MAX_FEED_PAGES} pages")))
+    }
+
+    /// One verified page of the feed from `since`, whose root the last page gave.
+    async fn feed_page(&self, since: u64, root: Option<&str>) -> Result<RevocationList, Error> {
+        let mut query = vec![("since", since.to_string())];
+        query.extend(root.map(|r| ("root", r.to_string())));
+        let url = reqwest::Url::parse_with_params(&format!("{}/v1/revocations", self.base), &query)
+            .map_err(|e| Error::Config(format!("the server's URL: {e}")))?;
+        let res = self.http.get(url).bearer_auth(&self.token).send().await.map_err(Error::Network)?;
         let bytes = crate::read_ok(res).await?;
         let text = String::from_utf8(bytes.to_vec()).map_err(|_| Error::Protocol("feed is not text".into()))?;
         let kid = tollgate_core::token::parse(&text, tollgate_core::token::TYP_REVOCATIONS)?.header.kid;
         let jwks = self.jwks(kid.as_deref()).await?;
-        let list = RevocationList::verify(&text, &jwks)?;
-        let mut mem = self.mem();
-        if list.since != mem.revocations.tree_size {
-            return Err(Error::Protocol(format!(
-                "the revocation feed answered from sequence {}, not {}",
-                list.since, mem.revocations.tree_size
-            )));
-        }
-        mem.revocations.apply(&list);
-        let revoked = &mem.revocations;
-        let drop: Vec<String> = mem
-            .tokens
-            .iter()
-            .filter(|(_, t)| {
-                let Ok(p) = tollgate_core::token::parse(t, tollgate_core::token::TYP_JWT) else { return true };
-                serde_json::from_slice::<Claims>(p.payload()).map(|c| revoked.refuses(&c).is_some()).unwrap_or(true)
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        mem.answers.retain(|(k, _), _| !drop.contains(k));
-        Ok(mem.revocations.clone())
+        Ok(RevocationList::verify(&text, &jwks)?)
     }
 
     /// The revocations learned so far.

@@ -35,6 +35,17 @@ pub struct KeyVault {
     hwm: Mutex<HashMap<String, i64>>,
     /// Serializes key creation and rotation.
     change: tokio::sync::Mutex<()>,
+    /// Held for reading from choosing a key to mint with until the token's expiry is
+    /// noted, and for writing by a rotation from reading the retiring key's last expiry
+    /// until the rotation is committed: a token signed by the old key after that read
+    /// would outlive the key's place in the JWKS.
+    signing: tokio::sync::RwLock<()>,
+}
+
+/// What a rotation holds until it is committed (see [`KeyVault::prepare_rotation`]).
+pub struct Rotating<'a> {
+    _change: tokio::sync::MutexGuard<'a, ()>,
+    _signing: tokio::sync::RwLockWriteGuard<'a, ()>,
 }
 
 fn b64url(bytes: &[u8]) -> String {
@@ -55,6 +66,7 @@ impl KeyVault {
             signers: RwLock::new(HashMap::new()),
             hwm: Mutex::new(HashMap::new()),
             change: tokio::sync::Mutex::new(()),
+            signing: tokio::sync::RwLock::new(()),
         }
     }
 
@@ -180,8 +192,10 @@ impl KeyVault {
         &self,
         app: &Arc<AppState>,
         now: Timestamp,
-    ) -> Result<(tokio::sync::MutexGuard<'_, ()>, Command, String), ApiError> {
-        let guard = self.change.lock().await;
+    ) -> Result<(Rotating<'_>, Command, String), ApiError> {
+        let change = self.change.lock().await;
+        // No token is being minted from here until the rotation is committed.
+        let guard = Rotating { _change: change, _signing: self.signing.write().await };
         let old = app.engine.state().keys().current().map(|k| k.kid.clone());
         let mut store = app.reader.lock().unwrap_or_else(|p| p.into_inner());
         let keep_until = match &old {
@@ -217,6 +231,25 @@ impl KeyVault {
             .unwrap_or(0);
         self.hwm.lock().unwrap_or_else(|p| p.into_inner()).insert(kid.to_string(), v);
         Ok(v)
+    }
+
+    /// The current signer, for minting a token, and a guard that holds off rotations
+    /// until the token's expiry is noted with [`Self::note_expiry`] (keep it until then).
+    pub async fn signer_for_minting(
+        &self,
+        app: &Arc<AppState>,
+    ) -> Result<(Arc<TokenSigner>, tokio::sync::RwLockReadGuard<'_, ()>), ApiError> {
+        for _ in 0..3 {
+            let guard = self.signing.read().await;
+            if let Some(signer) = self.usable_current(app)? {
+                return Ok((signer, guard));
+            }
+            // No usable key yet: creating or replacing one rotates, which waits for
+            // every reader, this one included.
+            drop(guard);
+            self.current(app).await?;
+        }
+        Err(internal("the token signing key kept changing while a token was minted; try again"))
     }
 
     /// Records that `kid` is about to sign a token expiring at `exp` (seconds). Call it

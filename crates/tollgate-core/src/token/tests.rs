@@ -169,18 +169,27 @@ fn revocation_feed_folds() {
         iat: NOW,
         since: 0,
         tree_size: 9,
+        root: Some("cm9vdA==".into()),
         licenses: vec!["lic_a".into()],
         reinstated: vec![],
         jtis: vec!["j".into()],
         machines: vec![MachineRevocation { license: claims().sub, fingerprint: "m1".into(), at: NOW }],
+        more: false,
     };
     let t = s.sign_claims(TYP_REVOCATIONS, &list).unwrap();
     let back = RevocationList::verify(&t, &jwks(&s)).unwrap();
     let mut r = Revocations::default();
     r.apply(&back);
     assert!(r.licenses.contains("lic_a") && r.jtis.contains("j") && r.tree_size == 9);
+    assert_eq!(r.root.as_deref(), Some("cm9vdA=="));
     r.apply(&RevocationList { reinstated: vec!["lic_a".into()], licenses: vec![], tree_size: 10, ..back.clone() });
     assert!(!r.licenses.contains("lic_a"));
+    // A page without a root (from a node that has not folded that far) keeps the one
+    // known; a page that moves on brings its own.
+    r.apply(&RevocationList { tree_size: 10, root: None, ..back.clone() });
+    assert_eq!(r.root.as_deref(), Some("cm9vdA=="));
+    r.apply(&RevocationList { tree_size: 11, root: Some("bmV4dA==".into()), ..back.clone() });
+    assert_eq!((r.tree_size, r.root.as_deref()), (11, Some("bmV4dA==")));
 
     // A deactivated machine voids the tokens bound to it and issued until then; a token
     // issued after (the machine activated again), or bound to another machine, stands.
@@ -208,6 +217,36 @@ fn revocation_feed_folds() {
         RevocationList::verify(&s.sign_claims(TYP_JWT, &claims()).unwrap(), &jwks(&s)),
         Err(TokenError::WrongType { .. })
     ));
+}
+
+#[test]
+fn a_feed_page_may_be_larger_than_a_token() {
+    // A full page of machine deactivations with the longest fingerprints: far past the
+    // 64 KiB a token may have, and read whole.
+    let s = signer();
+    let machines = (0..1000)
+        .map(|n| MachineRevocation { license: format!("lic_{n:026}"), fingerprint: "f".repeat(256), at: NOW })
+        .collect();
+    let list = RevocationList {
+        iss: "t".into(),
+        iat: NOW,
+        since: 0,
+        tree_size: 1000,
+        root: None,
+        licenses: vec![],
+        reinstated: vec![],
+        jtis: vec![],
+        machines,
+        more: true,
+    };
+    let t = s.sign_claims(TYP_REVOCATIONS, &list).unwrap();
+    assert!(t.len() > 256 * 1024, "{}", t.len());
+    assert_eq!(RevocationList::verify(&t, &jwks(&s)).unwrap(), list);
+    // A token of that size is still refused, before any key is looked at.
+    let big = format!("{}.{}.sig", "a".repeat(10), "b".repeat(70 * 1024));
+    assert!(matches!(parse(&big, TYP_JWT), Err(TokenError::Malformed(m)) if m.contains("64 KiB")));
+    let huge = format!("{}.{}.sig", "a".repeat(10), "b".repeat(MAX_FEED));
+    assert!(matches!(parse(&huge, TYP_REVOCATIONS), Err(TokenError::Malformed(m)) if m.contains("4096 KiB")));
 }
 
 #[test]

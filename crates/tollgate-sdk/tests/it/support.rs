@@ -35,10 +35,30 @@ impl Server {
 
     async fn start_with(tls: Option<(tollgate_server::tls::TlsConfig, &str)>) -> Server {
         let tmp = tempfile::tempdir().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(tmp, listener, tls)
+    }
+
+    /// Stops the server, cuts its ledger back to its first `len` events as a
+    /// point-in-time restore does, and serves that at the same address (plain HTTP).
+    pub async fn restart_restored(&mut self, len: u64) {
+        self.stop().await;
+        let path = tollgate_server::db_path(self._tmp.path());
+        tollgate_store::SqliteStore::open(&path).unwrap().truncate_for_restore(len).unwrap();
+        let addr: std::net::SocketAddr = self.base.trim_start_matches("http://").parse().unwrap();
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let tmp = std::mem::replace(&mut self._tmp, tempfile::tempdir().unwrap());
+        *self = Self::serve(tmp, listener, None);
+    }
+
+    fn serve(
+        tmp: tempfile::TempDir,
+        listener: tokio::net::TcpListener,
+        tls: Option<(tollgate_server::tls::TlsConfig, &str)>,
+    ) -> Server {
         let mut cfg = tollgate_server::Config::new(tmp.path());
         cfg.bootstrap_token = Some(ADMIN.into());
         let opened = tollgate_server::open(&cfg).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let stopped = async {

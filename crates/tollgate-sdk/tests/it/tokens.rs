@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use tollgate_sdk::activation::{ActivationError, activation_request, deactivation_proof, verify_license_file};
-use tollgate_sdk::{Client, ClientConfig, Code, Error, Source, TokenError, VerifyOptions, verify_token_with};
+use tollgate_sdk::{Client, ClientConfig, Code, Error, Jwks, Source, TokenError, VerifyOptions, verify_token_with};
 
 use crate::support::{ADMIN, Server};
 
@@ -201,10 +201,118 @@ async fn air_gapped_activation_round_trip() {
     assert_eq!(done["jti"], claims.jti);
     let revoked = client.sync_revocations().await.unwrap();
     assert!(revoked.jtis.contains(&claims.jti));
+    // The machine gave its place back, as deactivating it online does: it is no longer
+    // activated, and the feed lists it (its other tokens go too).
+    let machines = server.send(reqwest::Method::GET, &format!("/v1/licenses/{id}/machines"), ADMIN, json!(null)).await;
+    assert!(!machines.to_string().contains("fp-air"), "{machines}");
+    assert!(revoked.machines.get(&id).is_some_and(|m| m.contains_key("fp-air")), "{revoked:?}");
     let o = VerifyOptions { fingerprint: Some("fp-air".into()), ..VerifyOptions::default() };
     assert!(matches!(
         verify_token_with(&file.token, &jwks, &o, Some(&revoked)),
         Err(TokenError::Revoked { what: "token", .. })
     ));
     server.stop().await;
+}
+
+#[tokio::test]
+async fn a_jwks_older_than_its_max_age_is_fetched_again_and_kept_while_the_server_is_down() {
+    let mut server = Server::start().await;
+    let (_, _, product_token) = seed(&server).await;
+    let config = |max_age| ClientConfig { jwks_refetch_interval: Duration::ZERO, jwks_max_age: max_age, ..no_cache() };
+    let kept = Client::with_config(&server.base, &product_token, config(Duration::from_secs(3600))).unwrap();
+    let aged = Client::with_config(&server.base, &product_token, config(Duration::ZERO)).unwrap();
+    let kids = |j: Jwks| j.kids().map(String::from).collect::<Vec<_>>();
+    let before = kids(kept.jwks(None).await.unwrap());
+    assert_eq!(kids(aged.jwks(None).await.unwrap()), before);
+    let r = server.post("/v1/keys/rotate", json!({})).await;
+    let new_kid = r["current"].as_str().unwrap().to_string();
+    // Within its age the set is used as it was; past it, it is fetched again, so the
+    // server's changes (a retired key dropped) reach the client without an unknown kid.
+    assert_eq!(kids(kept.jwks(None).await.unwrap()), before);
+    let after = kids(aged.jwks(None).await.unwrap());
+    // The old key never signed a token, so it left the JWKS at once.
+    assert!(!before.contains(&new_kid) && after == vec![new_kid], "{before:?} {after:?}");
+    // With the server gone, the old set still serves (the offline fallback needs it).
+    server.stop().await;
+    assert_eq!(kids(aged.jwks(None).await.unwrap()), after);
+    // An unknown kid cannot be served from it.
+    assert!(matches!(aged.jwks(Some("nope")).await, Err(Error::Network(_))));
+}
+
+/// The feed as the admin sees it from `since` (verified), or the problem's code.
+async fn feed(
+    server: &Server,
+    client: &Client,
+    since: u64,
+    root: Option<&str>,
+) -> Result<tollgate_core::token::RevocationList, String> {
+    let mut query = vec![("since", since.to_string())];
+    query.extend(root.map(|r| ("root", r.to_string())));
+    let url = reqwest::Url::parse_with_params(&format!("{}/v1/revocations", server.base), &query).unwrap();
+    let r = reqwest::Client::new().get(url).bearer_auth(crate::support::ADMIN).send().await.unwrap();
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    if !status.is_success() {
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        return Err(v["code"].as_str().unwrap().to_string());
+    }
+    Ok(tollgate_core::token::RevocationList::verify(&text, &client.jwks(None).await.unwrap()).unwrap())
+}
+
+#[tokio::test]
+async fn a_long_feed_comes_in_pages_and_the_client_reads_them_all() {
+    let server = Server::start().await;
+    let (_, id, product_token) = seed(&server).await;
+    let other = server.post("/v1/licenses", json!({"product":"app","plan":"p","licensee":"o"})).await;
+    let other = other["id"].as_str().unwrap().to_string();
+    // 1,002 revocation events (a page holds 1,000), then a revocation on the next page.
+    for _ in 0..501 {
+        server.post(&format!("/v1/licenses/{id}/suspend"), json!({})).await;
+        server.post(&format!("/v1/licenses/{id}/reinstate"), json!({})).await;
+    }
+    server.post(&format!("/v1/licenses/{other}/revoke"), json!({})).await;
+    let client = Client::with_config(&server.base, &product_token, no_cache()).unwrap();
+
+    let first = feed(&server, &client, 0, None).await.unwrap();
+    assert!(first.more, "a full page says so");
+    let second = feed(&server, &client, first.tree_size, first.root.as_deref()).await.unwrap();
+    assert!(!second.more);
+    assert_eq!(second.licenses, vec![other.clone()], "the revocation is on the second page");
+    assert!(first.tree_size < second.tree_size);
+
+    let seen = client.sync_revocations().await.unwrap();
+    assert_eq!(seen.tree_size, second.tree_size);
+    assert!(seen.licenses.contains(&other) && !seen.licenses.contains(&id), "{:?}", seen.licenses);
+}
+
+#[tokio::test]
+async fn a_client_starts_the_feed_over_after_the_ledger_was_restored_to_an_earlier_point() {
+    let mut server = Server::start().await;
+    let (key, id, product_token) = seed(&server).await;
+    let client = Client::with_config(&server.base, &product_token, no_cache()).unwrap();
+    let before = client.sync_revocations().await.unwrap();
+    assert!(before.root.is_some(), "the feed gives its root");
+    server.post(&format!("/v1/licenses/{id}/revoke"), json!({})).await;
+    let revoked = client.sync_revocations().await.unwrap();
+    assert!(revoked.licenses.contains(&id));
+
+    // The server's ledger goes back to before the revocation, and moves on past where
+    // the client was with other events: the client's `since` exists in the new history
+    // but is not the one it followed.
+    server.restart_restored(before.tree_size).await;
+    for n in 0..3 {
+        server.post("/v1/licenses", json!({"product":"app","plan":"p","licensee": format!("n{n}")})).await;
+    }
+    let diverged = feed(&server, &client, revoked.tree_size, revoked.root.as_deref()).await;
+    assert_eq!(diverged.unwrap_err(), "FEED_DIVERGED");
+    assert_eq!(feed(&server, &client, 1_000_000, None).await.unwrap_err(), "FEED_DIVERGED");
+    // The history both share still passes, by its root.
+    assert!(
+        feed(&server, &client, before.tree_size, before.root.as_deref()).await.unwrap().tree_size > before.tree_size
+    );
+
+    let seen = client.sync_revocations().await.unwrap();
+    assert!(!seen.licenses.contains(&id), "the revocation is gone with the history it was in");
+    let v = client.validate(&key, None).await.unwrap();
+    assert!(v.valid, "{v:?}");
 }

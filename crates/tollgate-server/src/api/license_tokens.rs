@@ -57,7 +57,8 @@ pub async fn mint(app: &Arc<AppState>, license_id: &str, m: Mint) -> Result<Mint
     if m.ttl_seconds.is_some_and(|t| t < 1) {
         return Err(ApiError::unprocessable("INVALID_INPUT", "ttl_seconds must be positive"));
     }
-    let signer = app.keys.current(app).await?;
+    // Held until the expiry is noted: a rotation meanwhile would not see it.
+    let (signer, _no_rotation) = app.keys.signer_for_minting(app).await?;
     let s = app.engine.state();
     let now = crate::engine::now();
     let l = s

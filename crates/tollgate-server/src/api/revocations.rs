@@ -26,14 +26,22 @@ use crate::auth::{Permission, Principal};
 use crate::extract::ApiQuery;
 use crate::problem::ApiError;
 
+/// Revocation entries per feed page: a page of machine deactivations with the longest
+/// fingerprints stays well under the size a client accepts (`MAX_FEED`).
+const FEED_PAGE: usize = 1000;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Since {
     #[serde(default)]
     since: u64,
+    /// The root the previous page gave for `since` (its `root`), checked against this
+    /// ledger's.
+    #[serde(default)]
+    root: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/revocations", tag = "tokens", params(("since" = Option<u64>, Query, description = "ledger sequence of the previous call's tree_size (0: everything)")), responses((status = 200, description = "application/jwt: a JWS (typ tollgate-revocations+jwt) whose payload is {iss, iat, since, tree_size, licenses, reinstated, jtis, machines: [{license, fingerprint, at}]}", content_type = "application/jwt")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/revocations", tag = "tokens", params(("since" = Option<u64>, Query, description = "ledger sequence of the previous call's tree_size (0: everything)"), ("root" = Option<String>, Query, description = "the previous call's root (the ledger's root at since), checked against this ledger's")), responses((status = 200, description = "application/jwt: a JWS (typ tollgate-revocations+jwt) whose payload is {iss, iat, since, tree_size, root, licenses, reinstated, jtis, machines: [{license, fingerprint, at}], more}; with more: true the page is full and the next one starts at its tree_size", content_type = "application/jwt"), (status = 409, description = "FEED_DIVERGED: since is beyond the ledger's end, or root is not the ledger's root at since (restored to an earlier point); read again from since=0", body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn feed(
     State(app): State<Arc<AppState>>,
     principal: Principal,
@@ -41,17 +49,50 @@ pub async fn feed(
 ) -> Result<Response, ApiError> {
     principal.require(Permission::Validate)?;
     let signer = app.keys.current(&app).await?;
-    // The state first, and the ledger read only as far as it goes: events another node
-    // appended that this one has not folded yet are left for the next page, instead of
-    // being classified by a state that does not know them and then passed over for good.
+    // The index first, then the state: every feed extends the index only as far as the
+    // state it read under the index's lock, and states only grow, so the index never
+    // holds entries past this state's end (classified by a state that does not know
+    // them, they would be passed over for good). Events another node appended that this
+    // one has not folded yet are left for a later feed the same way.
+    let mut index = app.revocations.lock().await;
     let s = app.engine.state();
     let end = s.seq();
+    // A client that followed a history this ledger no longer has (restored to an
+    // earlier point since its last feed) must start over: answered from its `since`, it
+    // would pass over whatever the new history holds there.
+    let diverged = |why: String| {
+        ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "FEED_DIVERGED",
+            format!(
+                "{why}: the ledger was restored to an earlier point since the client's last feed; \
+                 read the feed again from since=0"
+            ),
+        )
+    };
+    if q.since > end {
+        // Ahead of this node: another node's feed (nothing to add here yet: come back
+        // later), or a ledger cut back to before `since`.
+        let len = {
+            let reader = app.reader.lock().unwrap_or_else(|p| p.into_inner()).reader()?;
+            tokio::task::spawn_blocking(move || reader.len())
+                .await
+                .map_err(|e| ApiError::internal(format!("reading the ledger's length stopped: {e}")))??
+        };
+        if q.since > len {
+            return Err(diverged(format!("since={} is beyond the ledger's end ({len})", q.since)));
+        }
+    } else if let Some(root) = &q.root
+        // A `+` sent unencoded arrives as a space.
+        && root.replace(' ', "+") != root_at(&app, q.since)?
+    {
+        return Err(diverged(format!("the ledger's root at size {} is not the given one", q.since)));
+    }
     // The index holds every revocation event up to the last feed's end; only what was
     // appended since is read from the ledger (the first feed after start reads it all),
     // on the index's own connection (opened once, kept between feeds) and on the blocking
     // pool, so it holds no lock other requests need and no async worker. Any `since` is
     // then answered from memory.
-    let mut index = app.revocations.lock().await;
     if index.upto < end {
         let reader = match index.reader.take() {
             Some(r) => r,
@@ -71,13 +112,20 @@ pub async fn feed(
         index.entries.extend(entries);
         index.upto = index.upto.max(upto);
     }
-    let tree_size = q.since.max(index.upto);
     let mut touched = BTreeSet::new();
     let mut reinstated = BTreeSet::new();
     let mut jtis = Vec::new();
     let mut machines = Vec::new();
     let first = index.entries.partition_point(|(at, _)| *at < q.since);
-    for (_, entry) in &index.entries[first..] {
+    let page = &index.entries[first..(first + FEED_PAGE).min(index.entries.len())];
+    // A full page ends where the next entry begins (each event gives at most one entry),
+    // and the client asks again from there.
+    let more = first + page.len() < index.entries.len();
+    let tree_size = match index.entries.get(first + page.len()) {
+        Some((at, _)) if more => *at,
+        _ => q.since.max(index.upto),
+    };
+    for (_, entry) in page {
         match entry {
             Entry::Touched(license) => {
                 touched.insert(license.clone());
@@ -110,16 +158,28 @@ pub async fn feed(
         iat: seconds(crate::engine::now()),
         since: q.since,
         tree_size,
+        // This node holds the ledger up to its state's end; a `since` beyond it (another
+        // node's) gets none, and the client keeps the root it has.
+        root: if tree_size <= end { Some(root_at(&app, tree_size)?) } else { None },
         licenses,
         reinstated: back,
         jtis,
         machines,
+        more,
     };
     let jws = signer.sign_claims(TYP_REVOCATIONS, &list).map_err(|e| ApiError::internal(e.to_string()))?;
     let mut res = jws.into_response();
     res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/jwt"));
     res.headers_mut().insert(super::SEQ_HEADER, HeaderValue::from(tree_size));
     Ok(res)
+}
+
+/// The ledger's Merkle root at `size` (base64), from the log this node verified.
+fn root_at(app: &AppState, size: u64) -> Result<String, ApiError> {
+    use base64::Engine as _;
+    let log = app.engine.log().read().unwrap_or_else(|p| p.into_inner());
+    let root = log.root_at(size).map_err(|e| ApiError::internal(format!("the root at size {size}: {e}")))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(root))
 }
 
 /// The revocation events of the ledger's first `upto` events, each with its index, in
