@@ -60,6 +60,30 @@ impl Models {
         self.machines.contains_key(fingerprint) || self.live_leases(now).any(|l| l.fingerprint.as_str() == fingerprint)
     }
 
+    /// Whether activated machine `fingerprint` is among the oldest `max` (ties by
+    /// fingerprint). A limit lowered below the machines already activated (a change of
+    /// plan, an override) leaves the newest over it: they stop validating, and the
+    /// others go on, until machines are deactivated. A fingerprint that is not an
+    /// activated machine (a lease holder: leases keep their own limit) is within.
+    pub fn machine_within(&self, fingerprint: &str, max: Option<u32>) -> bool {
+        let (Some(max), Some(m)) = (max, self.machines.get(fingerprint)) else { return true };
+        self.machines.len() <= max as usize
+            || self
+                .machines
+                .values()
+                .filter(|o| (o.activated_at, &o.fingerprint) < (m.activated_at, &m.fingerprint))
+                .count()
+                < max as usize
+    }
+
+    /// Whether `user`'s seat is among the oldest `max` (as [`Self::machine_within`]).
+    pub fn seat_within(&self, user: &str, max: Option<u32>) -> bool {
+        let (Some(max), Some(seat)) = (max, self.seats.get(user)) else { return true };
+        self.seats.len() <= max as usize
+            || self.seats.values().filter(|o| (o.assigned_at, &o.user) < (seat.assigned_at, &seat.user)).count()
+                < max as usize
+    }
+
     /// The amount of a meter used in the period that contains `now`.
     pub fn used(&self, meter: &MeterSpec, now: Timestamp) -> u64 {
         self.usage.get(&meter.key).map_or(0, |u| u.used_at(meter.period, now))

@@ -26,6 +26,12 @@ pub enum Code {
     FingerprintNotActivated,
     /// A user was given that holds no seat.
     UserNotAssigned,
+    /// The machine is activated, but the license's machine limit was lowered below
+    /// the machines activated and this one is among the newest beyond it.
+    TooManyMachines,
+    /// The user holds a seat, but the license's seat limit was lowered below the seats
+    /// assigned and this one is among the newest beyond it.
+    TooManyUsers,
 }
 
 impl Code {
@@ -41,6 +47,8 @@ impl Code {
             Code::FeatureNotEntitled => "FEATURE_NOT_ENTITLED",
             Code::FingerprintNotActivated => "FINGERPRINT_NOT_ACTIVATED",
             Code::UserNotAssigned => "USER_NOT_ASSIGNED",
+            Code::TooManyMachines => "TOO_MANY_MACHINES",
+            Code::TooManyUsers => "TOO_MANY_USERS",
         }
     }
 
@@ -115,6 +123,11 @@ pub fn validate<'s>(state: &'s State, key_text: &str, scope: Scope<'_>, now: Tim
                 Code::FingerprintNotActivated
             } else if scope.user.is_some_and(|u| !models.is_some_and(|m| m.seats.contains_key(u))) {
                 Code::UserNotAssigned
+            } else if scope.fingerprint.zip(models).is_some_and(|(f, m)| !m.machine_within(f, effective.max_machines()))
+            {
+                Code::TooManyMachines
+            } else if scope.user.zip(models).is_some_and(|(u, m)| !m.seat_within(u, effective.max_users())) {
+                Code::TooManyUsers
             } else if matches!(standing, Standing::Grace { .. }) {
                 Code::GracePeriod
             } else {

@@ -87,7 +87,7 @@ impl Client {
             {
                 self.mem().tokens.insert(key.to_string(), t.clone());
             }
-        } else if !matches!(v.code, Code::FeatureNotEntitled | Code::UserNotAssigned) {
+        } else if !matches!(v.code, Code::FeatureNotEntitled | Code::UserNotAssigned | Code::TooManyUsers) {
             // (Not this feature, or not this user: the license itself still stands.)
             self.mem().tokens.remove(key);
         }

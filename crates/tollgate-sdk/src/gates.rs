@@ -299,12 +299,16 @@ pub fn facts_from_validation(v: &Validation) -> LicenseFacts {
         Code::MalformedKey => LicenseStanding::Malformed,
         // Entitled to something else, or not on this user: the license is there and
         // usable; its features say what it may use.
-        Code::FeatureNotEntitled | Code::UserNotAssigned if v.license.is_some() => LicenseStanding::Active,
+        Code::FeatureNotEntitled | Code::UserNotAssigned | Code::TooManyUsers if v.license.is_some() => {
+            LicenseStanding::Active
+        }
         // Not on this machine, or a code this SDK does not know: not usable here.
         Code::NotFound
         | Code::FeatureNotEntitled
         | Code::UserNotAssigned
+        | Code::TooManyUsers
         | Code::FingerprintNotActivated
+        | Code::TooManyMachines
         | Code::Unknown => LicenseStanding::NotFound,
     };
     let valid = matches!(standing, LicenseStanding::Active | LicenseStanding::Grace);

@@ -43,6 +43,10 @@ pub enum Code {
     FingerprintNotActivated,
     /// The user holds no seat on the license.
     UserNotAssigned,
+    /// This machine is activated, but beyond a machine limit lowered since.
+    TooManyMachines,
+    /// The user holds a seat, but beyond a seat limit lowered since.
+    TooManyUsers,
     /// A code this SDK version does not know yet; treat as invalid.
     #[serde(other)]
     Unknown,

@@ -383,3 +383,40 @@ fn models_survive_a_snapshot_with_the_same_digest() {
     assert!(restored.lease(LeaseId::from_random([7; 16]).as_str()).is_some(), "the lease index is rebuilt");
     assert!(restored.models(plain.as_str()).is_none(), "a plain license has no models record");
 }
+
+#[test]
+fn a_lowered_machine_or_seat_limit_keeps_the_oldest_and_refuses_the_newest() {
+    let now = t("2026-02-01T00:00:00Z");
+    let later = |s: i64| Timestamp::from_millis(now.millis() + s * 1000).unwrap();
+    let mut w = World::new();
+    let (id, key) = w.issue("node", "acme", None, now);
+    let assign = |u: &str| ModelCommand::AssignUser { license: id.clone(), user: UserId::parse(u).unwrap() };
+    // Activated in this order: m2 before m1, so age decides, not the fingerprint.
+    assert_eq!(code(w.model(activate(&id, "m2"), now)), "OK");
+    assert_eq!(code(w.model(activate(&id, "m1"), later(1))), "OK");
+    assert_eq!(code(w.model(assign("bob@x"), now)), "OK");
+    assert_eq!(code(w.model(assign("ann@x"), later(1))), "OK");
+    let machine = |f| Scope { fingerprint: Some(f), ..Scope::default() };
+    let user = |u| Scope { user: Some(u), ..Scope::default() };
+    assert_eq!(w.code(&key, machine("m1"), later(2)), "VALID");
+    assert_eq!(w.code(&key, user("ann@x"), later(2)), "VALID");
+
+    // The limits go down to one each (the plan allows two).
+    let one: Overrides = serde_json::from_value(json!({"max_machines":1,"max_users":1})).unwrap();
+    let set = |o: Overrides| ModelCommand::SetOverrides { license: id.clone(), overrides: o };
+    assert_eq!(code(w.model(set(one), later(2))), "OK");
+    assert_eq!(w.code(&key, machine("m2"), later(3)), "VALID", "the oldest machine stays");
+    assert_eq!(w.code(&key, machine("m1"), later(3)), "TOO_MANY_MACHINES");
+    assert_eq!(w.code(&key, user("bob@x"), later(3)), "VALID", "the oldest seat stays");
+    assert_eq!(w.code(&key, user("ann@x"), later(3)), "TOO_MANY_USERS");
+    assert_eq!(w.code(&key, Scope::default(), later(3)), "VALID", "the license itself stands");
+    assert_eq!(code(w.model(activate(&id, "m3"), later(3))), "MACHINE_LIMIT");
+
+    // Giving one back brings the other within the limit.
+    let off = ModelCommand::DeactivateMachine { license: id.clone(), fingerprint: fp("m2") };
+    assert_eq!(code(w.model(off, later(4))), "OK");
+    assert_eq!(w.code(&key, machine("m1"), later(5)), "VALID");
+    let off = ModelCommand::UnassignUser { license: id.clone(), user: UserId::parse("bob@x").unwrap() };
+    assert_eq!(code(w.model(off, later(4))), "OK");
+    assert_eq!(w.code(&key, user("ann@x"), later(5)), "VALID");
+}

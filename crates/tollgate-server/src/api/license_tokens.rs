@@ -103,6 +103,17 @@ pub async fn mint(app: &Arc<AppState>, license_id: &str, m: Mint) -> Result<Mint
                 ),
             ));
         }
+        // Nor to one beyond a machine limit lowered since it was activated.
+        if let Some(fp) = &m.fingerprint
+            && s.models(license_id).is_some_and(|models| !models.machine_within(fp, effective.max_machines()))
+        {
+            return Err(conflict(
+                "TOO_MANY_MACHINES",
+                format!(
+                    "license '{license_id}' has more machines activated than its limit allows, and '{fp}' is among the newest beyond it; deactivate machines first"
+                ),
+            ));
+        }
         let max = i64::from(days) * 86_400;
         now_s + m.ttl_seconds.map_or(max, |t| t.min(max))
     } else {

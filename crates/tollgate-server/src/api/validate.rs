@@ -42,7 +42,7 @@ pub struct ValidateBody {
 #[schema(as = Validation)]
 pub(crate) struct ValidateResponse<'a> {
     valid: bool,
-    #[schema(value_type = String, pattern = "^(VALID|GRACE_PERIOD|NOT_FOUND|SUSPENDED|REVOKED|EXPIRED|FEATURE_NOT_ENTITLED|FINGERPRINT_NOT_ACTIVATED|USER_NOT_ASSIGNED|MALFORMED_KEY)$")]
+    #[schema(value_type = String, pattern = "^(VALID|GRACE_PERIOD|NOT_FOUND|SUSPENDED|REVOKED|EXPIRED|FEATURE_NOT_ENTITLED|FINGERPRINT_NOT_ACTIVATED|USER_NOT_ASSIGNED|TOO_MANY_MACHINES|TOO_MANY_USERS|MALFORMED_KEY)$")]
     code: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     detail: Option<String>,
@@ -105,6 +105,16 @@ pub async fn validate(
         (None, tollgate_core::validate::Code::UserNotAssigned) => {
             Some("the user holds no seat on the license".to_string())
         }
+        (None, tollgate_core::validate::Code::TooManyMachines) => Some(
+            "the license has more machines activated than its limit now allows, and this one is among the newest \
+             beyond it: deactivate machines to bring it back"
+                .to_string(),
+        ),
+        (None, tollgate_core::validate::Code::TooManyUsers) => Some(
+            "the license has more seats assigned than its limit now allows, and this user's is among the newest \
+             beyond it: unassign users to bring it back"
+                .to_string(),
+        ),
         _ => None,
     };
     let mut offline_refused = None;

@@ -87,6 +87,36 @@ async fn machines_are_node_locked_up_to_the_limit() {
 }
 
 #[tokio::test]
+async fn machines_beyond_a_lowered_limit_stop_validating_newest_first() {
+    let app = seeded().await;
+    for (key, max) in [("two", 2), ("one", 1)] {
+        let plan = json!({"key":key,"product":"cad","name":key,"features":["a"],"max_machines":max,"offline_days":7});
+        assert_eq!(app.post("/v1/plans", plan).await.status, 201);
+    }
+    let (id, key) = ids(&app.issue("two", "acme").await);
+    let machines = format!("/v1/licenses/{id}/machines");
+    for fp in ["fp-old", "fp-new"] {
+        assert_eq!(app.post(&machines, json!({"fingerprint": fp})).await.status, 201);
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let r = app.post(&format!("/v1/licenses/{id}/change-plan"), json!({"plan":"one"})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let v = validate_with(&app, json!({"key": key, "fingerprint": "fp-old"})).await;
+    assert_eq!(v["code"], "VALID", "{v}");
+    let v = validate_with(&app, json!({"key": key, "fingerprint": "fp-new"})).await;
+    assert_eq!((v["valid"].as_bool(), v["code"].as_str()), (Some(false), Some("TOO_MANY_MACHINES")), "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("deactivate"), "{v}");
+    let tokens = format!("/v1/licenses/{id}/tokens");
+    let token = |fp: &str| app.post(&tokens, json!({"offline": true, "fingerprint": fp}));
+    assert_problem(&token("fp-new").await, 409, "TOO_MANY_MACHINES");
+    assert_eq!(token("fp-old").await.status, 200);
+    assert_eq!(delete(&app, &format!("{machines}/fp-old")).await.status, 200);
+    let v = validate_with(&app, json!({"key": key, "fingerprint": "fp-new"})).await;
+    assert_eq!(v["code"], "VALID", "{v}");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn user_seats_up_to_the_limit() {
     let app = seeded().await;
     let (id, key) = ids(&app.issue("node", "acme").await);
