@@ -5,7 +5,9 @@
 //!
 //! The license a gate may require is the application's own: [`GateClient::use_license`]
 //! validates it through the [`Client`] (online, cached, or from the last verified token
-//! when offline) and keeps its facts for every later evaluation.
+//! when offline) and keeps its facts for every later evaluation, validating it again
+//! at every refresh. A context may name another license (`licenseKey`), whose facts
+//! [`GateClient::use_context_license`] keeps the same way.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -45,10 +47,21 @@ struct Loaded {
     etag: Option<String>,
 }
 
+/// License keys whose facts are kept at most (the application's and those contexts
+/// named); past it, all but the application's are forgotten and validated again.
+const MAX_KNOWN_LICENSES: usize = 1024;
+
 struct Shared {
     client: Client,
     rules: ArcSwap<Loaded>,
+    /// The facts of a context that names no license: the application's own.
     license: ArcSwapOption<LicenseFacts>,
+    /// The key [`GateClient::use_license`] was given (its facts are `license`):
+    /// validated again at every refresh.
+    license_key: Mutex<Option<String>>,
+    /// Facts by license key, for contexts that name one (`licenseKey`): validated
+    /// again at every refresh. Copied on write; read on every evaluation.
+    by_key: ArcSwap<std::collections::HashMap<String, Arc<LicenseFacts>>>,
     /// Serializes refreshes, so a slow one cannot overwrite a newer ruleset.
     refreshing: tokio::sync::Mutex<()>,
     last_error: Mutex<Option<String>>,
@@ -146,6 +159,66 @@ fn kid_of(jws: &str) -> Option<String> {
 }
 
 impl Shared {
+    /// Validates license `key` through the client and keeps its facts (by key, and as
+    /// the application's when it is [`GateClient::use_license`]'s key). A token the
+    /// client refused (revoked, expired) leaves facts of a license that cannot be used;
+    /// a server that cannot be reached, with no token to fall back on, leaves the facts
+    /// as they were.
+    async fn learn(&self, key: &str) -> Result<LicenseFacts, Error> {
+        let (facts, result) = match self.client.validate(key, None).await {
+            Ok(v) => {
+                let f = facts_from_validation(&v);
+                (f.clone(), Ok(f))
+            }
+            Err(Error::Token(e)) => {
+                let standing = match &e {
+                    TokenError::Revoked { what: "license", .. } => LicenseStanding::Revoked,
+                    TokenError::Expired { .. } => LicenseStanding::Expired,
+                    _ => LicenseStanding::NotFound,
+                };
+                (LicenseFacts::unresolved(standing), Err(Error::Token(e)))
+            }
+            // A license seen for the first time with the server out of reach and no
+            // token to fall back on: not usable until a refresh validates it, rather
+            // than asked for again at every evaluation.
+            Err(e) if !self.by_key.load().contains_key(key) => {
+                (LicenseFacts::unresolved(LicenseStanding::NotFound), Err(e))
+            }
+            Err(e) => return Err(e),
+        };
+        let facts = Arc::new(facts);
+        if self.license_key.lock().unwrap_or_else(|p| p.into_inner()).as_deref() == Some(key) {
+            self.license.store(Some(facts.clone()));
+        }
+        self.by_key.rcu(|known| {
+            let mut next = if known.len() >= MAX_KNOWN_LICENSES && !known.contains_key(key) {
+                Default::default()
+            } else {
+                (**known).clone()
+            };
+            next.insert(key.to_string(), facts.clone());
+            next
+        });
+        result
+    }
+
+    /// Validates every kept license again (see [`Self::learn`]); the first error, if any.
+    async fn revalidate(&self) -> Result<(), Error> {
+        let mut keys: Vec<String> = self.by_key.load().keys().cloned().collect();
+        if let Some(k) = self.license_key.lock().unwrap_or_else(|p| p.into_inner()).clone()
+            && !keys.contains(&k)
+        {
+            keys.push(k);
+        }
+        let mut first = None;
+        for key in keys {
+            if let Err(e) = self.learn(&key).await {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
     /// Asks for the ruleset (with `If-None-Match`), verifies and installs a newer one.
     /// True when it changed.
     async fn refresh(&self) -> Result<bool, Error> {
@@ -194,6 +267,8 @@ impl GateClient {
             client: client.clone(),
             rules: ArcSwap::from_pointee(Loaded { rules: Ruleset::default(), seq: 0, etag: None }),
             license: ArcSwapOption::empty(),
+            license_key: Mutex::new(None),
+            by_key: ArcSwap::from_pointee(Default::default()),
             refreshing: tokio::sync::Mutex::new(()),
             last_error: Mutex::new(None),
         });
@@ -209,7 +284,12 @@ impl GateClient {
                 let Some(shared) = weak.upgrade() else { return };
                 // A failed refresh keeps the last verified ruleset: evaluation goes on
                 // offline, and the error is kept for `last_error`.
-                let outcome = shared.refresh().await.err().map(|e| e.to_string());
+                let mut outcome = shared.refresh().await.err().map(|e| e.to_string());
+                // The licenses' facts too: a license revoked, expired or downgraded
+                // since changes what its gates answer.
+                if let Err(e) = shared.revalidate().await {
+                    outcome.get_or_insert(e.to_string());
+                }
                 *shared.last_error.lock().unwrap_or_else(|p| p.into_inner()) = outcome;
             }
         });
@@ -231,37 +311,47 @@ impl GateClient {
         self.shared.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Sets (or clears) the license facts gates bound to a license check.
+    /// Sets (or clears) the license facts gates bound to a license check, for contexts
+    /// that name no license. Facts set here are not validated again.
     pub fn set_license(&self, facts: Option<LicenseFacts>) {
+        *self.shared.license_key.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.shared.license.store(facts.map(Arc::new));
     }
 
-    /// Validates the application's license through the client and keeps its facts.
+    /// Validates the application's license through the client and keeps its facts for
+    /// every later evaluation of a context that names no license; they are validated
+    /// again at every refresh, so a license revoked, expired or downgraded meanwhile
+    /// changes the answers.
     pub async fn use_license(&self, key: &str) -> Result<LicenseFacts, Error> {
-        let v = match self.shared.client.validate(key, None).await {
-            Ok(v) => v,
-            // The license's token was refused (revoked, expired): the facts kept from
-            // an earlier answer no longer hold.
-            Err(Error::Token(e)) => {
-                let standing = match &e {
-                    TokenError::Revoked { what: "license", .. } => LicenseStanding::Revoked,
-                    TokenError::Expired { .. } => LicenseStanding::Expired,
-                    _ => LicenseStanding::NotFound,
-                };
-                self.set_license(Some(LicenseFacts::unresolved(standing)));
-                return Err(Error::Token(e));
-            }
-            Err(e) => return Err(e),
-        };
-        let facts = facts_from_validation(&v);
-        self.set_license(Some(facts.clone()));
-        Ok(facts)
+        *self.shared.license_key.lock().unwrap_or_else(|p| p.into_inner()) = Some(key.to_string());
+        self.shared.learn(key).await
+    }
+
+    /// Validates a license a context names (`licenseKey`) and keeps its facts for the
+    /// evaluations of such contexts (the OpenFeature provider calls it for a key it has
+    /// not seen). A context naming a license not validated yet counts as naming none.
+    pub async fn use_context_license(&self, key: &str) -> Result<LicenseFacts, Error> {
+        self.shared.learn(key).await
+    }
+
+    /// Whether the facts of license `key` are kept (see [`Self::use_context_license`]).
+    pub fn knows_license(&self, key: &str) -> bool {
+        self.shared.by_key.load().contains_key(key)
+    }
+
+    /// The facts a context is evaluated with: those of the license it names, or the
+    /// application's.
+    fn facts(&self, ctx: &Context) -> Option<Arc<LicenseFacts>> {
+        match &ctx.license_key {
+            Some(k) => self.shared.by_key.load().get(k).cloned(),
+            None => self.shared.license.load_full(),
+        }
     }
 
     /// Evaluates a gate locally; `None` when the ruleset has no such gate.
     pub fn evaluate(&self, key: &str, ctx: &Context) -> Option<GateAnswer> {
         let rules = self.shared.rules.load();
-        let license = self.shared.license.load();
+        let license = self.facts(ctx);
         let e = evaluate(&rules.rules, key, ctx, license.as_deref(), now(), random_u32())?;
         Some(GateAnswer {
             enabled: e.enabled,
@@ -278,7 +368,7 @@ impl GateClient {
     /// Whether a gate is on for this context; an unknown gate is off.
     pub fn is_enabled(&self, key: &str, ctx: &Context) -> bool {
         let rules = self.shared.rules.load();
-        let license = self.shared.license.load();
+        let license = self.facts(ctx);
         evaluate(&rules.rules, key, ctx, license.as_deref(), now(), random_u32()).is_some_and(|e| e.enabled)
     }
 

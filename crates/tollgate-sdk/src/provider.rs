@@ -4,7 +4,8 @@
 //! The context maps as the server's OFREP endpoint maps it (so local and remote
 //! answers agree): the targeting key is Unleash's `userId`; `sessionId`,
 //! `remoteAddress`, `currentTime`, `environment`, `appName` and `licenseKey` are
-//! Unleash's fields; every other field is a property. A gate resolves as a boolean
+//! Unleash's fields; every other field is a property. A `licenseKey` is validated
+//! through the client the first time it is seen, and again at every refresh. A gate resolves as a boolean
 //! (on/off); its chosen variant's payload resolves as a string, integer, float or
 //! structure, and asking a type the payload is not is `TYPE_MISMATCH`, so the
 //! application's default applies.
@@ -89,8 +90,16 @@ fn mismatch(flag: &str, wanted: &str) -> EvaluationError {
 }
 
 impl TollgateProvider {
-    fn answer(&self, flag: &str, ec: &EvaluationContext) -> EvaluationResult<GateAnswer> {
+    async fn answer(&self, flag: &str, ec: &EvaluationContext) -> EvaluationResult<GateAnswer> {
         let ctx = unleash_context(ec)?;
+        // A license the context names is validated once (then again at every refresh),
+        // as the server's OFREP endpoint validates it, so both answer alike. If it
+        // cannot be validated now, the context counts as naming no license.
+        if let Some(key) = &ctx.license_key
+            && !self.gates.knows_license(key)
+        {
+            let _ = self.gates.use_context_license(key).await;
+        }
         self.gates.evaluate(flag, &ctx).ok_or_else(|| EvaluationError {
             code: EvaluationErrorCode::FlagNotFound,
             message: Some(format!("no gate with key '{flag}' in the ruleset")),
@@ -137,12 +146,12 @@ impl FeatureProvider for TollgateProvider {
         flag: &str,
         ec: &EvaluationContext,
     ) -> EvaluationResult<ResolutionDetails<bool>> {
-        let a = self.answer(flag, ec)?;
+        let a = self.answer(flag, ec).await?;
         Ok(Self::details(&a, a.enabled))
     }
 
     async fn resolve_int_value(&self, flag: &str, ec: &EvaluationContext) -> EvaluationResult<ResolutionDetails<i64>> {
-        let a = self.answer(flag, ec)?;
+        let a = self.answer(flag, ec).await?;
         let v = Self::payload(&a)
             .and_then(|(_, v)| v.trim().parse::<i64>().ok())
             .ok_or_else(|| mismatch(flag, "integer"))?;
@@ -154,7 +163,7 @@ impl FeatureProvider for TollgateProvider {
         flag: &str,
         ec: &EvaluationContext,
     ) -> EvaluationResult<ResolutionDetails<f64>> {
-        let a = self.answer(flag, ec)?;
+        let a = self.answer(flag, ec).await?;
         let v = Self::payload(&a)
             .and_then(|(_, v)| v.trim().parse::<f64>().ok())
             .ok_or_else(|| mismatch(flag, "number"))?;
@@ -166,7 +175,7 @@ impl FeatureProvider for TollgateProvider {
         flag: &str,
         ec: &EvaluationContext,
     ) -> EvaluationResult<ResolutionDetails<String>> {
-        let a = self.answer(flag, ec)?;
+        let a = self.answer(flag, ec).await?;
         let v = Self::payload(&a).map(|(_, v)| v.to_string()).ok_or_else(|| mismatch(flag, "string"))?;
         Ok(Self::details(&a, v))
     }
@@ -176,7 +185,7 @@ impl FeatureProvider for TollgateProvider {
         flag: &str,
         ec: &EvaluationContext,
     ) -> EvaluationResult<ResolutionDetails<StructValue>> {
-        let a = self.answer(flag, ec)?;
+        let a = self.answer(flag, ec).await?;
         let parsed = Self::payload(&a)
             .filter(|(kind, _)| *kind == "json")
             .and_then(|(_, v)| serde_json::from_str::<serde_json::Value>(v).ok())

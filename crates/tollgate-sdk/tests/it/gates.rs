@@ -163,3 +163,63 @@ async fn openfeature_provider_resolves_from_the_local_ruleset() {
     assert!(of.get_bool_value("missing", Some(&ctx), None).await.is_err());
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_license_revoked_after_use_license_turns_its_gates_off_at_the_next_refresh() {
+    let s = Server::start().await;
+    let (key, token) = seed(&s).await;
+    let config = tollgate_sdk::ClientConfig { cache_ttl: Duration::ZERO, ..Default::default() };
+    let client = Client::with_config(&s.base, &token, config).unwrap();
+    let gates = GateClient::connect(&client, GateConfig { refresh_interval: Duration::from_millis(50) }).await.unwrap();
+    gates.use_license(&key).await.unwrap();
+    assert!(gates.is_enabled("pro-ui", &user("u1")));
+    let id = s.send(reqwest::Method::GET, "/v1/licenses?licensee=l", ADMIN, Value::Null).await["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.post(&format!("/v1/licenses/{id}/revoke"), json!({})).await;
+    let started = Instant::now();
+    while gates.is_enabled("pro-ui", &user("u1")) {
+        assert!(started.elapsed() < Duration::from_secs(10), "the revocation never arrived: {:?}", gates.last_error());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let a = gates.evaluate("pro-ui", &user("u1")).unwrap();
+    assert_eq!((a.reason, a.license_code), (Reason::Unlicensed, Some("LICENSE_REVOKED")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_provider_evaluates_the_license_a_context_names_as_the_server_does() {
+    let s = Server::start().await;
+    let (key, token) = seed(&s).await;
+    let client = Client::new(&s.base, &token).unwrap();
+    // No use_license: the application's own license is not set.
+    let gates = Arc::new(GateClient::connect(&client, GateConfig::default()).await.unwrap());
+    let provider = TollgateProvider::new(gates.clone());
+    let http = reqwest::Client::new();
+    let remote = |ctx: Value| {
+        let (http, base, token) = (http.clone(), s.base.clone(), token.clone());
+        async move {
+            let v: Value = http
+                .post(format!("{base}/ofrep/v1/evaluate/flags/pro-ui"))
+                .bearer_auth(&token)
+                .json(&json!({ "context": ctx }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["value"].as_bool().unwrap()
+        }
+    };
+    let named = EvaluationContext::default().with_targeting_key("u1").with_custom_field("licenseKey", key.clone());
+    assert!(remote(json!({"targetingKey":"u1","licenseKey": key})).await);
+    assert!(provider.resolve_bool_value("pro-ui", &named).await.unwrap().value, "as OFREP answers");
+    assert!(gates.knows_license(&key));
+    let unknown = EvaluationContext::default().with_targeting_key("u1").with_custom_field("licenseKey", "NOPE-NOPE");
+    assert!(!remote(json!({"targetingKey":"u1","licenseKey":"NOPE-NOPE"})).await);
+    assert!(!provider.resolve_bool_value("pro-ui", &unknown).await.unwrap().value);
+    // A context naming no license has none (the application set none).
+    let none = EvaluationContext::default().with_targeting_key("u1");
+    assert!(!provider.resolve_bool_value("pro-ui", &none).await.unwrap().value);
+}
