@@ -930,7 +930,28 @@ impl Committer {
         let end = self.store.len()?;
         let mut state = self.state.load_full();
         let start = state.seq();
-        if end <= start {
+        // The store must still hold what this node folded, ending with the same event:
+        // a ledger that lost events (a failover to a replica that was behind, a restore
+        // under a running node) and was appended to past them would otherwise be folded
+        // from here onto a state that holds what it lost, and the nodes would part ways.
+        let gone = |what: String| {
+            EngineError::Internal(format!(
+                "{what}: events this node acknowledged are gone from the ledger (a failover to a replica that \
+                 was behind, or a restore under a running node); it refuses writes until it is restarted on the \
+                 ledger as it is now"
+            ))
+        };
+        if end < start {
+            return Err(gone(format!("the ledger holds {end} events but this node has folded {start}")));
+        }
+        if start > 0 {
+            let ours = self.log.read().unwrap_or_else(|p| p.into_inner()).leaf(start - 1);
+            let stored = self.store.read(start - 1, start)?;
+            if stored.first().map(|e| e.leaf_hash) != ours {
+                return Err(gone(format!("event {} in the ledger is not the one this node folded", start - 1)));
+            }
+        }
+        if end == start {
             return Ok(0);
         }
         let mut next = (*state).clone();
@@ -1602,6 +1623,51 @@ mod tests {
         assert!(engine.state().product("p99").is_some(), "the lost commit is in the state");
         submit(&engine, 2).await.unwrap();
         assert_eq!(stop_and_verify(engine, writer, &path), 4);
+    }
+
+    /// A ledger cut back under a running node (as a failover to a replica that was
+    /// behind leaves it) is not folded over: the node refuses writes, saying why. It
+    /// used to decide again on its own longer state, refuse as contended, and once
+    /// the ledger grew past it, fold the others' events onto a state that held what
+    /// was lost.
+    #[tokio::test]
+    async fn a_ledger_that_lost_acknowledged_events_is_not_folded_over() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (path, engine, writer) = started(&tmp).await;
+        for n in 1..4 {
+            submit(&engine, n).await.unwrap();
+        }
+        SqliteStore::open(&path).unwrap().truncate_for_restore(2).unwrap();
+        let r = submit(&engine, 7).await;
+        assert!(
+            matches!(&r, Err(EngineError::Internal(m)) if m.contains("holds 2 events but this node has folded 4")),
+            "{r:?}"
+        );
+        // Appended past where it was, with other events: still refused, by the event
+        // at its end.
+        {
+            let mut other = SqliteStore::open(&path).unwrap();
+            let mut state = replay::load(&other).unwrap().state;
+            let mut leaves = Vec::new();
+            let meta = Meta { actor: "other".into(), reason: None, request_id: "o".into() };
+            for n in 20..23 {
+                for e in tollgate_core::decide(&state, &product(n), &meta, now()).unwrap() {
+                    state.apply(&e).unwrap();
+                    let leaf = e.encode().unwrap();
+                    leaves.push((merkle::leaf_hash(&leaf), leaf));
+                }
+            }
+            let events: Vec<NewEvent<'_>> = leaves.iter().map(|(h, l)| NewEvent { leaf: l, leaf_hash: *h }).collect();
+            other.append(2, &events, &[]).unwrap();
+        }
+        let r = submit(&engine, 8).await;
+        assert!(
+            matches!(&r, Err(EngineError::Internal(m)) if m.contains("event 3 in the ledger is not the one this node folded")),
+            "{r:?}"
+        );
+        assert!(engine.state().product("p20").is_none(), "nothing of the other history was folded");
+        drop(engine);
+        writer.join().unwrap();
     }
 
     /// A repeated idempotency key on a write of no events (suspending a suspended

@@ -446,6 +446,8 @@ fn check_checkpoint_root(log: &MerkleLog, size: u64, root: &merkle::Hash) -> Res
 pub struct VerifyReport {
     pub events: u64,
     pub checkpoints: usize,
+    /// The largest tree size a verified checkpoint covers (0: none).
+    pub signed_size: u64,
     /// Snapshots whose digest is that of the state folded at their sequence.
     pub snapshots: usize,
     pub root: merkle::Hash,
@@ -528,6 +530,12 @@ fn check_outside(
     signed: Option<&str>,
     key: Option<&note::Verifier>,
 ) -> Result<Option<u64>, ReplayError> {
+    if key.is_some() && ours.is_none() {
+        return Err(ReplayError::Checkpoint {
+            size: 0,
+            detail: "the ledger holds no verifier key, so it cannot be shown to be signed by the key given".into(),
+        });
+    }
     if let (Some(given), Some(stored)) = (key, ours)
         && (given.key() != stored.key() || given.name() != stored.name())
     {
@@ -590,6 +598,22 @@ pub fn verify_against(
     let checkpoints = store.checkpoints()?;
     let snapshots: std::collections::BTreeMap<u64, merkle::Hash> = store.snapshot_seqs()?.into_iter().collect();
     let mismatch = |seq, detail: String| ReplayError::Snapshot { seq, detail };
+    // A snapshot at sequence 0 is the empty state; the fold below sees sequences from 1.
+    if let Some(stored) = snapshots.get(&0)
+        && *stored != State::default().digest().map_err(|e| ReplayError::Internal(e.to_string()))?
+    {
+        return Err(mismatch(0, "its digest is not the digest of the empty state".into()));
+    }
+    if key.is_some() && signed.is_none() && checkpoints.is_empty() {
+        // Nothing to check the key against: a ledger rewritten with its checkpoints
+        // deleted would otherwise pass as signed by it.
+        return Err(ReplayError::Checkpoint {
+            size: 0,
+            detail: "the ledger holds no checkpoint, so nothing in it is shown to be signed by the key given \
+                     (were its checkpoints deleted?); pass a checkpoint kept outside it with --checkpoint"
+                .into(),
+        });
+    }
     let (state, log) = fold_seeing(store, None, &mut |done, _| progress(done), &mut |seq, state| {
         let Some(stored) = snapshots.get(&seq) else { return Ok(()) };
         let folded = state.digest().map_err(|e| ReplayError::Internal(e.to_string()))?;
@@ -627,6 +651,7 @@ pub fn verify_against(
     let report = VerifyReport {
         events: log.len(),
         checkpoints: checkpoints.len(),
+        signed_size: checkpoints.iter().map(|c| c.size).chain(extends).max().unwrap_or(0),
         snapshots: snapshots.len(),
         root: log.root(),
         digest,

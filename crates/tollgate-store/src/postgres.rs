@@ -238,9 +238,19 @@ impl PostgresStore {
     }
 }
 
+/// The notification channel of the ledger in the current schema: its name, or its MD5
+/// when the name would pass the 63 bytes PostgreSQL allows a channel (`pg_notify`
+/// refuses a longer one, and `LISTEN` cuts it short).
 fn channel_of(client: &mut Client) -> Result<String, StoreError> {
-    let schema: Option<String> = client.query_one("SELECT current_schema()", &[]).map_err(pg)?.get(0);
-    Ok(format!("tollgate_ledger_{}", schema.unwrap_or_default()))
+    let row = client
+        .query_one(
+            "SELECT CASE WHEN octet_length('tollgate_ledger_' || s) <= 63 THEN 'tollgate_ledger_' || s
+                         ELSE 'tollgate_ledger_' || md5(s) END
+             FROM (SELECT COALESCE(current_schema(), '') AS s) AS t",
+            &[],
+        )
+        .map_err(pg)?;
+    Ok(row.get(0))
 }
 
 /// Double-quotes an identifier for LISTEN, which takes no parameters.

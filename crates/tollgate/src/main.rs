@@ -395,7 +395,15 @@ fn ledger_verify(
             println!("root: {}", b64.encode(r.root));
             println!("state digest: {}", hex_encode(&r.digest));
             if key.is_some() {
-                println!("signed by the key given");
+                let tail = r.events.saturating_sub(r.signed_size);
+                if tail == 0 {
+                    println!("signed by the key given, up to its last event");
+                } else {
+                    println!(
+                        "signed by the key given up to tree size {}; the last {tail} events came after the newest checkpoint",
+                        r.signed_size
+                    );
+                }
             }
             if let (Some((path, _)), Some(size)) = (&outside, extends) {
                 println!("extends the checkpoint in {} (tree size {size})", path.display());

@@ -230,8 +230,15 @@ pub fn export(data: &Path, out: Option<&Path>) -> anyhow::Result<()> {
     let mut progress = Progress::new("exporting");
     let mut n = 0u64;
     let mut io_err = None;
+    let mut bad = None;
     store
         .scan(0, &mut |e| {
+            // Only events that verify leave: an import recomputes every hash from the
+            // bytes, so a damaged event exported would pass there as sound.
+            if e.index != n || tollgate_core::merkle::leaf_hash(&e.leaf) != e.leaf_hash {
+                bad = Some(n);
+                return Err(tollgate_store::StoreError::Invalid("damaged event".into()));
+            }
             if let Err(err) = w.write_all(&e.leaf).and_then(|()| w.write_all(b"\n")) {
                 io_err = Some(err);
                 return Err(tollgate_store::StoreError::Invalid("write failed".into()));
@@ -242,7 +249,19 @@ pub fn export(data: &Path, out: Option<&Path>) -> anyhow::Result<()> {
             }
             Ok(())
         })
-        .map_err(|e| io_err.take().map(anyhow::Error::from).unwrap_or_else(|| e.into()))?;
+        .map_err(|e| match (bad, io_err.take()) {
+            (Some(seq), _) => anyhow::anyhow!(
+                "event {seq} is damaged (missing, or its bytes do not hash to its leaf hash); nothing was exported \
+                 past it. Run `tollgate ledger verify` and restore from a backup"
+            ),
+            (None, Some(io)) => io.into(),
+            (None, None) => e.into(),
+        })?;
+    if n < total {
+        anyhow::bail!(
+            "the ledger holds {total} events but only {n} could be read in order; nothing was exported past {n}"
+        );
+    }
     w.flush()?;
     progress.finish();
     eprintln!("exported {n} events");

@@ -85,6 +85,21 @@ fn event(b: &[u8]) -> tollgate_store::NewEvent<'_> {
     tollgate_store::NewEvent { leaf: b, leaf_hash: [b[0]; 32] }
 }
 
+/// A schema whose name is too long for a notification channel of its own: appends go
+/// through and still wake the other nodes. `pg_notify` used to refuse the channel,
+/// inside the append's transaction, so every write with events failed.
+#[test]
+fn a_long_schema_name_still_wakes_the_other_nodes() {
+    use std::time::Duration;
+    let Some(schema) = TestSchema::create("a_schema_name_far_too_long_for_a_notify_channel") else { return };
+    assert!(schema.name.len() > 63 - "tollgate_ledger_".len(), "{}", schema.name);
+    let mut a = PostgresStore::open(&schema.url).unwrap();
+    let b = PostgresStore::open(&schema.url).unwrap();
+    let mut follow = b.follow().unwrap().expect("PostgreSQL can be followed");
+    a.append(0, &[event(b"x")], &[]).unwrap();
+    assert!(follow.wait(Duration::from_secs(5)).unwrap(), "the append wakes the listener");
+}
+
 /// What several nodes on one database rely on: the first identity stored wins, an
 /// append by one wakes the others' listeners, the append lock holds the others off,
 /// and heartbeats list the live nodes.

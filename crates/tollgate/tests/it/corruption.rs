@@ -119,4 +119,16 @@ async fn a_forged_snapshot_fails_ledger_verify_naming_its_sequence() {
     let (ok, out) = verify(tmp.path());
     assert!(!ok, "{out}");
     assert!(out.contains(&format!("snapshot at seq {seq} does not match the ledger")), "{out}");
+
+    // The same forged state filed as a snapshot at sequence 0, the others gone: start-up
+    // would take it as its base and replay every event on top. Verify folds from 1 and
+    // used to pass it by.
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute("UPDATE snapshots SET seq = 0 WHERE seq = ?1", [seq as i64]).unwrap();
+        conn.execute("DELETE FROM snapshots WHERE seq <> 0", []).unwrap();
+    }
+    let (ok, out) = verify(tmp.path());
+    assert!(!ok, "{out}");
+    assert!(out.contains("snapshot at seq 0 does not match the ledger"), "{out}");
 }

@@ -136,4 +136,19 @@ async fn csv_import_is_all_or_nothing_idempotent_and_export_round_trips_the_dige
     assert!(!ok && out.contains(&format!(":{}:", last + 1)), "{out}");
     let store = tollgate_store::SqliteStore::open_read_only(&tollgate_server::db_path(&empty));
     assert!(store.is_err() || tollgate_store::LedgerStore::len(&store.unwrap()).unwrap() == 0, "nothing was written");
+
+    // A damaged event is not exported: an import recomputes hashes from the bytes and
+    // would take it as sound.
+    {
+        let db = rusqlite::Connection::open(tollgate_server::db_path(&data)).unwrap();
+        db.execute_batch("DROP TRIGGER events_no_update;").unwrap();
+        let mut leaf: Vec<u8> = db.query_row("SELECT leaf FROM events WHERE idx = 2", [], |r| r.get(0)).unwrap();
+        let at = leaf.windows(2).position(|w| w == b"\":").unwrap() + 5;
+        leaf[at] ^= 0x01;
+        db.execute("UPDATE events SET leaf = ?1 WHERE idx = 2", rusqlite::params![leaf]).unwrap();
+    }
+    let damaged = tmp.path().join("damaged.jsonl");
+    let (ok, out) =
+        run(&["export", "--format", "jsonl", "--data", data.to_str().unwrap(), "--out", damaged.to_str().unwrap()]);
+    assert!(!ok && out.contains("event 2 is damaged"), "{out}");
 }

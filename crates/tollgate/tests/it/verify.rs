@@ -219,6 +219,16 @@ async fn verify_against_a_checkpoint_and_key_kept_outside_the_ledger() {
     assert!(ok, "{out}");
     let (ok, out) = check(&dir(&cut), true);
     assert!(!ok && out.contains("has only 3 events"), "{out}");
+    // With the key alone, the ledger's own checkpoints are what the key is checked
+    // against; a ledger whose checkpoints were deleted has nothing to show for it.
+    let (ok, out) = run(&["ledger", "verify", "--data", &dir(&one), "--key", key.as_str()]);
+    assert!(ok && out.contains("signed by the key given"), "{out}");
+    let bare = tmp.path().join("bare");
+    let (ok, out) = run(&["restore", "--from", backup.to_str().unwrap(), "--data", &dir(&bare)]);
+    assert!(ok, "{out}");
+    rusqlite::Connection::open(bare.join("tollgate.db")).unwrap().execute("DELETE FROM checkpoints", []).unwrap();
+    let (ok, out) = run(&["ledger", "verify", "--data", &dir(&bare), "--key", key.as_str()]);
+    assert!(!ok && out.contains("holds no checkpoint"), "{out}");
     let (ok, out) = run(&["ledger", "verify", "--data", &dir(&one), "--key", "nonsense"]);
     assert!(!ok && out.contains("--key is not a note verifier key"), "{out}");
 }
