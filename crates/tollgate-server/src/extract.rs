@@ -119,6 +119,21 @@ fn plain(message: &str) -> String {
     out
 }
 
+/// Path parameters; one that does not decode (bytes that are not UTF-8, say) is a 400
+/// problem, not axum's plain-text rejection.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(ApiPath(v)),
+            Err(e) => Err(ApiError::bad_request("INVALID_PATH", format!("invalid path: {}", e.body_text()))),
+        }
+    }
+}
+
 /// Query parameters; a bad one is a 400 problem naming it.
 pub struct ApiQuery<T>(pub T);
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Serialize;
@@ -13,7 +13,7 @@ use tollgate_core::ids::{PlanKey, ProductKey};
 use super::{WriteCtx, execute, json};
 use crate::AppState;
 use crate::auth::{Permission, Principal};
-use crate::extract::{ApiJson, IdempotencyKey, RequestId};
+use crate::extract::{ApiJson, ApiPath, IdempotencyKey, RequestId};
 use crate::problem::ApiError;
 
 #[derive(Serialize)]
@@ -54,7 +54,7 @@ pub async fn create_product(
 #[utoipa::path(put, path = "/v1/products/{key}", tag = "catalog", request_body(content = crate::openapi::schemas::ProductSpec, description = "the whole product; its key must be the path's"), responses((status = 200, description = "updated: a new version", body = crate::openapi::schemas::Product), (status = 409, description = "`FEATURE_IN_USE`: a plan, or a license's overrides, grant a feature the update removes", body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn update_product(
     State(app): State<Arc<AppState>>,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
     principal: Principal,
     request_id: RequestId,
     idempotency: IdempotencyKey,
@@ -90,7 +90,7 @@ pub async fn list_products(State(app): State<Arc<AppState>>, principal: Principa
 #[utoipa::path(get, path = "/v1/products/{key}", tag = "catalog", responses((status = 200, description = "the product", body = crate::openapi::schemas::Product), (status = 404, body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn get_product(
     State(app): State<Arc<AppState>>,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
     principal: Principal,
 ) -> Result<Response, ApiError> {
     principal.require(Permission::CatalogRead)?;
@@ -126,7 +126,7 @@ pub async fn create_plan(
 #[utoipa::path(put, path = "/v1/plans/{key}", tag = "catalog", request_body(content = crate::openapi::schemas::PlanSpec, description = "the whole plan, as for POST /v1/plans"), responses((status = 200, description = "updated: a new version", body = crate::openapi::schemas::Plan), (status = 404, description = "`PLAN_NOT_FOUND`", body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn update_plan(
     State(app): State<Arc<AppState>>,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
     principal: Principal,
     request_id: RequestId,
     idempotency: IdempotencyKey,
@@ -155,7 +155,7 @@ pub async fn list_plans(State(app): State<Arc<AppState>>, principal: Principal) 
 #[utoipa::path(get, path = "/v1/plans/{key}", tag = "catalog", responses((status = 200, description = "the plan", body = crate::openapi::schemas::Plan), (status = 404, body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn get_plan(
     State(app): State<Arc<AppState>>,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
     principal: Principal,
 ) -> Result<Response, ApiError> {
     principal.require(Permission::CatalogRead)?;

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use tollgate_core::Command;
@@ -14,13 +14,13 @@ use super::machines::license_for;
 use super::{WriteCtx, execute, json};
 use crate::AppState;
 use crate::auth::{Permission, Principal};
-use crate::extract::{ApiJson, IdempotencyKey, RequestId};
+use crate::extract::{ApiJson, ApiPath, IdempotencyKey, RequestId};
 use crate::problem::ApiError;
 
 #[utoipa::path(get, path = "/v1/licensees/{licensee}/entitlements", tag = "licenses", responses((status = 200, description = "{licensee, licenses, features: [{product, feature, license, licenses}], products: [{product, max_machines, max_users, max_leases?, meters}]}; only valid licenses count and the most permissive wins on limits")), security(("bearer" = [])))]
 pub async fn entitlements(
     State(app): State<Arc<AppState>>,
-    Path(licensee): Path<String>,
+    ApiPath(licensee): ApiPath<String>,
     principal: Principal,
 ) -> Result<Response, ApiError> {
     principal.require(Permission::LicenseRead)?;
@@ -32,7 +32,7 @@ pub async fn entitlements(
 #[utoipa::path(post, path = "/v1/licenses/{id}/overrides", tag = "licenses", request_body(content = crate::openapi::schemas::Overrides, description = "replaces the license's overrides; {} clears them"), responses((status = 200, description = "the license with its overrides applied")), security(("bearer" = [])))]
 pub async fn set_overrides(
     State(app): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     principal: Principal,
     request_id: RequestId,
     idempotency: IdempotencyKey,

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -23,7 +23,7 @@ use tollgate_core::token::seconds;
 use super::{WriteCtx, execute, json};
 use crate::AppState;
 use crate::auth::{Permission, Principal};
-use crate::extract::{ApiJson, ApiQuery, IdempotencyKey, RequestId};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, IdempotencyKey, RequestId};
 use crate::problem::ApiError;
 
 /// `typ` of the signed ruleset JWS.
@@ -107,7 +107,7 @@ pub async fn list(State(app): State<Arc<AppState>>, principal: Principal) -> Res
 #[utoipa::path(get, path = "/v1/gates/{key}", tag = "gates", responses((status = 200, description = "{key, version, updated_at, definition}"), (status = 404, body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn get(
     State(app): State<Arc<AppState>>,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
     principal: Principal,
 ) -> Result<Response, ApiError> {
     principal.require(Permission::CatalogRead)?;
@@ -119,7 +119,7 @@ pub async fn get(
 #[utoipa::path(put, path = "/v1/gates/{key}", tag = "gates", request_body(content = Object, description = "the definition: {enabled?, description?, feature?: {product, feature}, license_required?, strategies: [Unleash strategies], variants?, dependencies?, schedule?: [{at, rollout}]}; key is the path's"), responses((status = 201, description = "created: version 1"), (status = 200, description = "a new version (or unchanged if identical)"), (status = 422, body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn put(
     State(app): State<Arc<AppState>>,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
     principal: Principal,
     request_id: RequestId,
     idempotency: IdempotencyKey,
@@ -144,7 +144,7 @@ pub struct HistoryQuery {
 #[utoipa::path(get, path = "/v1/gates/{key}/history", tag = "gates", params(("before" = Option<u64>, Query, description = "versions older than this (next_before of the previous page)"), ("limit" = Option<usize>, Query, description = "1..=500, default 100")), responses((status = 200, description = "{items: [{version, at, actor, change, definition}] newest first, next_before?}"), (status = 404, body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn history(
     State(app): State<Arc<AppState>>,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
     principal: Principal,
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> Result<Response, ApiError> {
@@ -182,7 +182,7 @@ pub struct RollbackBody {
 #[utoipa::path(post, path = "/v1/gates/{key}/rollback", tag = "gates", request_body(content = Object, description = "{version, reason?}"), responses((status = 200, description = "the gate at its new version, whose definition is that version's"), (status = 404, body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn rollback(
     State(app): State<Arc<AppState>>,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
     principal: Principal,
     request_id: RequestId,
     idempotency: IdempotencyKey,
@@ -206,7 +206,7 @@ pub struct KillBody {
 #[utoipa::path(post, path = "/v1/gates/{key}/kill", tag = "gates", request_body(content = Object, description = "{reason?}"), responses((status = 200, description = "the gate, disabled at a new version: every evaluation answers off (DISABLED) at once"), (status = 404, body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn kill(
     State(app): State<Arc<AppState>>,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
     principal: Principal,
     request_id: RequestId,
     idempotency: IdempotencyKey,
@@ -230,7 +230,7 @@ pub struct PreviewParams {
 #[utoipa::path(post, path = "/v1/gates/{key}/preview", tag = "gates", request_body(content = Object, description = "a proposed definition, as for PUT, plus an optional context template {context: {userId?, properties?, …}}; nothing is saved"), params(("after" = Option<String>, Query, description = "license id: the page after it"), ("limit" = Option<usize>, Query, description = "1..=500, default 100")), responses((status = 200, description = "{evaluated, changed, changes: [{license, licensee, before, after, before_variant, after_variant}], next_after?}: the licenses whose answer would change")), security(("bearer" = [])))]
 pub async fn preview(
     State(app): State<Arc<AppState>>,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
     principal: Principal,
     ApiQuery(q): ApiQuery<PreviewParams>,
     body: ApiJson<serde_json::Value>,

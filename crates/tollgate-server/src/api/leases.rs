@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
@@ -20,7 +20,7 @@ use super::machines::{ReasonBody, license_for};
 use super::{WriteCtx, execute, json};
 use crate::AppState;
 use crate::auth::{Permission, Principal};
-use crate::extract::{ApiJson, IdempotencyKey, RequestId};
+use crate::extract::{ApiJson, ApiPath, IdempotencyKey, RequestId};
 use crate::problem::ApiError;
 
 /// How often the reaper looks for leases whose heartbeat stopped.
@@ -77,7 +77,7 @@ fn lease_for(app: &AppState, principal: &Principal, id: &str) -> Result<LeaseId,
 #[utoipa::path(post, path = "/v1/licenses/{id}/leases", tag = "leases", request_body = CheckoutBody, responses((status = 201, description = "{lease_id, expires_at, license, fingerprint, checked_out_at}; a fingerprint holding a live lease gets it back, extended"), (status = 409, description = "LEASE_LIMIT, NOT_FLOATING, LICENSE_SUSPENDED, LICENSE_REVOKED, LICENSE_EXPIRED", body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn checkout(
     State(app): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     principal: Principal,
     request_id: RequestId,
     idempotency: IdempotencyKey,
@@ -111,7 +111,7 @@ fn render_lease(lease: LeaseId) -> crate::engine::Render {
 #[utoipa::path(post, path = "/v1/leases/{lease_id}/heartbeat", tag = "leases", responses((status = 200, description = "the lease with its new expires_at"), (status = 404, description = "LEASE_NOT_FOUND", body = crate::problem::Problem), (status = 409, description = "LEASE_EXPIRED", body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn heartbeat(
     State(app): State<Arc<AppState>>,
-    Path(lease): Path<String>,
+    ApiPath(lease): ApiPath<String>,
     principal: Principal,
     request_id: RequestId,
     idempotency: IdempotencyKey,
@@ -127,7 +127,7 @@ pub async fn heartbeat(
 #[utoipa::path(delete, path = "/v1/leases/{lease_id}", tag = "leases", responses((status = 200, description = "{released: lease_id}"), (status = 404, description = "LEASE_NOT_FOUND", body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn release(
     State(app): State<Arc<AppState>>,
-    Path(lease): Path<String>,
+    ApiPath(lease): ApiPath<String>,
     principal: Principal,
     request_id: RequestId,
     idempotency: IdempotencyKey,
@@ -152,7 +152,7 @@ pub async fn release(
 #[utoipa::path(get, path = "/v1/licenses/{id}/leases", tag = "leases", responses((status = 200, description = "{license, max_leases, items}: the leases live now")), security(("bearer" = [])))]
 pub async fn list(
     State(app): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     principal: Principal,
 ) -> Result<Response, ApiError> {
     let permission = if principal.product.is_some() { Permission::Validate } else { Permission::LicenseRead };

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
@@ -17,7 +17,7 @@ use tollgate_core::token::{Claims, Confirmation, LicenseClaim, Limits, TYP_JWT, 
 use super::{json, json_response, outside_ledger, replayed};
 use crate::AppState;
 use crate::auth::{Permission, Principal};
-use crate::extract::{ApiJson, IdempotencyKey};
+use crate::extract::{ApiJson, ApiPath, IdempotencyKey};
 use crate::problem::ApiError;
 
 /// Online tokens are short-lived: five minutes unless asked otherwise.
@@ -179,7 +179,7 @@ pub struct TokenResponse {
 #[utoipa::path(post, path = "/v1/licenses/{id}/tokens", tag = "tokens", request_body(content = Option<TokenBody>, description = "may be left out"), responses((status = 200, description = "{token, expires_at, jti}: a compact JWS (EdDSA) to verify with /.well-known/jwks.json"), (status = 404, body = crate::problem::Problem), (status = 409, body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn issue(
     State(app): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     principal: Principal,
     idempotency: IdempotencyKey,
     body: ApiJson<TokenBody>,

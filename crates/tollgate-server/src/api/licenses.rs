@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
@@ -15,7 +15,7 @@ use tollgate_core::{Command, Timestamp};
 use super::{WriteCtx, execute, json};
 use crate::AppState;
 use crate::auth::{Permission, Principal};
-use crate::extract::{ApiJson, ApiQuery, IdempotencyKey, RequestId};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, IdempotencyKey, RequestId};
 use crate::problem::ApiError;
 
 /// A license as the API shows it: the stored record plus what follows from it at the
@@ -169,7 +169,7 @@ fn parse_id(id: &str) -> Result<LicenseId, ApiError> {
 #[utoipa::path(get, path = "/v1/licenses/{id}", tag = "licenses", responses((status = 200, description = "the license", body = LicenseView), (status = 404, body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn get(
     State(app): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     principal: Principal,
 ) -> Result<Response, ApiError> {
     principal.require(Permission::LicenseRead)?;
@@ -295,7 +295,7 @@ async fn act(
 #[utoipa::path(post, path = "/v1/licenses/{id}/suspend", tag = "licenses", request_body(content = Option<ReasonBody>, description = "may be left out"), responses((status = 200, description = "the license; suspending a suspended license changes nothing", body = LicenseView)), security(("bearer" = [])))]
 pub async fn suspend(
     State(app): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     principal: Principal,
     request_id: RequestId,
     idempotency: IdempotencyKey,
@@ -307,7 +307,7 @@ pub async fn suspend(
 #[utoipa::path(post, path = "/v1/licenses/{id}/reinstate", tag = "licenses", request_body(content = Option<ReasonBody>, description = "may be left out"), responses((status = 200, description = "the license", body = LicenseView)), security(("bearer" = [])))]
 pub async fn reinstate(
     State(app): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     principal: Principal,
     request_id: RequestId,
     idempotency: IdempotencyKey,
@@ -319,7 +319,7 @@ pub async fn reinstate(
 #[utoipa::path(post, path = "/v1/licenses/{id}/revoke", tag = "licenses", request_body(content = Option<ReasonBody>, description = "may be left out"), responses((status = 200, description = "the license; revocation is final", body = LicenseView)), security(("bearer" = [])))]
 pub async fn revoke(
     State(app): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     principal: Principal,
     request_id: RequestId,
     idempotency: IdempotencyKey,
@@ -331,7 +331,7 @@ pub async fn revoke(
 #[utoipa::path(post, path = "/v1/licenses/{id}/renew", tag = "licenses", request_body(content = Option<ReasonBody>, description = "may be left out"), responses((status = 200, description = "the license with its new expiry", body = LicenseView), (status = 409, body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn renew(
     State(app): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     principal: Principal,
     request_id: RequestId,
     idempotency: IdempotencyKey,
@@ -343,7 +343,7 @@ pub async fn renew(
 #[utoipa::path(post, path = "/v1/licenses/{id}/change-plan", tag = "licenses", request_body = ChangePlanBody, responses((status = 200, description = "the license on its new plan", body = LicenseView)), security(("bearer" = [])))]
 pub async fn change_plan(
     State(app): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     principal: Principal,
     request_id: RequestId,
     idempotency: IdempotencyKey,

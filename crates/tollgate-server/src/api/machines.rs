@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
@@ -20,7 +20,7 @@ use tollgate_core::seat::{Seat, UserId};
 use super::{WriteCtx, execute, json};
 use crate::AppState;
 use crate::auth::{Permission, Principal, Role};
-use crate::extract::{ApiJson, IdempotencyKey, RequestId};
+use crate::extract::{ApiJson, ApiPath, IdempotencyKey, RequestId};
 use crate::problem::ApiError;
 
 /// Resolves the license the path names, by id or by key, for a principal with
@@ -94,7 +94,7 @@ fn machine_list(s: &tollgate_core::State, id: &LicenseId) -> serde_json::Value {
 #[utoipa::path(post, path = "/v1/licenses/{id}/machines", tag = "machines", request_body = crate::openapi::schemas::MachineSpec, responses((status = 201, description = "the machine; activating an active fingerprint again changes nothing"), (status = 409, description = "MACHINE_LIMIT, LICENSE_SUSPENDED, LICENSE_REVOKED, LICENSE_EXPIRED", body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn activate(
     State(app): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     principal: Principal,
     request_id: RequestId,
     idempotency: IdempotencyKey,
@@ -118,7 +118,7 @@ pub async fn activate(
 #[utoipa::path(delete, path = "/v1/licenses/{id}/machines/{fingerprint}", tag = "machines", responses((status = 200, description = "the machines left; deactivating an inactive fingerprint changes nothing")), security(("bearer" = [])))]
 pub async fn deactivate(
     State(app): State<Arc<AppState>>,
-    Path((id, fingerprint)): Path<(String, String)>,
+    ApiPath((id, fingerprint)): ApiPath<(String, String)>,
     principal: Principal,
     request_id: RequestId,
     idempotency: IdempotencyKey,
@@ -136,7 +136,7 @@ pub async fn deactivate(
 #[utoipa::path(get, path = "/v1/licenses/{id}/machines", tag = "machines", responses((status = 200, description = "{license, max_machines, items}")), security(("bearer" = [])))]
 pub async fn list(
     State(app): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     principal: Principal,
 ) -> Result<Response, ApiError> {
     let permission = if principal.product.is_some() { Permission::Validate } else { Permission::LicenseRead };
@@ -185,7 +185,7 @@ fn seat_view(s: &tollgate_core::State, id: &LicenseId, user: &UserId) -> serde_j
 #[utoipa::path(post, path = "/v1/licenses/{id}/users", tag = "seats", request_body = AssignBody, responses((status = 201, description = "the seat; assigning an assigned user again changes nothing"), (status = 409, description = "SEAT_LIMIT, LICENSE_SUSPENDED, LICENSE_REVOKED, LICENSE_EXPIRED", body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn assign(
     State(app): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     principal: Principal,
     request_id: RequestId,
     idempotency: IdempotencyKey,
@@ -202,7 +202,7 @@ pub async fn assign(
 #[utoipa::path(delete, path = "/v1/licenses/{id}/users/{user}", tag = "seats", responses((status = 200, description = "the seats left; unassigning an unassigned user changes nothing")), security(("bearer" = [])))]
 pub async fn unassign(
     State(app): State<Arc<AppState>>,
-    Path((id, user)): Path<(String, String)>,
+    ApiPath((id, user)): ApiPath<(String, String)>,
     principal: Principal,
     request_id: RequestId,
     idempotency: IdempotencyKey,
@@ -220,7 +220,7 @@ pub async fn unassign(
 #[utoipa::path(get, path = "/v1/licenses/{id}/users", tag = "seats", responses((status = 200, description = "{license, max_users, items}")), security(("bearer" = [])))]
 pub async fn users(
     State(app): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     principal: Principal,
 ) -> Result<Response, ApiError> {
     let id = license_for(&app, &principal, &id, Permission::LicenseRead)?;

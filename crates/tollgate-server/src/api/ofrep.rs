@@ -22,8 +22,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -33,6 +33,7 @@ use tollgate_core::gate::{Context, Evaluation, LicenseFacts, LicenseStanding, Re
 
 use crate::AppState;
 use crate::auth::{Permission, Principal};
+use crate::extract::ApiPath;
 use crate::problem::ApiError;
 
 /// An OFREP error: the status and the body OFREP providers parse.
@@ -230,7 +231,7 @@ fn random_u32() -> u32 {
 #[utoipa::path(post, path = "/ofrep/v1/evaluate/flags/{key}", tag = "openfeature", request_body(content = Object, description = "{context: {targetingKey?, licenseKey?, sessionId?, remoteAddress?, currentTime?, environment?, appName?, …properties}}"), responses((status = 200, description = "{key, value, reason (STATIC, TARGETING_MATCH, SPLIT, DISABLED, DEFAULT), variant, metadata: {version, enabled, licenseCode?}}"), (status = 400, description = "{key, errorCode: PARSE_ERROR | INVALID_CONTEXT | TARGETING_KEY_MISSING, errorDetails}"), (status = 404, description = "{key, errorCode: FLAG_NOT_FOUND, errorDetails}")), security(("bearer" = [])))]
 pub async fn evaluate_one(
     State(app): State<Arc<AppState>>,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
     principal: Principal,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -13,7 +13,7 @@ use super::outside_ledger;
 use super::{json, json_response};
 use crate::AppState;
 use crate::auth::{Permission, Principal, Role, new_token};
-use crate::extract::{ApiJson, IdempotencyKey};
+use crate::extract::{ApiJson, ApiPath, IdempotencyKey};
 use crate::problem::ApiError;
 
 #[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200, description = "the process is up")))]
@@ -161,7 +161,7 @@ pub async fn list_tokens(State(app): State<Arc<AppState>>, principal: Principal)
 #[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "tokens", responses((status = 204, description = "revoked"), (status = 404, body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn revoke_token(
     State(app): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     principal: Principal,
 ) -> Result<Response, ApiError> {
     principal.require(Permission::TokensManage)?;

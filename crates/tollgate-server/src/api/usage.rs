@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
@@ -18,7 +18,7 @@ use super::execute;
 use super::machines::license_for;
 use crate::AppState;
 use crate::auth::{Permission, Principal};
-use crate::extract::{ApiJson, IdempotencyKey, RequestId};
+use crate::extract::{ApiJson, ApiPath, IdempotencyKey, RequestId};
 use crate::problem::ApiError;
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -73,7 +73,7 @@ pub fn report<'a>(s: &'a tollgate_core::State, l: &License, now: Timestamp) -> V
 #[utoipa::path(post, path = "/v1/licenses/{id}/usage", tag = "usage", request_body = UsageBody, responses((status = 201, description = "the meter in the current period", body = MeterReport), (status = 404, description = "METER_NOT_FOUND", body = crate::problem::Problem), (status = 409, description = "QUOTA_EXCEEDED (nothing recorded); METER_FULL once a period holds 2^53, the most the ledger writes exactly", body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn record(
     State(app): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     principal: Principal,
     request_id: RequestId,
     idempotency: IdempotencyKey,

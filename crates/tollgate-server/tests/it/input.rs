@@ -174,6 +174,11 @@ async fn every_kind_of_bad_input_is_a_clear_problem() {
         raw(M::GET, "/v1/nope", None, b"", 404, "ROUTE_NOT_FOUND"),
         raw(M::DELETE, "/v1/licenses", None, b"", 405, "METHOD_NOT_ALLOWED"),
         raw(M::DELETE, "/v1/tokens/tok_nope", None, b"", 404, "TOKEN_NOT_FOUND"),
+        // Path parameters that are not UTF-8: axum's own plain-text 400 before.
+        raw(M::GET, "/v1/products/%FF", None, b"", 400, "INVALID_PATH"),
+        raw(M::POST, "/v1/licenses/%C3/suspend", None, b"", 400, "INVALID_PATH"),
+        raw(M::DELETE, "/v1/tokens/%FF", None, b"", 400, "INVALID_PATH"),
+        raw(M::DELETE, "/v1/licenses/lic_x/machines/%FF%FE", None, b"", 400, "INVALID_PATH"),
     ];
     for c in &cases {
         check(&app, c).await;
