@@ -9,6 +9,8 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Deserialize;
 
+/// The most request-serving threads `--workers` takes.
+const MAX_WORKERS: u16 = 1024;
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct ServeArgs {
     /// A TOML file with any of the settings below (keys as the flags, `-` written `_`).
@@ -45,7 +47,7 @@ pub struct ServeArgs {
     #[arg(long, env = "TOLLGATE_IDEMPOTENCY_SECONDS")]
     pub idempotency_seconds: Option<u64>,
     /// Threads that serve requests; the ledger's writer has its own. Fewer than the cores leaves the writer a core (more writes per second, fewer reads) [default: the number of cores].
-    #[arg(long, env = "TOLLGATE_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    #[arg(long, env = "TOLLGATE_WORKERS", value_parser = clap::value_parser!(u16).range(1..=MAX_WORKERS as i64))]
     pub workers: Option<u16>,
 }
 
@@ -108,14 +110,21 @@ impl ServeArgs {
             },
             snapshot_every: self.snapshot_every.or(file.snapshot_every).unwrap_or(10_000),
             snapshot_seconds: self.snapshot_seconds.or(file.snapshot_seconds).unwrap_or(300),
-            snapshot_keep: self.snapshot_keep.or(file.snapshot_keep).unwrap_or(3).max(1),
-            checkpoint_seconds: self.checkpoint_seconds.or(file.checkpoint_seconds).unwrap_or(1).max(1),
+            snapshot_keep: match self.snapshot_keep.or(file.snapshot_keep).unwrap_or(3) {
+                0 => anyhow::bail!("snapshot_keep must be at least 1 (the newest snapshot is what start-up loads)"),
+                n => n,
+            },
+            checkpoint_seconds: match self.checkpoint_seconds.or(file.checkpoint_seconds).unwrap_or(1) {
+                0 => anyhow::bail!("checkpoint_seconds must be at least 1 (a checkpoint is signed at most that often)"),
+                n => n,
+            },
             idempotency_seconds: self
                 .idempotency_seconds
                 .or(file.idempotency_seconds)
                 .unwrap_or(tollgate_server::DEFAULT_IDEMPOTENCY_RETENTION.as_secs()),
             workers: match self.workers.or(file.workers) {
                 Some(0) => anyhow::bail!("workers must be at least 1"),
+                Some(n) if n > MAX_WORKERS => anyhow::bail!("workers must be at most {MAX_WORKERS}"),
                 w => w,
             },
         })
@@ -191,6 +200,20 @@ mod tests {
         let zero = file("workers = 0\n");
         let e = ServeArgs { config: Some(zero.path().into()), ..Default::default() }.resolve("./d").unwrap_err();
         assert!(e.to_string().contains("at least 1"), "{e}");
+        let many = file("workers = 5000\n");
+        let e = ServeArgs { config: Some(many.path().into()), ..Default::default() }.resolve("./d").unwrap_err();
+        assert!(e.to_string().contains("at most 1024"), "{e}");
+    }
+
+    #[test]
+    fn settings_that_cannot_work_are_refused_not_changed() {
+        for (text, says) in
+            [("snapshot_keep = 0\n", "snapshot_keep"), ("checkpoint_seconds = 0\n", "checkpoint_seconds")]
+        {
+            let f = file(text);
+            let e = ServeArgs { config: Some(f.path().into()), ..Default::default() }.resolve("./d").unwrap_err();
+            assert!(e.to_string().contains(says) && e.to_string().contains("at least 1"), "{e}");
+        }
     }
 
     #[test]
