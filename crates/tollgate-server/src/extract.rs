@@ -46,17 +46,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 ApiError::new(
                     e.status(),
                     "PAYLOAD_TOO_LARGE",
-                    "the request body is larger than the server accepts (1 MiB)",
+                    "the request body is larger than the server accepts for this request (1 MiB; 32 MiB for imports)",
                 )
             } else {
                 ApiError::bad_request("BODY_UNREADABLE", format!("the request body could not be read: {e}"))
             }
         })?;
-        hasher.update(&bytes);
         // No body, or `null`, is the empty object: the bodies that may be left out are
-        // documented as optional (`null` included).
+        // documented as optional (`null` included). Hashed as it is read, so a retry that
+        // sends `{}` where the first try sent nothing is the same request.
         let trimmed = bytes.trim_ascii();
         let body: &[u8] = if trimmed.is_empty() || trimmed == b"null" { b"{}" } else { &bytes };
+        hasher.update(body);
         let value = parse_json(body)?;
         Ok(ApiJson { value, request_hash: hasher.finalize().into() })
     }

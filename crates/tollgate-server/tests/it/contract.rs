@@ -213,6 +213,30 @@ async fn idempotency_keys_replay_the_first_answer() {
     }
     assert_eq!(ids.len(), 1, "{ids:?}");
     assert_eq!(app.get("/v1/licenses?licensee=idem").await.body["items"].as_array().unwrap().len(), 2);
+
+    // An optional body left out, sent as `null` or as `{}` is one request: a retry that
+    // spells it another way is replayed, not refused as another body.
+    let id = first["id"].as_str().unwrap().to_string();
+    let suspend = |body: &'static str| {
+        let c = app.client.clone();
+        let url = format!("{}/v1/licenses/{id}/suspend", app.base);
+        async move {
+            c.post(url)
+                .bearer_auth(ADMIN)
+                .header("idempotency-key", "k-3")
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(suspend("").await.status(), 200);
+    for spelled in ["{}", "null", " "] {
+        let r = suspend(spelled).await;
+        assert_eq!(r.status(), 200, "{spelled:?}");
+        assert_eq!(r.headers().get("idempotent-replayed").unwrap(), "true", "{spelled:?}");
+    }
     app.stop().await;
 }
 
