@@ -26,7 +26,37 @@ const MAX_ROWS: usize = 10_000;
 pub struct ImportBody {
     #[serde(default)]
     dry_run: bool,
-    rows: Vec<serde_json::Value>,
+    rows: Rows,
+}
+
+/// The rows, refused as they are read once there are more than [`MAX_ROWS`]: a body of
+/// 32 MiB of tiny rows would otherwise be millions of values in memory before the
+/// count was looked at.
+struct Rows(Vec<serde_json::Value>);
+
+impl<'de> Deserialize<'de> for Rows {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Bounded;
+        impl<'de> serde::de::Visitor<'de> for Bounded {
+            type Value = Rows;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "an array of at most {MAX_ROWS} rows")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Rows, A::Error> {
+                let mut rows = Vec::new();
+                while let Some(row) = seq.next_element()? {
+                    if rows.len() == MAX_ROWS {
+                        return Err(serde::de::Error::custom(format!(
+                            "at most {MAX_ROWS} rows per request; split the file"
+                        )));
+                    }
+                    rows.push(row);
+                }
+                Ok(Rows(rows))
+            }
+        }
+        d.deserialize_seq(Bounded)
+    }
 }
 
 /// One row as sent: the columns of the CSV, or a JSONL object.
@@ -139,13 +169,7 @@ pub async fn licenses(
     body: ApiJson<ImportBody>,
 ) -> Result<Response, ApiError> {
     principal.require(Permission::LicenseWrite)?;
-    let ImportBody { dry_run, rows } = body.value;
-    if rows.len() > MAX_ROWS {
-        return Err(ApiError::unprocessable(
-            "INVALID_INPUT",
-            format!("at most {MAX_ROWS} rows per request; split the file"),
-        ));
-    }
+    let ImportBody { dry_run, rows: Rows(rows) } = body.value;
     let total = rows.len();
     let (parsed, parse_rejects) = parse_rows(&rows);
     let state = app.engine.state();

@@ -442,6 +442,9 @@ async fn an_import_of_the_most_rows_allowed_fits_in_one_request() {
     assert_eq!(r.body["total"], 10_000);
     let r = app.post("/v1/import/licenses", json!({"dry_run": true, "rows": rows(10_001)})).await;
     assert_problem(&r, 422, "INVALID_INPUT");
+    // Refused while the rows are read (at the 10,001st), not once all are in memory.
+    let detail = r.body["detail"].as_str().unwrap();
+    assert!(detail.contains("at 'rows") && detail.contains("at most 10000 rows"), "{detail}");
     // Other routes keep the general limit.
     let big = json!({"key": "x".repeat(2 * 1024 * 1024)});
     assert_eq!(app.post("/v1/validate", big).await.status, 413);
