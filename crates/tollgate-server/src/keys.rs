@@ -103,6 +103,10 @@ impl KeyVault {
 
     /// The signer of `kid`, current or retired, if its private half is in this store.
     pub fn signer_of(&self, app: &AppState, kid: &str) -> Result<Option<Arc<TokenSigner>>, ApiError> {
+        // Known already: no need to wait for the shared reading connection.
+        if let Some(s) = self.signers.read().unwrap_or_else(|p| p.into_inner()).get(kid) {
+            return Ok(Some(s.clone()));
+        }
         let store = app.reader.lock().unwrap_or_else(|p| p.into_inner());
         self.load_signer(&**store, kid)
     }

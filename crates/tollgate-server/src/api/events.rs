@@ -88,7 +88,10 @@ pub async fn list(
     let size = app.engine.state().seq();
     let app2 = app.clone();
     let page = tokio::task::spawn_blocking(move || -> Result<Page, ApiError> {
-        let reader = app2.reader.lock().unwrap_or_else(|p| p.into_inner());
+        // A connection of its own: a filter that matches little may read the whole
+        // ledger, and the shared reading connection must not be held meanwhile (signing
+        // and other requests wait for it).
+        let reader = app2.reader.lock().unwrap_or_else(|p| p.into_inner()).reader()?;
         let mut items = Vec::new();
         // The half-open range of indexes still to look at.
         let (mut lo, mut hi) = match (desc, q.cursor) {
