@@ -1,7 +1,8 @@
-//! The connection loop under the router, in place of `axum::serve`, for two limits
-//! axum's loop does not set: how long a client may take to send a request's headers
-//! (hyper's `header_read_timeout`, which needs a timer axum does not give it), and how
-//! many connections are open at once. Without them a client that opens connections and
+//! The connection loop under the router, in place of `axum::serve`, for limits axum's
+//! loop does not set: how long a client may take to send a request's headers (hyper's
+//! `header_read_timeout`, which needs a timer axum does not give it), how long a read or
+//! write may stall (a body never finished, answers never read), and how many
+//! connections are open at once. Without them a client that opens connections and
 //! sends a byte now and then (slowloris) holds each one for ever, until the process
 //! runs out of file descriptors, the ledger's included.
 //!
@@ -27,13 +28,21 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Connections open at once; beyond, new ones wait in the kernel's backlog.
     pub max_connections: usize,
+    /// How long a read or a write on a connection may wait without moving a byte: a
+    /// client that stops sending a body, or stops reading the answers it asked for
+    /// (its requests pipelined), is cut off instead of holding its slot for ever.
+    pub stall_timeout: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         // 20 s: not a multiple of the SDK's 30 s cache or 15 s gate refresh, so a
         // client's next request rarely meets the close of its idle connection.
-        Self { header_read_timeout: Duration::from_secs(20), max_connections: 10_000 }
+        Self {
+            header_read_timeout: Duration::from_secs(20),
+            max_connections: 10_000,
+            stall_timeout: Duration::from_secs(60),
+        }
     }
 }
 
@@ -70,7 +79,10 @@ pub async fn serve<L: Listener>(
             let _done = done;
             let mut builder = Builder::new(TokioExecutor::new());
             builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+            let mut io = tokio_io_timeout::TimeoutStream::new(io);
+            io.set_read_timeout(Some(limits.stall_timeout));
+            io.set_write_timeout(Some(limits.stall_timeout));
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(Box::pin(io)), service);
             let mut conn = std::pin::pin!(conn);
             tokio::select! {
                 result = conn.as_mut() => {

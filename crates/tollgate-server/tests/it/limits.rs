@@ -8,10 +8,14 @@ use tokio::net::TcpStream;
 
 use crate::support::*;
 
-/// A configuration with a one-second header timeout, in `dir`.
+/// A configuration with one-second header and stall timeouts, in `dir`.
 fn limits(dir: &tempfile::TempDir, max_connections: usize) -> tollgate_server::Config {
     let mut cfg = tollgate_server::Config::new(dir.path());
-    cfg.http = tollgate_server::http::Limits { header_read_timeout: Duration::from_secs(1), max_connections };
+    cfg.http = tollgate_server::http::Limits {
+        header_read_timeout: Duration::from_secs(1),
+        max_connections,
+        stall_timeout: Duration::from_secs(1),
+    };
     cfg
 }
 
@@ -65,4 +69,39 @@ async fn connections_beyond_the_cap_wait_for_a_free_one() {
     assert!(took >= Duration::from_millis(500), "answered after {took:?}: the cap did not hold");
     until_closed(&mut holder).await;
     app.stop().await;
+}
+
+/// A client holding the one slot by stalling: `stall` is what it sends, then it neither
+/// sends more nor reads. The next client is served once the server cuts it off.
+async fn a_stalled_client_is_cut_off(stall: &[u8]) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_config(limits(&dir, 1)).await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut holder = TcpStream::connect(&addr).await.unwrap();
+    holder.write_all(stall).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut next = TcpStream::connect(&addr).await.unwrap();
+    next.write_all(b"GET /healthz HTTP/1.1\r\nHost: tollgate\r\nConnection: close\r\n\r\n").await.unwrap();
+    let answer = until_closed(&mut next).await;
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+    drop(holder);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_sending_its_body_is_cut_off() {
+    // Authorized, so that the request is answered only after its body is read.
+    let head = format!(
+        "POST /v1/validate HTTP/1.1\r\nHost: tollgate\r\nAuthorization: Bearer {ADMIN}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"key\":"
+    );
+    a_stalled_client_is_cut_off(head.as_bytes()).await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_its_answers_is_cut_off() {
+    // Pipelined requests for a large document, never read: the answers fill the
+    // socket's buffers and the server's writes stall.
+    let one = b"GET /v1/openapi.json HTTP/1.1\r\nHost: tollgate\r\n\r\n";
+    a_stalled_client_is_cut_off(&one.repeat(400)).await;
 }
