@@ -192,8 +192,9 @@ pub(crate) struct CompiledStrategy {
     pub(crate) kind: Kind,
     /// The strategy's own constraints.
     pub(crate) constraints: Vec<CompiledConstraint>,
-    /// The constraints of the segments it names, each compiled once per gate and
-    /// shared, so that naming one segment many times does not multiply it.
+    /// The constraints of the segments it names, each segment compiled once for every
+    /// gate of a state or ruleset and shared, so that naming one segment many times, in
+    /// one gate or in many, does not multiply it.
     pub(crate) segments: Vec<Arc<[CompiledConstraint]>>,
     pub(crate) variants: Variants,
 }
@@ -226,17 +227,36 @@ impl CompiledGate {
     }
 }
 
+/// A segment's constraints, compiled: shared by every gate that names the segment.
+#[derive(Clone, Debug)]
+pub struct CompiledSegment(Arc<[CompiledConstraint]>);
+
+impl CompiledSegment {
+    pub fn new(segment: &Segment) -> Self {
+        CompiledSegment(segment.constraints.iter().map(compile_constraint).collect())
+    }
+}
+
 /// Compiles a definition. `segment` resolves a segment id; a strategy naming one it
-/// cannot resolve never matches (as in Unleash).
+/// cannot resolve never matches (as in Unleash). Each segment is compiled once here;
+/// a caller compiling many gates should use [`compile_with`] and compile each segment
+/// once for all of them (a large segment named by many gates would otherwise be
+/// compiled, and held, once per gate).
 pub fn compile<'s>(spec: &GateSpec, version: u64, segment: impl Fn(u32) -> Option<&'s Segment>) -> CompiledGate {
+    let mut compiled: BTreeMap<u32, Option<CompiledSegment>> = BTreeMap::new();
+    compile_with(spec, version, |id| {
+        compiled.entry(id).or_insert_with(|| segment(id).map(CompiledSegment::new)).clone()
+    })
+}
+
+/// [`compile`] with segments compiled already.
+pub fn compile_with(
+    spec: &GateSpec,
+    version: u64,
+    mut segment: impl FnMut(u32) -> Option<CompiledSegment>,
+) -> CompiledGate {
     let name = spec.key.as_str();
-    let mut compiled: BTreeMap<u32, Option<Arc<[CompiledConstraint]>>> = BTreeMap::new();
-    let mut segment = |id: u32| {
-        compiled
-            .entry(id)
-            .or_insert_with(|| segment(id).map(|seg| seg.constraints.iter().map(compile_constraint).collect()))
-            .clone()
-    };
+    let mut segment = |id: u32| segment(id).map(|s| s.0);
     CompiledGate {
         version,
         enabled: spec.enabled,

@@ -12,7 +12,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::bucket;
-use super::compile::{CompiledGate, CompiledStrategy, CompiledVariant, Field, Kind, Op, Stickiness, Variants, compile};
+use super::compile::{
+    CompiledGate, CompiledSegment, CompiledStrategy, CompiledVariant, Field, Kind, Op, Stickiness, Variants,
+    compile_with,
+};
 use super::spec::GateSpec;
 use super::unleash::{FeaturesDocument, Payload, Segment};
 use crate::license::Standing;
@@ -240,13 +243,15 @@ pub struct Ruleset {
 
 impl Ruleset {
     pub fn new(doc: &RulesetDoc) -> Self {
-        let segments: HashMap<u32, &Segment> = doc.segments.iter().map(|s| (s.id, s)).collect();
+        // Each segment compiled once, for every gate that names it.
+        let segments: HashMap<u32, CompiledSegment> =
+            doc.segments.iter().map(|s| (s.id, CompiledSegment::new(s))).collect();
         let gates = doc
             .gates
             .iter()
             .map(|g| {
                 let version = doc.versions.get(g.key.as_str()).copied().unwrap_or(0);
-                (Arc::from(g.key.as_str()), compile(g, version, |id| segments.get(&id).copied()))
+                (Arc::from(g.key.as_str()), compile_with(g, version, |id| segments.get(&id).cloned()))
             })
             .collect();
         Ruleset { gates }

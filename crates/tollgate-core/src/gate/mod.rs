@@ -100,6 +100,8 @@ impl GateEntry {
 pub(crate) struct Gates {
     pub(crate) entries: OrdMap<GateKey, Arc<GateEntry>>,
     pub(crate) segments: OrdMap<u32, Arc<Segment>>,
+    /// Each segment compiled once, for every gate that names it.
+    compiled_segments: OrdMap<u32, compile::CompiledSegment>,
 }
 
 /// A gate's history as snapshots store it.
@@ -111,7 +113,12 @@ pub(crate) struct GateDoc {
 
 impl Gates {
     fn compile(&self, spec: &GateSpec, version: u64) -> CompiledGate {
-        compile::compile(spec, version, |id| self.segments.get(&id).map(|s| &**s))
+        compile::compile_with(spec, version, |id| self.compiled_segments.get(&id).cloned())
+    }
+
+    fn put_segment(&mut self, segment: Arc<Segment>) {
+        self.compiled_segments.insert(segment.id, compile::CompiledSegment::new(&segment));
+        self.segments.insert(segment.id, segment);
     }
 
     pub(crate) fn to_docs(&self) -> (Vec<GateDoc>, Vec<Arc<Segment>>) {
@@ -126,7 +133,7 @@ impl Gates {
     pub(crate) fn from_docs(gates: Vec<GateDoc>, segments: Vec<Arc<Segment>>) -> Self {
         let mut g = Gates::default();
         for s in segments {
-            g.segments.insert(s.id, s);
+            g.put_segment(s);
         }
         for doc in gates {
             let Some(last) = doc.versions.last() else { continue };
@@ -156,7 +163,7 @@ impl Gates {
                 (key.clone(), Arc::new(killed), *version, Change::Kill)
             }
             EventKind::GateSegmentPublished { segment } => {
-                self.segments.insert(segment.id, Arc::new(segment.clone()));
+                self.put_segment(Arc::new(segment.clone()));
                 let users: Vec<GateKey> = self
                     .entries
                     .iter()
@@ -417,4 +424,38 @@ fn decide_import(state: &State, import: &GateImport) -> Result<Vec<EventKind>, R
         });
     }
     Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Gates naming one segment share its compiled constraints, in the state and in an
+    /// SDK's ruleset: a large segment named by many gates is held once, not once per gate
+    /// (compiled per gate, one import could make it thousands of copies).
+    #[test]
+    fn gates_naming_a_segment_share_its_compiled_constraints() {
+        let segment: Segment = serde_json::from_value(serde_json::json!(
+            {"id":1,"name":"s","constraints":[{"contextName":"region","operator":"IN","values":["eu","us"]}]}))
+        .unwrap();
+        let gate = |key: &str| -> GateSpec {
+            serde_json::from_value(serde_json::json!(
+                {"key":key,"license_required":false,"strategies":[{"name":"default","segments":[1]}]}))
+            .unwrap()
+        };
+        let at = Timestamp::parse("2026-11-29T00:00:00Z").unwrap();
+        let mut g = Gates::default();
+        g.apply(&EventKind::GateSegmentPublished { segment: segment.clone() }, at, "t").unwrap();
+        for key in ["a", "b"] {
+            g.apply(&EventKind::GatePublished { gate: gate(key), imported: false, version: 1 }, at, "t").unwrap();
+        }
+        let seg = |key: &str| g.entries.get(key).unwrap().compiled.strategies[0].segments[0].clone();
+        assert!(Arc::ptr_eq(&seg("a"), &seg("b")), "one compiled segment for both gates");
+
+        let doc =
+            RulesetDoc { gates: vec![gate("a"), gate("b")], segments: vec![segment], versions: Default::default() };
+        let rules = Ruleset::new(&doc);
+        let seg = |key: &str| rules.gate(key).unwrap().strategies[0].segments[0].clone();
+        assert!(Arc::ptr_eq(&seg("a"), &seg("b")), "and in a ruleset");
+    }
 }
