@@ -397,8 +397,20 @@ fn decide_import(state: &State, import: &GateImport) -> Result<Vec<EventKind>, R
     let specs = doc
         .features
         .iter()
-        .map(|f| GateSpec::from_unleash(f, import.mappings.get(&f.name).cloned()))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|f| {
+            // An Unleash document says nothing of licenses: a gate that exists keeps the
+            // license binding it has unless a mapping gives it another (taking it away
+            // would serve the gate to every subject, licensed or not, without a word).
+            let kept = match import.mappings.get(&f.name) {
+                Some(_) => None,
+                None => state.gate(&f.name).map(|e| e.current().definition.clone()),
+            };
+            let feature = import.mappings.get(&f.name).cloned().or_else(|| kept.as_ref()?.feature.clone());
+            let mut spec = GateSpec::from_unleash(f, feature)?;
+            spec.license_required |= kept.is_some_and(|d| d.license_required);
+            Ok(spec)
+        })
+        .collect::<Result<Vec<_>, Refusal>>()?;
     let mut events = Vec::new();
     for s in &doc.segments {
         if !state.gate_segment(s.id).is_some_and(|old| **old == *s) {

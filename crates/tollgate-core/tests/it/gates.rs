@@ -327,6 +327,14 @@ fn an_unleash_document_imports_all_or_nothing_and_mapped_gates_need_a_license() 
     assert_eq!(server, sdk);
     assert_eq!(server.reason, Reason::TargetingMatch);
     assert!(matches!(server.variant.name, "a" | "b"));
+
+    // The document again without its mapping: the gate keeps the license binding it
+    // has (it used to lose it, and was then served to every subject, licensed or not).
+    assert_eq!(code(w.run(import(BTreeMap::new()))), "0 events", "nothing changed for it");
+    let e = w.state.gate("render-preview").unwrap();
+    assert!(e.current().definition.license_required && e.current().definition.feature.is_some());
+    assert_eq!(w.answer("render-preview", Some(&basic), json!({}), now()), "off UNLICENSED NOT_ENTITLED");
+    assert_eq!(w.answer("render-preview", None, json!({}), now()), "off UNLICENSED LICENSE_MISSING");
 }
 
 #[test]
