@@ -285,9 +285,29 @@ struct Env<'a> {
     license: Option<&'a LicenseFacts>,
     now: Timestamp,
     random: u32,
+    /// Random draws made so far: each draw is its own, as Unleash draws anew for every
+    /// random strategy, dependency and variant.
+    draws: std::cell::Cell<u32>,
 }
 
 impl<'a> Env<'a> {
+    /// The next random draw: the caller's for the first, then draws derived from it
+    /// (murmur3's finalizer over the draw's number), so that two random strategies
+    /// are two chances, not one.
+    fn draw(&self) -> u32 {
+        let n = self.draws.get();
+        self.draws.set(n.wrapping_add(1));
+        if n == 0 {
+            return self.random;
+        }
+        let mut h = self.random ^ n.wrapping_mul(0x9E37_79B9);
+        h ^= h >> 16;
+        h = h.wrapping_mul(0x85EB_CA6B);
+        h ^= h >> 13;
+        h = h.wrapping_mul(0xC2B2_AE35);
+        h ^ (h >> 16)
+    }
+
     fn field(&self, f: &Field) -> Option<&'a str> {
         let c = self.ctx;
         let lic = |get: fn(&'a LicenseFacts) -> &'a str| self.license.map(get).filter(|s| !s.is_empty());
@@ -364,7 +384,7 @@ fn strategy_matches(gate: &CompiledGate, s: &CompiledStrategy, env: &Env<'_>) ->
             Reason::Split
         }
         Kind::GradualRandom { percent } => {
-            if bucket::random_percent(env.random) > *percent {
+            if bucket::random_percent(env.draw()) > *percent {
                 return None;
             }
             Reason::Split
@@ -378,7 +398,7 @@ fn strategy_matches(gate: &CompiledGate, s: &CompiledStrategy, env: &Env<'_>) ->
             };
             let bucket = match id {
                 Some(id) => bucket::normalized(prefix, id, 100, 0)?,
-                None => bucket::random_percent(env.random),
+                None => bucket::random_percent(env.draw()),
             };
             if bucket > rollout {
                 return None;
@@ -433,7 +453,7 @@ fn pick<'v>(v: &'v Variants, env: &Env<'_>) -> Option<&'v CompiledVariant> {
     let target = match seed {
         Some(id) => bucket::normalized(&v.prefix, id, v.total, bucket::VARIANT_SEED)?,
         None if v.total == 0 => return None,
-        None => env.random % v.total + 1,
+        None => env.draw() % v.total + 1,
     };
     let mut sum = 0u32;
     v.list.iter().find(|var| {
@@ -524,7 +544,7 @@ pub fn evaluate_gate<'r, R: Rules + ?Sized>(
     now: Timestamp,
     random: u32,
 ) -> Evaluation<'r> {
-    let env = Env { ctx, license, now, random };
+    let env = Env { ctx, license, now, random, draws: std::cell::Cell::new(0) };
     let off = |reason, license_code| Evaluation {
         enabled: false,
         reason,

@@ -461,3 +461,28 @@ fn segment_references_are_bounded_and_a_repeated_one_holds_as_once() {
     assert_eq!(w.answer("x", None, json!({"properties":{"region":"eu"}}), now()), "on TARGETING_MATCH");
     assert_eq!(w.answer("x", None, json!({"properties":{"region":"us"}}), now()), "off DEFAULT");
 }
+
+/// Every random strategy draws anew, as in Unleash: two 50% random strategies let in
+/// about 75%, and a random child of a random parent about 25%. One draw used to serve
+/// them all (50% and 50%).
+#[test]
+fn random_strategies_are_independent_chances() {
+    let mut w = World::new();
+    let random = |p: u32| json!({"name":"gradualRolloutRandom","parameters":{"percentage": p.to_string()}});
+    w.gate(json!({"key":"twice","license_required":false,"strategies":[random(50), random(50)]})).unwrap();
+    w.gate(json!({"key":"parent","license_required":false,"strategies":[random(50)]})).unwrap();
+    w.gate(
+        json!({"key":"child","license_required":false,"strategies":[random(50)],"dependencies":[{"feature":"parent"}]}),
+    )
+    .unwrap();
+    let ctx = Context::default();
+    let on = |key: &str| {
+        (0..4000u32)
+            .filter(|i| evaluate(&w.state, key, &ctx, None, now(), i.wrapping_mul(2_654_435_761)).unwrap().enabled)
+            .count()
+    };
+    let twice = on("twice");
+    assert!((2800..=3200).contains(&twice), "about 75% of 4000: {twice}");
+    let child = on("child");
+    assert!((800..=1200).contains(&child), "about 25% of 4000: {child}");
+}

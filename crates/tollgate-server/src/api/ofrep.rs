@@ -312,14 +312,14 @@ fn bulk(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OfrepError> {
     let Subject { ctx, state: s, product, now, license } = subject(app, principal, body)?;
-    let random = random_u32();
     let mut flags = Vec::new();
     for g in s.gates() {
         let key = g.current().definition.key.as_str();
         if !visible(&s, key, product) {
             continue;
         }
-        if let Some(e) = evaluate(&*s, key, &ctx, license.as_ref(), now, random) {
+        // A draw of its own for each flag: random gates are independent chances.
+        if let Some(e) = evaluate(&*s, key, &ctx, license.as_ref(), now, random_u32()) {
             flags.push(success(key, &e));
         }
     }
