@@ -84,7 +84,14 @@ pub struct PostgresStore {
     read_only: bool,
     /// `Some` until drop, which closes the connection off any async thread.
     client: Mutex<Option<Client>>,
+    /// How long an append (or `hold_appends`) waits for another node's hold on the
+    /// appends before it gives up: a node frozen while holding it (paused, cut off
+    /// without a reset) must not hang every other node's writes.
+    append_lock_timeout: std::time::Duration,
 }
+
+/// See [`PostgresStore::set_append_lock_timeout`].
+pub const APPEND_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Runs `f` where the sync client may block: directly on a plain thread (the engine's),
 /// and on a scoped thread of its own when called from inside a tokio runtime (a
@@ -188,7 +195,13 @@ impl PostgresStore {
         tx.execute("UPDATE tollgate_schema SET version = $1", &[&current]).map_err(pg)?;
         tx.commit().map_err(pg)?;
         let channel = channel_of(&mut client)?;
-        Ok(Self { url: url.to_owned(), channel, read_only: false, client: Mutex::new(Some(client)) })
+        Ok(Self {
+            url: url.to_owned(),
+            channel,
+            read_only: false,
+            client: Mutex::new(Some(client)),
+            append_lock_timeout: APPEND_LOCK_TIMEOUT,
+        })
     }
 
     fn run<R: Send>(&self, f: impl FnOnce(&mut Client) -> R + Send) -> R {
@@ -221,8 +234,26 @@ impl PostgresStore {
         offload(|| {
             let mut client = Self::connect(url, true)?;
             let channel = channel_of(&mut client)?;
-            Ok(Self { url: url.to_owned(), channel, read_only: true, client: Mutex::new(Some(client)) })
+            Ok(Self {
+                url: url.to_owned(),
+                channel,
+                read_only: true,
+                client: Mutex::new(Some(client)),
+                append_lock_timeout: APPEND_LOCK_TIMEOUT,
+            })
         })
+    }
+
+    /// How long an append waits for the appends another node holds (default
+    /// [`APPEND_LOCK_TIMEOUT`]); past it the append fails and its batch is refused.
+    pub fn set_append_lock_timeout(&mut self, timeout: std::time::Duration) {
+        self.append_lock_timeout = timeout;
+    }
+
+    /// `SET [LOCAL] lock_timeout` to the append lock timeout.
+    fn lock_timeout_sql(&self, local: bool) -> String {
+        let ms = self.append_lock_timeout.as_millis().clamp(1, i32::MAX as u128);
+        format!("SET {}lock_timeout = {ms}", if local { "LOCAL " } else { "" })
     }
 
     /// Whether this handle's connection is encrypted (TLS), as the server sees it.
@@ -335,9 +366,12 @@ impl LedgerStore for PostgresStore {
         idempotency: &[IdempotencyRecord],
     ) -> Result<(), StoreError> {
         let self_channel = self.channel.clone();
+        let lock_timeout = self.lock_timeout_sql(true);
         self.run(|client| {
             let mut tx = client.transaction().map_err(pg)?;
-            // Waits while a writer that lost a race holds the appends (`hold_appends`).
+            // Waits while a writer that lost a race holds the appends (`hold_appends`),
+            // for a bounded time.
+            tx.batch_execute(&lock_timeout).map_err(pg)?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&APPEND_LOCK]).map_err(pg)?;
             let actual = Self::len_in(&mut tx)?;
             if actual != expected_len {
@@ -677,7 +711,14 @@ impl LedgerStore for PostgresStore {
 
     fn hold_appends(&mut self, hold: bool) -> Result<(), StoreError> {
         let sql = if hold { "SELECT pg_advisory_lock($1)" } else { "SELECT pg_advisory_unlock($1)" };
-        self.run(|c| c.execute(sql, &[&APPEND_LOCK])).map_err(pg)?;
+        let lock_timeout = self.lock_timeout_sql(false);
+        self.run(|c| {
+            c.batch_execute(&lock_timeout)?;
+            let taken = c.execute(sql, &[&APPEND_LOCK]);
+            let reset = c.batch_execute("RESET lock_timeout");
+            taken.and(reset)
+        })
+        .map_err(pg)?;
         Ok(())
     }
 

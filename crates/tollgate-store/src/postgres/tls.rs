@@ -36,6 +36,7 @@ pub(super) fn connect(url: &str) -> Result<Client, StoreError> {
 fn parse(url: &str) -> Result<(Config, Option<MakeRustlsConnect>), StoreError> {
     let (rest, mode, root) = take_tls_params(url);
     let mut config = Config::from_str(&rest).map_err(|e| StoreError::Invalid(format!("the database URL: {e}")))?;
+    detect_dead_peers(&mut config);
     let mode = mode.unwrap_or_else(|| match config.get_ssl_mode() {
         SslMode::Require => "require".into(),
         _ => "prefer".into(),
@@ -57,6 +58,29 @@ fn parse(url: &str) -> Result<(Config, Option<MakeRustlsConnect>), StoreError> {
         other => Err(StoreError::Invalid(format!(
             "sslmode={other} in the database URL: use disable, prefer, require, verify-ca or verify-full"
         ))),
+    }
+}
+
+/// Where the connection string leaves them at libpq's defaults, limits that notice a
+/// server (or a network) gone without a word within about a minute, not the two hours
+/// of the kernel's keepalive default: a writer blocked on a dead connection holds up
+/// every write of the node meanwhile. The string's own values are kept.
+fn detect_dead_peers(config: &mut Config) {
+    use std::time::Duration;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(10));
+    }
+    if config.get_keepalives() && config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+        config.keepalives_idle(Duration::from_secs(30));
+    }
+    if config.get_keepalives_interval().is_none() {
+        config.keepalives_interval(Duration::from_secs(10));
+    }
+    if config.get_keepalives_retries().is_none() {
+        config.keepalives_retries(3);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(Duration::from_secs(60));
     }
 }
 
@@ -207,6 +231,22 @@ mod tests {
             (rest.as_str(), mode.as_deref(), root.as_deref()),
             (r"host=h password='it\'s  b'", Some("verify-full"), Some("/my ca.pem"))
         );
+    }
+
+    #[test]
+    fn a_dead_server_is_noticed_within_a_minute_unless_the_url_says_otherwise() {
+        use std::time::Duration;
+        let (c, _) = parse("postgres://u@h/db").unwrap();
+        assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(10)));
+        assert_eq!(c.get_keepalives_idle(), Duration::from_secs(30));
+        assert_eq!((c.get_keepalives_interval(), c.get_keepalives_retries()), (Some(Duration::from_secs(10)), Some(3)));
+        assert_eq!(c.get_tcp_user_timeout(), Some(&Duration::from_secs(60)));
+        let (c, _) =
+            parse("postgres://u@h/db?connect_timeout=3&keepalives_idle=5&tcp_user_timeout=7&keepalives=0").unwrap();
+        assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(3)));
+        assert_eq!(c.get_tcp_user_timeout(), Some(&Duration::from_secs(7)));
+        assert!(!c.get_keepalives());
+        assert_eq!(c.get_keepalives_idle(), Duration::from_secs(5));
     }
 
     #[test]

@@ -136,6 +136,20 @@ fn nodes_share_meta_wake_each_other_and_heartbeat() {
     assert!(t.join().unwrap() >= Duration::from_millis(250), "the other append waited for the hold");
     assert_eq!(a.len().unwrap(), 3);
 
+    // A hold that is never let go (a node frozen while holding it) holds the others up
+    // for the append lock timeout, not for ever: they fail and write nothing.
+    a.hold_appends(true).unwrap();
+    let mut c = PostgresStore::open(&h.schema.url).unwrap();
+    c.set_append_lock_timeout(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let refused = c.append(3, &[event(b"v")], &[]);
+    assert!(refused.is_err(), "{refused:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "gave up after {:?}", started.elapsed());
+    assert!(c.hold_appends(true).is_err(), "a hold waits for the same time");
+    a.hold_appends(false).unwrap();
+    c.append(3, &[event(b"v")], &[]).unwrap();
+    assert_eq!(a.len().unwrap(), 4);
+
     let node = |id: &str, seq| tollgate_store::NodeRecord {
         id: id.into(),
         address: "127.0.0.1:1".into(),
