@@ -21,6 +21,10 @@ pub struct ClientConfig {
     pub cache_ttl: Duration,
     /// This machine's fingerprint: sent with validations, required by bound tokens.
     pub fingerprint: Option<String>,
+    /// The application's product key: every token this client verifies (online, and
+    /// for its offline fallback) must be for it (`aud`), so a token for another of the
+    /// vendor's products, signed by the same keys, is refused. `None` skips the check.
+    pub product: Option<String>,
     /// Ask for offline tokens (bound to `fingerprint`, lasting the plan's
     /// `offline_days`) so that the fallback lasts days, not minutes.
     pub offline_tokens: bool,
@@ -45,6 +49,7 @@ impl Default for ClientConfig {
         Self {
             cache_ttl: Duration::from_secs(30),
             fingerprint: None,
+            product: None,
             offline_tokens: false,
             leeway_seconds: crate::offline::DEFAULT_LEEWAY_SECONDS,
             jwks_refetch_interval: Duration::from_secs(30),
@@ -96,6 +101,7 @@ impl Client {
 
     fn options(&self) -> VerifyOptions {
         VerifyOptions {
+            audience: self.config.product.clone(),
             fingerprint: self.config.fingerprint.clone(),
             leeway_seconds: self.config.leeway_seconds,
             ..VerifyOptions::default()

@@ -44,10 +44,16 @@ async fn offline_client(server: &Server) -> (String, String, Client) {
 async fn falls_back_to_the_last_verified_token_with_the_server_stopped() {
     let mut server = Server::start().await;
     let (key, id, product_token) = seed(&server).await;
-    let client = Client::with_config(&server.base, &product_token, no_cache()).unwrap();
+    let config = ClientConfig { product: Some("app".into()), ..no_cache() };
+    let client = Client::with_config(&server.base, &product_token, config).unwrap();
     let v = client.validate(&key, Some("pro")).await.unwrap();
     assert_eq!((v.valid, v.code, &v.source), (true, Code::Valid, &Source::Online));
     assert!(v.token.is_some(), "the server sends a token");
+    // A client of another product keeps no fallback from a token that is not for it
+    // (the vendor's keys sign every product's tokens).
+    let config = ClientConfig { product: Some("other-app".into()), ..no_cache() };
+    let elsewhere = Client::with_config(&server.base, &product_token, config).unwrap();
+    assert!(elsewhere.validate(&key, None).await.unwrap().valid, "the server's answer stands");
 
     // With a TTL, a second call is answered from the cache.
     let cached = Client::new(&server.base, &product_token).unwrap();
@@ -69,6 +75,7 @@ async fn falls_back_to_the_last_verified_token_with_the_server_stopped() {
     assert_eq!((v.valid, v.code), (false, Code::FeatureNotEntitled), "entitlements come from the token");
     // A key the client never validated has no fallback.
     assert!(matches!(client.validate("AAAAA-BBBBB-CCCCC", None).await, Err(Error::Network(_))));
+    assert!(matches!(elsewhere.validate(&key, None).await, Err(Error::Network(_))), "no fallback for another product");
 }
 
 #[tokio::test]
