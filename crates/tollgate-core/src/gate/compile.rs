@@ -162,6 +162,8 @@ pub(crate) enum Kind {
         rollout: u32,
         stickiness: Stickiness,
         prefix: Box<[u8]>,
+        /// Whether the gate's schedule moves this rollout (see [`ramped`]).
+        ramped: bool,
     },
     RemoteAddress(Vec<IpNet>),
     /// Lower-cased host names, matched against `properties.hostname`.
@@ -262,7 +264,7 @@ pub fn compile_with(
         enabled: spec.enabled,
         license_required: spec.license_required,
         feature: spec.feature.as_ref().map(|f| (f.product.to_string(), f.feature.to_string())),
-        strategies: spec.strategies.iter().map(|s| compile_strategy(s, name, &mut segment)).collect(),
+        strategies: spec.strategies.iter().map(|s| compile_strategy(s, name, ramped(spec, s), &mut segment)).collect(),
         variants: variants(
             spec.variants.iter().map(|v| CompiledVariant {
                 name: v.name.clone(),
@@ -303,9 +305,21 @@ fn variants(list: impl Iterator<Item = CompiledVariant>, stickiness: Option<&str
     }
 }
 
+/// Whether a schedule moves strategy `s`: the flexible rollouts open to everyone (no
+/// constraints, no segments), the gate's ramp. Cohorts a gate lets in by constraints or
+/// segments keep their own rollout as the ramp moves (the ramp starting at 10% used to
+/// cut an opt-in cohort at 100% down to 10% too); a gate whose flexible rollouts are all
+/// targeted has them all moved.
+fn ramped(spec: &GateSpec, s: &Strategy) -> bool {
+    let open = |s: &Strategy| s.constraints.is_empty() && s.segments.is_empty();
+    let flexible = |s: &Strategy| s.name == "flexibleRollout";
+    flexible(s) && (open(s) || !spec.strategies.iter().any(|o| flexible(o) && open(o)))
+}
+
 fn compile_strategy(
     s: &Strategy,
     gate: &str,
+    ramped: bool,
     segment: &mut impl FnMut(u32) -> Option<Arc<[CompiledConstraint]>>,
 ) -> CompiledStrategy {
     let param = |k: &str| s.parameters.get(k).map(String::as_str);
@@ -338,6 +352,7 @@ fn compile_strategy(
                     Some(f) => Stickiness::Field(Field::parse(f)),
                 },
                 prefix: bucket::prefix(group),
+                ramped,
             },
             None => Kind::Never,
         },

@@ -389,8 +389,8 @@ fn strategy_matches(gate: &CompiledGate, s: &CompiledStrategy, env: &Env<'_>) ->
             }
             Reason::Split
         }
-        Kind::Flexible { rollout, stickiness, prefix } => {
-            let rollout = scheduled(gate, *rollout, env.now);
+        Kind::Flexible { rollout, stickiness, prefix, ramped } => {
+            let rollout = if *ramped { scheduled(gate, *rollout, env.now) } else { *rollout };
             let id = match stickiness {
                 Stickiness::Default => env.ctx.user_id.as_deref().or(env.ctx.session_id.as_deref()),
                 Stickiness::Random => None,

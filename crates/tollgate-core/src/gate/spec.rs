@@ -84,7 +84,9 @@ pub struct FeatureRef {
     pub product: ProductKey,
 }
 
-/// From `at` on, every flexible rollout of the gate serves `rollout` percent.
+/// From `at` on, the gate's ramp serves `rollout` percent: its flexible rollouts open to
+/// everyone (no constraints or segments), or all of them when every one is targeted.
+/// Cohorts let in by constraints or segments keep their own rollout.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleStep {

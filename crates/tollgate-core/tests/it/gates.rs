@@ -214,6 +214,39 @@ fn a_schedule_moves_the_rollout_at_its_instants() {
     assert_eq!(bad(json!([{"at":"2026-04-01T00:00:00Z","rollout":101}])), "INVALID_GATE");
 }
 
+/// The issue's sequence: an opt-in cohort at 100% (a segment), then a percentage for
+/// everyone on a schedule. The ramp moves the percentage only: the cohort stays in when
+/// it starts at 10% (it used to be cut to 10% too).
+#[test]
+fn a_schedule_moves_the_ramp_and_leaves_cohorts_in() {
+    let mut w = World::new();
+    w.run(Command::Gates(GateCommand::PutSegment(
+        serde_json::from_value(
+            json!({"id":9,"name":"opt-in","constraints":[{"contextName":"optIn","operator":"IN","values":["yes"]}]}),
+        )
+        .unwrap(),
+    )))
+    .unwrap();
+    let flexible = |rollout: &str| json!({"name":"flexibleRollout","parameters":{"rollout":rollout,"stickiness":"userId","groupId":"r"}});
+    let mut cohort = flexible("100");
+    cohort["segments"] = json!([9]);
+    w.gate(json!({"key":"r","license_required":false,"strategies":[cohort, flexible("0")],
+        "schedule":[{"at":"2026-03-01T00:00:00Z","rollout":10}]}))
+        .unwrap();
+    let on = |opt_in: &str, at: &str| {
+        (0..1000)
+            .filter(|u| {
+                let ctx = json!({"userId": format!("u{u}"), "properties": {"optIn": opt_in}});
+                w.answer("r", None, ctx, t(at)).starts_with("on")
+            })
+            .count()
+    };
+    assert_eq!((on("yes", "2026-02-01T00:00:00Z"), on("no", "2026-02-01T00:00:00Z")), (1000, 0));
+    assert_eq!(on("yes", "2026-03-15T00:00:00Z"), 1000, "the cohort keeps its 100%");
+    let ten = on("no", "2026-03-15T00:00:00Z");
+    assert!((60..=140).contains(&ten), "everyone else ramps to 10%: {ten} of 1000");
+}
+
 #[test]
 fn every_change_is_a_version_and_rollback_and_kill_add_one() {
     let mut w = World::new();
