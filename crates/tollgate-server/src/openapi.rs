@@ -67,6 +67,34 @@ impl Modify for Conventions {
                     );
                 }
             }
+            // Every `{name}` of the path is a required text parameter (handlers take
+            // them through `ApiPath`, which utoipa cannot see into).
+            let names: Vec<&str> =
+                path.split('/').filter_map(|w| w.strip_prefix('{').and_then(|w| w.strip_suffix('}'))).collect();
+            for op in operations(item) {
+                let params = op.parameters.get_or_insert_with(Vec::new);
+                for name in &names {
+                    let declared = params
+                        .iter()
+                        .any(|p| p.name == *name && matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Path));
+                    if !declared {
+                        params.push(
+                            utoipa::openapi::path::ParameterBuilder::new()
+                                .name(*name)
+                                .parameter_in(utoipa::openapi::path::ParameterIn::Path)
+                                .required(utoipa::openapi::Required::True)
+                                .schema(Some(
+                                    utoipa::openapi::ObjectBuilder::new()
+                                        .schema_type(utoipa::openapi::schema::Type::String),
+                                ))
+                                .build(),
+                        );
+                    }
+                }
+                if params.is_empty() {
+                    op.parameters = None;
+                }
+            }
             for op in operations(item) {
                 if let Some(id) = &op.operation_id
                     && seen.get(id).is_some_and(|n| *n > 1)

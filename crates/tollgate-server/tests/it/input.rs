@@ -300,6 +300,18 @@ async fn openapi_document_describes_the_api() {
             if op.contains_key("requestBody") {
                 assert!(responses.contains_key("400") && responses.contains_key("422"), "{method} {path}");
             }
+            // Every `{name}` of the path is a declared path parameter.
+            let declared: Vec<&str> = op
+                .get("parameters")
+                .and_then(|p| p.as_array())
+                .into_iter()
+                .flatten()
+                .filter(|p| p["in"] == "path")
+                .filter_map(|p| p["name"].as_str())
+                .collect();
+            for name in path.split('/').filter_map(|w| w.strip_prefix('{').and_then(|w| w.strip_suffix('}'))) {
+                assert!(declared.contains(&name), "{method} {path} does not declare '{name}'");
+            }
         }
     }
     assert!(ids.len() > 60, "{} operations", ids.len());
