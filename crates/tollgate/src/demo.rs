@@ -40,6 +40,39 @@ fn plan(key: &str, name: &str, features: &[&str]) -> anyhow::Result<PlanSpec> {
 }
 
 /// Seeds the demo catalog and licenses once; a restarted demo keeps its data.
+/// Refuses to start the demo on a ledger that is not its own: it seeds demo products,
+/// licenses and a gate, for ever (the ledger is append-only). `TOLLGATE_DATABASE_URL`,
+/// `TOLLGATE_DATA` or a config file set for a real server would otherwise send them
+/// there.
+pub fn check_target(settings: &crate::config::Settings) -> anyhow::Result<()> {
+    if settings.database.is_some() {
+        anyhow::bail!(
+            "tollgate demo runs on its own embedded ledger, but a PostgreSQL database is set (--database, \
+             TOLLGATE_DATABASE_URL or the config file): the demo would seed it with demo data for good. Unset it, \
+             or run `tollgate serve`"
+        );
+    }
+    let db = tollgate_server::db_path(&settings.data);
+    if !db.exists() {
+        return Ok(());
+    }
+    let store = tollgate_store::SqliteStore::open_read_only(&db)?;
+    // A demo's ledger is small; a long one is a real server's, whatever it holds.
+    let len = tollgate_store::LedgerStore::len(&store)?;
+    let theirs = len > 10_000 || {
+        let state = tollgate_server::replay::load(&store)?.state;
+        state.products().any(|p| p.key.as_str() != PRODUCT)
+    };
+    if theirs {
+        anyhow::bail!(
+            "{} holds a ledger that is not the demo's ({len} events): the demo would add its data to it for good. \
+             Give the demo another --data (or unset TOLLGATE_DATA), or run `tollgate serve` on it",
+            db.display()
+        );
+    }
+    Ok(())
+}
+
 pub async fn seed(app: &Arc<AppState>) -> anyhow::Result<()> {
     if app.engine.state().product(PRODUCT).is_some() {
         return Ok(());

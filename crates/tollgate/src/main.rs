@@ -187,7 +187,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Demo(args) => {
-            serve(args.resolve("./tollgate-demo-data")?, true)?;
+            let settings = args.resolve("./tollgate-demo-data")?;
+            demo::check_target(&settings)?;
+            serve(settings, true)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Ledger { command: LedgerCmd::Verify { data, database, checkpoint, key } } => {

@@ -92,3 +92,26 @@ async fn the_demo_seeds_licenses_and_a_gate_and_its_examples_work() {
     again.child.kill().unwrap();
     again.child.wait().unwrap();
 }
+
+/// The demo seeds only its own ledger: pointed (by a flag, or an environment variable a
+/// real server's deployment sets) at a PostgreSQL database or at a real server's data
+/// directory, it refuses before it writes anything.
+#[tokio::test]
+async fn the_demo_refuses_a_ledger_that_is_not_its_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let real = tmp.path().join("real");
+    crate::verify::make_ledger(&real, 1).await;
+    let before = std::fs::metadata(tollgate_server::db_path(&real)).unwrap().len();
+    let out = bin().args(["demo", "--listen", "127.0.0.1:0"]).env("TOLLGATE_DATA", &real).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && text.contains("not the demo's"), "{text}");
+    assert_eq!(std::fs::metadata(tollgate_server::db_path(&real)).unwrap().len(), before, "nothing written");
+    let out = bin()
+        .args(["demo", "--listen", "127.0.0.1:0", "--data"])
+        .arg(tmp.path().join("fresh"))
+        .env("TOLLGATE_DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && text.contains("its own embedded ledger"), "{text}");
+}

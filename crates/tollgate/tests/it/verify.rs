@@ -15,7 +15,7 @@ async fn issue(c: &reqwest::Client, base: &str, licenses: usize) {
     }
 }
 
-async fn make_ledger(dir: &std::path::Path, licenses: usize) {
+pub async fn make_ledger(dir: &std::path::Path, licenses: usize) {
     let server = start(dir);
     let c = client();
     seed(&c, &server.base).await;
