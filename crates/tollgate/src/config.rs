@@ -116,6 +116,7 @@ impl ServeArgs {
             },
             checkpoint_seconds: match self.checkpoint_seconds.or(file.checkpoint_seconds).unwrap_or(1) {
                 0 => anyhow::bail!("checkpoint_seconds must be at least 1 (a checkpoint is signed at most that often)"),
+                n if n > 86_400 => anyhow::bail!("checkpoint_seconds must be at most 86400 (a day)"),
                 n => n,
             },
             idempotency_seconds: self
@@ -207,12 +208,15 @@ mod tests {
 
     #[test]
     fn settings_that_cannot_work_are_refused_not_changed() {
-        for (text, says) in
-            [("snapshot_keep = 0\n", "snapshot_keep"), ("checkpoint_seconds = 0\n", "checkpoint_seconds")]
-        {
+        for (text, says) in [
+            ("snapshot_keep = 0\n", "snapshot_keep must be at least 1"),
+            ("checkpoint_seconds = 0\n", "checkpoint_seconds must be at least 1"),
+            // A period the timer cannot add to an instant stopped checkpoint signing.
+            ("checkpoint_seconds = 18446744073709551615\n", "at most 86400"),
+        ] {
             let f = file(text);
             let e = ServeArgs { config: Some(f.path().into()), ..Default::default() }.resolve("./d").unwrap_err();
-            assert!(e.to_string().contains(says) && e.to_string().contains("at least 1"), "{e}");
+            assert!(e.to_string().contains(says), "{text}: {e}");
         }
     }
 

@@ -63,11 +63,11 @@ pub fn run(cmd: GatesCmd) -> anyhow::Result<ExitCode> {
             let gates = report["gates"].as_array().map_or(0, Vec::len);
             let segments = report["segments"].as_array().map_or(0, Vec::len);
             eprintln!("imported {gates} gates and {segments} segments from {}", unleash.display());
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            say!("{}", serde_json::to_string_pretty(&report)?);
         }
         GatesCmd::List { remote } => {
             let out = rt.block_on(call(&remote, reqwest::Method::GET, "/v1/gates", None))?;
-            println!("{}", pretty(&out));
+            say!("{}", pretty(&out));
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -7,6 +7,15 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use config::{ServeArgs, Settings};
 
+/// `println!` that a closed stdout (`tollgate … | head`) does not turn into a panic:
+/// what the command did stands, and its exit code says so.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 mod config;
 mod demo;
 mod gates;
@@ -387,33 +396,33 @@ fn ledger_verify(
         Ok((r, extends)) => {
             use base64::Engine as _;
             let b64 = base64::engine::general_purpose::STANDARD;
-            println!(
+            say!(
                 "ok: {} events, {} checkpoints, {} snapshots verified in {:.2?}",
                 r.events,
                 r.checkpoints,
                 r.snapshots,
                 started.elapsed()
             );
-            println!("root: {}", b64.encode(r.root));
-            println!("state digest: {}", hex_encode(&r.digest));
+            say!("root: {}", b64.encode(r.root));
+            say!("state digest: {}", hex_encode(&r.digest));
             if key.is_some() {
                 let tail = r.events.saturating_sub(r.signed_size);
                 if tail == 0 {
-                    println!("signed by the key given, up to its last event");
+                    say!("signed by the key given, up to its last event");
                 } else {
-                    println!(
+                    say!(
                         "signed by the key given up to tree size {}; the last {tail} events came after the newest checkpoint",
                         r.signed_size
                     );
                 }
             }
             if let (Some((path, _)), Some(size)) = (&outside, extends) {
-                println!("extends the checkpoint in {} (tree size {size})", path.display());
+                say!("extends the checkpoint in {} (tree size {size})", path.display());
             }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            println!("FAILED: {e}");
+            say!("FAILED: {e}");
             Ok(ExitCode::from(1))
         }
     }
@@ -436,6 +445,6 @@ fn token_create(data: PathBuf, role: &str, name: &str, product: Option<String>) 
         tollgate_server::auth::new_token(role, name, product, tollgate_server::engine::now().to_string());
     store.insert_token(&record)?;
     eprintln!("created token {} with role {} (the secret below is shown only once)", record.id, role.as_str());
-    println!("{secret}");
+    say!("{secret}");
     Ok(())
 }

@@ -52,12 +52,12 @@ impl Progress {
 }
 
 fn print_reached(r: &Reached) {
-    println!("tree size:    {}", r.size);
-    println!("root:         {}", b64(&r.root));
-    println!("state digest: {}", hex(&r.digest));
+    say!("tree size:    {}", r.size);
+    say!("root:         {}", b64(&r.root));
+    say!("state digest: {}", hex(&r.digest));
     match &r.checkpoint {
-        Some(cp) => println!("checkpoint:   signed at tree size {}", cp.size),
-        None => println!("checkpoint:   none at or below this size"),
+        Some(cp) => say!("checkpoint:   signed at tree size {}", cp.size),
+        None => say!("checkpoint:   none at or below this size"),
     }
 }
 
@@ -66,10 +66,10 @@ pub fn backup(data: &Path, out: &Path) -> anyhow::Result<()> {
     let report = durability::backup(data, out, &mut |d, t| p.update(d, t));
     p.finish();
     let report = report?;
-    println!("backup written and verified: {}", report.path.display());
+    say!("backup written and verified: {}", report.path.display());
     print_reached(&report.reached);
     if let Some(cp) = report.checkpoint_path {
-        println!("newest signed checkpoint: {}", cp.display());
+        say!("newest signed checkpoint: {}", cp.display());
     }
     Ok(())
 }
@@ -87,7 +87,7 @@ pub fn restore(from: &Path, data: &Path, until_seq: Option<u64>, until_time: Opt
     let r = durability::restore(from, data, until, &mut |d, t| p.update(d, t));
     p.finish();
     let r = r?;
-    println!("restored into {} and verified", data.display());
+    say!("restored into {} and verified", data.display());
     print_reached(&r);
     Ok(())
 }

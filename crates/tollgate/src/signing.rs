@@ -67,7 +67,7 @@ pub fn keys(cmd: KeysCmd) -> anyhow::Result<ExitCode> {
             KeysCmd::List { remote } => call(remote, reqwest::Method::GET, "/v1/keys", None).await,
         }
     })?;
-    println!("{}", pretty(&text));
+    say!("{}", pretty(&text));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -108,11 +108,11 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     };
     match tollgate_sdk::verify_token_with(a.token.trim(), &jwks, &o, None) {
         Ok(claims) => {
-            println!("{}", serde_json::to_string_pretty(&claims)?);
+            say!("{}", serde_json::to_string_pretty(&claims)?);
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            println!("REFUSED {}: {e}", e.code());
+            say!("REFUSED {}: {e}", e.code());
             Ok(ExitCode::from(1))
         }
     }

@@ -131,6 +131,13 @@ pub fn import(a: ImportArgs) -> anyhow::Result<bool> {
     if !(200..300).contains(&status) && report.get("total").is_none() {
         anyhow::bail!("the server refused the import ({status} {}): {}", body["code"], body["detail"]);
     }
+    if report.get("total").is_none() {
+        // A 2xx that is no import report: not Tollgate answering (a proxy, another
+        // service at that address), and nothing says the import happened.
+        anyhow::bail!(
+            "{url} answered {status} without an import report: is --url (or TOLLGATE_URL) the Tollgate server?"
+        );
+    }
     let count = |k: &str| report[k].as_array().map_or(0, Vec::len);
     let verb = if a.dry_run {
         "would import"
@@ -139,7 +146,7 @@ pub fn import(a: ImportArgs) -> anyhow::Result<bool> {
     } else {
         "imported nothing:"
     };
-    println!(
+    say!(
         "{verb} {} new, {} unchanged, {} refused, of {} rows",
         count("created"),
         count("unchanged"),
@@ -147,7 +154,7 @@ pub fn import(a: ImportArgs) -> anyhow::Result<bool> {
         report["total"]
     );
     for r in report["rejected"].as_array().into_iter().flatten() {
-        println!(
+        say!(
             "  line {}: {} ({}): {}",
             r["line"],
             r["external_id"].as_str().unwrap_or("-"),
@@ -163,7 +170,7 @@ pub fn import(a: ImportArgs) -> anyhow::Result<bool> {
             .flatten()
             .chain(report["unchanged"].as_array().into_iter().flatten())
         {
-            println!("{}\t{}", pair[0].as_str().unwrap_or(""), pair[1].as_str().unwrap_or(""));
+            say!("{}\t{}", pair[0].as_str().unwrap_or(""), pair[1].as_str().unwrap_or(""));
         }
     }
     Ok(count("rejected") == 0)
@@ -204,9 +211,9 @@ fn import_ledger(file: &Path, data: &Path, dry_run: bool) -> anyhow::Result<()> 
         store.append(0, &events, &[])?;
     }
     let digest = state.digest().map_err(|e| anyhow::anyhow!("{e}"))?;
-    println!("{} {} events", if dry_run { "would import" } else { "imported" }, log.len());
-    println!("root:         {}", tollgate_server::durability::b64(&log.root()));
-    println!("state digest: {}", tollgate_server::durability::hex(&digest));
+    say!("{} {} events", if dry_run { "would import" } else { "imported" }, log.len());
+    say!("root:         {}", tollgate_server::durability::b64(&log.root()));
+    say!("state digest: {}", tollgate_server::durability::hex(&digest));
     Ok(())
 }
 

@@ -152,3 +152,34 @@ async fn csv_import_is_all_or_nothing_idempotent_and_export_round_trips_the_dige
         run(&["export", "--format", "jsonl", "--data", data.to_str().unwrap(), "--out", damaged.to_str().unwrap()]);
     assert!(!ok && out.contains("event 2 is damaged"), "{out}");
 }
+
+/// A 2xx that is no import report (a proxy's page, another service at that address) is
+/// not taken for an import of nothing: it fails, saying what to check.
+#[tokio::test]
+async fn an_answer_that_is_no_import_report_fails_the_import() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 65536];
+            let _ = conn.read(&mut buf).await;
+            let page = "<html>welcome</html>";
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
+                page.len()
+            );
+            let _ = conn.write_all(answer.as_bytes()).await;
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let csv = tmp.path().join("rows.csv");
+    std::fs::write(&csv, "external_id,product,plan,licensee\nK-1,app,std,Hooli\n").unwrap();
+    let url = format!("http://{addr}");
+    let (ok, out) = tokio::task::spawn_blocking(move || {
+        run(&["import", "--format", "csv", csv.to_str().unwrap(), "--url", url.as_str(), "--token", ADMIN])
+    })
+    .await
+    .unwrap();
+    assert!(!ok && out.contains("without an import report"), "{out}");
+}

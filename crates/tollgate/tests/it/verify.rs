@@ -232,3 +232,17 @@ async fn verify_against_a_checkpoint_and_key_kept_outside_the_ledger() {
     let (ok, out) = run(&["ledger", "verify", "--data", &dir(&one), "--key", "nonsense"]);
     assert!(!ok && out.contains("--key is not a note verifier key"), "{out}");
 }
+
+/// Output into a pipe nobody reads (`tollgate … | head -1` after `head` left) does not
+/// crash the command: it did its work, and says so by its exit code. It used to panic
+/// in `println!` and exit 101.
+#[tokio::test]
+async fn a_closed_stdout_is_not_a_crash() {
+    let tmp = tempfile::tempdir().unwrap();
+    make_ledger(tmp.path(), 1).await;
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let status =
+        bin().args(["ledger", "verify", "--data"]).arg(tmp.path()).stdout(writer).env("TOLLGATE_LOG", "warn").status();
+    assert_eq!(status.unwrap().code(), Some(0));
+}
