@@ -204,7 +204,7 @@ pub fn restore(from: &Path, data_dir: &Path, until: Until, progress: Progress<'_
                 .into(),
         ));
     }
-    std::fs::create_dir_all(data_dir).map_err(StoreError::Io)?;
+    crate::create_private_dir(data_dir).map_err(StoreError::Io)?;
     // Built beside its final name and renamed there only once cut and verified: a crash
     // or Ctrl-C on the way leaves no ledger the server would start from.
     let building = data_dir.join(format!("{}.restoring", crate::DB_FILE));

@@ -136,15 +136,20 @@ pub fn db_path(data_dir: &Path) -> PathBuf {
     data_dir.join(DB_FILE)
 }
 
-/// Opens (creating if needed) the data directory, loads the ledger and starts the
-/// writer.
-pub fn open(config: &Config) -> anyhow::Result<Opened> {
-    // Owner-only when created here: the database holds license keys in the clear.
+/// Creates a directory (and its parents), owner-only where it is created here: a data
+/// directory's database holds license keys in the clear.
+pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
     let mut dir = std::fs::DirBuilder::new();
     dir.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
-    dir.create(&config.data_dir)
+    dir.create(path)
+}
+
+/// Opens (creating if needed) the data directory, loads the ledger and starts the
+/// writer.
+pub fn open(config: &Config) -> anyhow::Result<Opened> {
+    create_private_dir(&config.data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", config.data_dir.display()))?;
     let lock = lock_data_dir(&config.data_dir)?;
     type Boxed = Box<dyn LedgerStore>;

@@ -100,6 +100,9 @@ impl SqliteStore {
             return Err(StoreError::Invalid(format!("backup destination already exists: {}", dest.display())));
         }
         self.conn.execute("VACUUM INTO ?1", [dest_str])?;
+        // Owner-only, as the data directory is: the copy holds license keys in the clear.
+        #[cfg(unix)]
+        std::fs::set_permissions(dest, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
         std::fs::File::open(dest)?.sync_all()?;
         #[cfg(unix)]
         if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {

@@ -92,6 +92,10 @@ enum Cmd {
         /// An admin or issuer token.
         #[arg(long, env = "TOLLGATE_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// PEM certificates of a CA to trust for an `https://` --url besides the
+        /// system's (a private CA, or the server's own certificate).
+        #[arg(long, env = "TOLLGATE_CA_CERT")]
+        ca_cert: Option<PathBuf>,
         /// For a ledger export: the new, empty data directory to replay it into.
         #[arg(long)]
         data: Option<PathBuf>,
@@ -205,13 +209,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ledger_verify(data, database, checkpoint, key)
         }
         Cmd::Ledger { command: LedgerCmd::Digest { data, at } } => ops::digest(&data, at).map(|()| ExitCode::SUCCESS),
-        Cmd::Import { format, file, dry_run, server, token, data } => {
+        Cmd::Import { format, file, dry_run, server, token, ca_cert, data } => {
             // TOLLGATE_SERVER was this command's variable before it took TOLLGATE_URL like
             // the others: a script that still sets it must not reach another server.
             let server = server
                 .or_else(|| std::env::var("TOLLGATE_SERVER").ok().filter(|s| !s.is_empty()))
                 .unwrap_or_else(|| remote::DEFAULT_URL.into());
-            let ok = transfer::import(transfer::ImportArgs { format, file, dry_run, server, token, data })?;
+            let ok = transfer::import(transfer::ImportArgs { format, file, dry_run, server, token, ca_cert, data })?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Cmd::Export { format: transfer::ExportFormat::Jsonl, data, out } => {

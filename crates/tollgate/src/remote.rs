@@ -24,7 +24,8 @@ pub struct Remote {
     ca_cert: Option<PathBuf>,
 }
 
-/// Where commands without `--ca-cert` (import, token verify) look for extra CAs.
+/// Where commands without `--ca-cert` (token verify) look for extra CAs, and the
+/// environment variable of those with it.
 pub const CA_CERT_ENV: &str = "TOLLGATE_CA_CERT";
 
 /// An HTTP client trusting the system's CAs and those in `ca_cert` (or, when `None`,

@@ -100,6 +100,7 @@ pub struct ImportArgs {
     pub dry_run: bool,
     pub server: String,
     pub token: Option<String>,
+    pub ca_cert: Option<PathBuf>,
     pub data: Option<PathBuf>,
 }
 
@@ -117,7 +118,7 @@ pub fn import(a: ImportArgs) -> anyhow::Result<bool> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let url = crate::remote::endpoint(&a.server, "/v1/import/licenses")?;
     let (status, body): (u16, serde_json::Value) = rt.block_on(async {
-        let res = crate::remote::http_client(None)?
+        let res = crate::remote::http_client(a.ca_cert.as_deref())?
             .post(&url)
             .bearer_auth(&token)
             .json(&serde_json::json!({ "dry_run": a.dry_run, "rows": rows }))
@@ -200,7 +201,7 @@ fn import_ledger(file: &Path, data: &Path, dry_run: bool) -> anyhow::Result<()> 
     }
     progress.finish();
     if !dry_run {
-        std::fs::create_dir_all(data)?;
+        tollgate_server::create_private_dir(data)?;
         let mut store = SqliteStore::open(&tollgate_server::db_path(data))?;
         if store.len()? != 0 {
             anyhow::bail!(
@@ -228,7 +229,16 @@ pub fn export(data: &Path, out: Option<&Path>) -> anyhow::Result<()> {
     let mut w: Box<dyn Write> = match out {
         // Only a new file: `--out` next to (or onto) a live database must not clobber it.
         Some(p) => Box::new(std::io::BufWriter::new(
-            std::fs::OpenOptions::new().write(true).create_new(true).open(p).with_context(|| {
+            {
+                // Owner-only: the events hold license keys in the clear.
+                let mut file = std::fs::OpenOptions::new();
+                file.write(true).create_new(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+                file
+            }
+            .open(p)
+            .with_context(|| {
                 format!("cannot write {} (an export goes to a new file; choose another name)", p.display())
             })?,
         )),

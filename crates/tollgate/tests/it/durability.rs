@@ -111,6 +111,20 @@ async fn backup_wipe_and_restore_to_a_time_or_sequence_gives_the_recorded_digest
     let (ok, out) = run(&["restore", "--from", backup.to_str().unwrap(), "--data", full.to_str().unwrap()]);
     assert!(ok, "{out}");
     assert_eq!(field(&out, "state digest:"), field(&end, "state digest:"));
+    // Owner-only, as the server's own data directory: both hold license keys in the clear.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&backup), 0o600, "the backup");
+        assert_eq!(mode(&full), 0o700, "the restored directory");
+        assert_eq!(mode(&tollgate_server::db_path(&full)) & 0o077, 0, "the restored database");
+        let export = tmp.path().join("ledger.jsonl");
+        let (ok, out) =
+            run(&["export", "--format", "jsonl", "--data", full.to_str().unwrap(), "--out", export.to_str().unwrap()]);
+        assert!(ok, "{out}");
+        assert_eq!(mode(&export), 0o600, "the export");
+    }
 
     // A server on the point-in-time copy has phase A as it was and no phase B.
     let server = start(&by_time);

@@ -41,6 +41,11 @@ fn serves_https_and_clients_trust_the_ca_they_are_given() {
     // A CA file that holds no certificate is named.
     let (ok, out) = run_remote(&["keys", "list", "--ca-cert", &key], &server.base);
     assert!(!ok && out.contains("holds no PEM certificate"), "{out}");
+    // `import` takes the flag too (it used to take only the environment variable).
+    let rows = file("rows.csv", "external_id,product,plan,licensee\nK-1,app,std,Hooli\n");
+    let (ok, out) = run_remote(&["import", "--format", "csv", &rows, "--dry-run", "--ca-cert", &ca], &server.base);
+    // (The server answers with its report; the row names a product it does not have.)
+    assert!(!ok && out.contains("of 1 rows"), "{out}");
     server.stop();
 }
 
