@@ -342,6 +342,17 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+/// A connection string without its credentials, to name it in output.
+fn redacted(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+            format!("{scheme}://{}", host.split('?').next().unwrap_or(host))
+        }
+        None => "(a key=value connection string)".into(),
+    }
+}
+
 fn existing_db(data: &std::path::Path) -> anyhow::Result<PathBuf> {
     let path = tollgate_server::db_path(data);
     if !path.exists() {
@@ -379,6 +390,14 @@ fn ledger_verify(
         })
         .transpose()?;
     // Read-only on PostgreSQL: verifying never writes, even by accident.
+    // Which ledger, said first, since TOLLGATE_DATABASE_URL in the environment wins
+    // over --data. (A URL may carry a password: its host and database only.)
+    match &database {
+        Some(url) => {
+            eprintln!("verifying the PostgreSQL ledger at {} (--database or TOLLGATE_DATABASE_URL)", redacted(url))
+        }
+        None => eprintln!("verifying the SQLite ledger in {}", data.display()),
+    }
     let store: Box<dyn tollgate_store::LedgerStore> = match &database {
         Some(url) => Box::new(tollgate_store::PostgresStore::open_read_only(url)?),
         // Read-only: the file may be evidence, and opening it to write could migrate it.

@@ -47,6 +47,22 @@ async fn verify_passes_on_a_good_ledger_and_names_the_first_bad_event() {
     make_ledger(tmp.path(), 8).await;
     let (ok, out) = verify(tmp.path());
     assert!(ok, "{out}");
+    assert!(out.contains("verifying the SQLite ledger"), "says which ledger: {out}");
+    // The PostgreSQL one when TOLLGATE_DATABASE_URL is set, whatever --data says, and
+    // without the URL's password.
+    let pg = bin()
+        .args(["ledger", "verify", "--data"])
+        .arg(tmp.path())
+        .env("TOLLGATE_DATABASE_URL", "postgres://tg:s3cret@127.0.0.1:1/none")
+        .env("TOLLGATE_LOG", "warn")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&pg.stderr);
+    assert!(
+        !pg.status.success() && text.contains("verifying the PostgreSQL ledger at postgres://127.0.0.1:1/none"),
+        "{text}"
+    );
+    assert!(!text.contains("s3cret"), "{text}");
     // The catalog (2), the 8 licenses, and whatever the server itself recorded at start.
     let events: u64 = out.split("ok: ").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).unwrap();
     assert!(events >= 10, "{out}");
