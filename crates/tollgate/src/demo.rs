@@ -73,10 +73,17 @@ pub fn check_target(settings: &crate::config::Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Seeds what is missing, item by item: a first start interrupted half-way (Ctrl-C, a
+/// failure) is completed by the next, instead of leaving a demo without licenses or
+/// its gate.
 pub async fn seed(app: &Arc<AppState>) -> anyhow::Result<()> {
-    if app.engine.state().product(PRODUCT).is_some() {
-        return Ok(());
+    if app.engine.state().product(PRODUCT).is_none() {
+        create_product(app).await?;
     }
+    seed_rest(app).await
+}
+
+async fn create_product(app: &Arc<AppState>) -> anyhow::Result<()> {
     let features = [
         ("core", "Core modelling"),
         ("export.pdf", "PDF export"),
@@ -96,6 +103,10 @@ pub async fn seed(app: &Arc<AppState>) -> anyhow::Result<()> {
         }),
     )
     .await?;
+    Ok(())
+}
+
+async fn seed_rest(app: &Arc<AppState>) -> anyhow::Result<()> {
     for p in [
         PlanSpec {
             trial_days: Some(14),
@@ -123,7 +134,9 @@ pub async fn seed(app: &Arc<AppState>) -> anyhow::Result<()> {
             ..plan("cad-perpetual", "Acme CAD perpetual", &["core", "export.pdf", "export.step"])?
         },
     ] {
-        run(app, Command::CreatePlan(p)).await?;
+        if app.engine.state().plan(p.key.as_str()).is_none() {
+            run(app, Command::CreatePlan(p)).await?;
+        }
     }
     let licenses = [
         ("Initech", "cad-pro"),
@@ -134,6 +147,16 @@ pub async fn seed(app: &Arc<AppState>) -> anyhow::Result<()> {
     ];
     let mut ids = Vec::new();
     for (licensee, plan) in licenses {
+        let existing = app
+            .engine
+            .state()
+            .licenses_after(None)
+            .find(|l| l.licensee == licensee && l.product.as_str() == PRODUCT)
+            .map(|l| l.id.clone());
+        if let Some(id) = existing {
+            ids.push(id);
+            continue;
+        }
         let id = tollgate_server::api::licenses::new_license_id();
         ids.push(id.clone());
         run(
@@ -151,6 +174,7 @@ pub async fn seed(app: &Arc<AppState>) -> anyhow::Result<()> {
         )
         .await?;
     }
+    // Both idempotent: a second start changes nothing.
     run(app, Command::Suspend(ids[3].clone())).await?;
     run(app, Command::Revoke(ids[4].clone())).await?;
     // A rollout gate: the new GPU renderer, for licenses entitled to `render.gpu`
@@ -165,7 +189,9 @@ pub async fn seed(app: &Arc<AppState>) -> anyhow::Result<()> {
             {"name": "opengl", "weight": 500, "stickiness": "default", "payload": {"type": "string", "value": "opengl"}}
         ]
     }))?;
-    run(app, Command::Gates(GateCommand::Put(gate))).await?;
+    if app.engine.state().gate(DEMO_GATE).is_none() {
+        run(app, Command::Gates(GateCommand::Put(gate))).await?;
+    }
     Ok(())
 }
 

@@ -115,3 +115,28 @@ async fn the_demo_refuses_a_ledger_that_is_not_its_own() {
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && text.contains("its own embedded ledger"), "{text}");
 }
+
+/// A first start stopped after the product (Ctrl-C while seeding) is completed by the
+/// next start: it used to see the product and seed nothing more, then print examples
+/// for a gate and a license that did not exist.
+#[tokio::test]
+async fn a_demo_seeded_half_way_is_completed_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let server = crate::support::start(dir.path());
+        let product = json!({"key":"acme-cad","name":"Acme CAD","features":[
+            {"key":"core","name":"Core modelling"},{"key":"export.pdf","name":"PDF export"},
+            {"key":"export.step","name":"STEP export"},{"key":"render.gpu","name":"GPU rendering"},
+            {"key":"collab","name":"Real-time collaboration"}]});
+        post(&client(), &format!("{}/v1/products", server.base), product).await;
+        server.stop();
+    }
+    let mut demo = start(dir.path());
+    let c = client();
+    assert_eq!(count(&c, &demo.base).await, 5, "five demo licenses: {}", demo.printed);
+    let gate = get_json(&c, &format!("{}/v1/gates/gpu-renderer-v2", demo.base)).await;
+    assert_eq!(gate["key"], "gpu-renderer-v2", "{gate}");
+    assert!(!demo.printed.contains("\"key\":\"\""), "the examples name a real key: {}", demo.printed);
+    demo.child.kill().unwrap();
+    demo.child.wait().unwrap();
+}
