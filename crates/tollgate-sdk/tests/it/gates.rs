@@ -47,6 +47,20 @@ async fn seed(s: &Server) -> (String, String) {
     (lic["key"].as_str().unwrap().to_string(), tok["token"].as_str().unwrap().to_string())
 }
 
+/// The server's OFREP answer for one flag and context.
+async fn ofrep(base: &str, token: &str, flag: &str, ctx: Value) -> Value {
+    reqwest::Client::new()
+        .post(format!("{base}/ofrep/v1/evaluate/flags/{flag}"))
+        .bearer_auth(token)
+        .json(&json!({ "context": ctx }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 fn user(id: &str) -> Context {
     Context { user_id: Some(id.into()), ..Context::default() }
 }
@@ -69,19 +83,9 @@ async fn evaluates_locally_refreshes_in_the_background_and_survives_the_server()
     assert!(!gates.is_enabled("no-such-gate", &user("u1")));
 
     // The same answers as the server's OFREP endpoint, subject by subject.
-    let http = reqwest::Client::new();
     for i in 0..40 {
         let id = format!("user-{i}");
-        let remote: Value = http
-            .post(format!("{}/ofrep/v1/evaluate/flags/colour", s.base))
-            .bearer_auth(&token)
-            .json(&json!({"context": {"targetingKey": id}}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let remote = ofrep(&s.base, &token, "colour", json!({"targetingKey": id})).await;
         let local = gates.evaluate("colour", &user(&id)).unwrap();
         assert_eq!(Some(local.enabled), remote["metadata"]["enabled"].as_bool(), "{id}: {remote}");
         let name = local.variant.as_ref().map_or(if local.enabled { "on" } else { "off" }, |v| v.name.as_str());
@@ -195,22 +199,9 @@ async fn the_provider_evaluates_the_license_a_context_names_as_the_server_does()
     // No use_license: the application's own license is not set.
     let gates = Arc::new(GateClient::connect(&client, GateConfig::default()).await.unwrap());
     let provider = TollgateProvider::new(gates.clone());
-    let http = reqwest::Client::new();
     let remote = |ctx: Value| {
-        let (http, base, token) = (http.clone(), s.base.clone(), token.clone());
-        async move {
-            let v: Value = http
-                .post(format!("{base}/ofrep/v1/evaluate/flags/pro-ui"))
-                .bearer_auth(&token)
-                .json(&json!({ "context": ctx }))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            v["value"].as_bool().unwrap()
-        }
+        let (base, token) = (s.base.clone(), token.clone());
+        async move { ofrep(&base, &token, "pro-ui", ctx).await["value"].as_bool().unwrap() }
     };
     let named = EvaluationContext::default().with_targeting_key("u1").with_custom_field("licenseKey", key.clone());
     assert!(remote(json!({"targetingKey":"u1","licenseKey": key})).await);
