@@ -28,9 +28,10 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Connections open at once; beyond, new ones wait in the kernel's backlog.
     pub max_connections: usize,
-    /// How long a read or a write on a connection may wait without moving a byte: a
-    /// client that stops sending a body, or stops reading the answers it asked for
-    /// (its requests pipelined), is cut off instead of holding its slot for ever.
+    /// How long a request body may stop arriving, and a write to the client may wait
+    /// without moving a byte: a client that stops sending a body, or stops reading the
+    /// answers it asked for (its requests pipelined), is cut off instead of holding its
+    /// slot for ever.
     pub stall_timeout: Duration,
 }
 
@@ -54,6 +55,8 @@ pub async fn serve<L: Listener>(
     shutdown: impl Future<Output = ()> + Send + 'static,
     limits: Limits,
 ) {
+    // A body that stops arriving for the stall timeout fails its request.
+    let app = app.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(limits.stall_timeout));
     let slots = std::sync::Arc::new(Semaphore::new(limits.max_connections.max(1)));
     // Dropped to tell every connection to finish; each holds a `done` sender, so the
     // receiver ends once the last one has.
@@ -79,8 +82,10 @@ pub async fn serve<L: Listener>(
             let _done = done;
             let mut builder = Builder::new(TokioExecutor::new());
             builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+            // Writes only: hyper keeps a read pending while a handler runs (to notice a
+            // client hanging up), so a read timeout would cut a slow request off.
+            // Request bodies have their own timeout (`RequestBodyTimeoutLayer`, below).
             let mut io = tokio_io_timeout::TimeoutStream::new(io);
-            io.set_read_timeout(Some(limits.stall_timeout));
             io.set_write_timeout(Some(limits.stall_timeout));
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(Box::pin(io)), service);
             let mut conn = std::pin::pin!(conn);

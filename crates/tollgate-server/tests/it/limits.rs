@@ -105,3 +105,24 @@ async fn a_client_that_stops_reading_its_answers_is_cut_off() {
     let one = b"GET /v1/openapi.json HTTP/1.1\r\nHost: tollgate\r\n\r\n";
     a_stalled_client_is_cut_off(&one.repeat(400)).await;
 }
+
+/// A request whose handler takes longer than the stall timeout (here, waiting for a
+/// sequence the node does not reach) still gets its answer: hyper keeps a read pending
+/// meanwhile, and a read timeout on the connection used to cut it off.
+#[tokio::test]
+async fn a_slow_handler_is_not_taken_for_a_stalled_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_config(limits(&dir, 10)).await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut conn = TcpStream::connect(&addr).await.unwrap();
+    let request = format!(
+        "GET /v1/licenses HTTP/1.1\r\nHost: tollgate\r\nAuthorization: Bearer {ADMIN}\r\n\
+         Tollgate-Min-Seq: 999999\r\nConnection: close\r\n\r\n"
+    );
+    let started = Instant::now();
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let answer = String::from_utf8_lossy(&until_closed(&mut conn).await).to_string();
+    assert!(started.elapsed() > Duration::from_secs(2), "the handler waited: {:?}", started.elapsed());
+    assert!(answer.starts_with("HTTP/1.1 503") && answer.contains("SEQ_NOT_REACHED"), "{answer}");
+    app.stop().await;
+}
