@@ -38,6 +38,10 @@ pub enum Command {
         fingerprint: Option<String>,
         jti: String,
         license: LicenseId,
+        /// When the token was issued: its machine is deactivated only if it has been
+        /// activated since before then (a proof of an earlier activation, posted again
+        /// after the machine came back, leaves the new activation alone).
+        issued_at: Option<Timestamp>,
     },
     /// Machines, seats, leases, usage and overrides (see [`crate::models`]).
     Models(crate::models::ModelCommand),
@@ -150,9 +154,21 @@ pub(crate) fn decide_kinds(state: &State, command: &Command, now: Timestamp) -> 
                     format!("feature '{feature}' is granted by plan '{plan}'; remove it from the plan first"),
                 ));
             }
+            let removed = |f: &crate::ids::FeatureKey| !spec.features.iter().any(|sf| &sf.key == f);
+            // Nor one a gate is bound to: the gate would be off for everyone, and refused
+            // on its next import.
+            if let Some((gate, feature)) = state.gates().find_map(|g| {
+                let f = g.current().definition.feature.as_ref()?;
+                (f.product == spec.key && removed(&f.feature))
+                    .then(|| (g.current().definition.key.clone(), f.feature.clone()))
+            }) {
+                return Err(Refusal::conflict(
+                    "FEATURE_IN_USE",
+                    format!("feature '{feature}' is the one gate '{gate}' is bound to; bind the gate to another first"),
+                ));
+            }
             // Nor one a license's overrides grant (a rare write, so a walk over the
             // licenses is affordable here).
-            let removed = |f: &crate::ids::FeatureKey| !spec.features.iter().any(|sf| &sf.key == f);
             if let Some((license, feature)) =
                 state.licenses_after(None).filter(|l| l.product == spec.key).find_map(|l| {
                     let o = state.models(l.id.as_str())?.overrides.as_ref()?;
@@ -304,7 +320,7 @@ pub(crate) fn decide_kinds(state: &State, command: &Command, now: Timestamp) -> 
             Ok(vec![EventKind::LicenseRenewed { license: id.clone(), expires_at: Some(base.plus_days(days)) }])
         }
         Command::Keys(k) => state.keys().decide(k, now),
-        Command::RevokeToken { fingerprint, jti, license: id } => {
+        Command::RevokeToken { fingerprint, jti, license: id, issued_at } => {
             license(state, id)?;
             if jti.is_empty() || jti.len() > 128 {
                 return Err(Refusal::invalid("jti must be 1 to 128 bytes"));
@@ -317,7 +333,11 @@ pub(crate) fn decide_kinds(state: &State, command: &Command, now: Timestamp) -> 
             // A machine giving its license back frees its place, as deactivating it
             // online does (and its other tokens go with it, through the feed).
             if let Some(fp) = fingerprint.as_deref().and_then(|f| crate::machine::Fingerprint::parse(f).ok())
-                && state.models(id.as_str()).is_some_and(|m| m.machines.contains_key(&fp))
+                && let Some(issued_at) = issued_at
+                && state
+                    .models(id.as_str())
+                    .and_then(|m| m.machines.get(&fp))
+                    .is_some_and(|m| m.activated_at <= *issued_at)
             {
                 events.push(EventKind::MachineDeactivated { license: id.clone(), fingerprint: fp });
             }

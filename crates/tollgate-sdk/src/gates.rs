@@ -165,19 +165,17 @@ impl Shared {
     /// a server that cannot be reached, with no token to fall back on, leaves the facts
     /// as they were.
     async fn learn(&self, key: &str) -> Result<LicenseFacts, Error> {
-        let (facts, result) = match self.client.validate(key, None).await {
+        let own = self.license_key.lock().unwrap_or_else(|p| p.into_inner()).as_deref() == Some(key);
+        let (facts, result) = match self.client.validate_on(key, None, own).await {
             Ok(v) => {
                 let f = facts_from_validation(&v);
                 (f.clone(), Ok(f))
             }
-            Err(Error::Token(e)) => {
-                let standing = match &e {
-                    TokenError::Revoked { what: "license", .. } => LicenseStanding::Revoked,
-                    TokenError::Expired { .. } => LicenseStanding::Expired,
-                    _ => LicenseStanding::NotFound,
-                };
-                (LicenseFacts::unresolved(standing), Err(Error::Token(e)))
-            }
+            // Refused from the client's fallback (the server is out of reach).
+            Err(Error::Token(e)) => match refused_facts(&e, self.by_key.load().contains_key(key)) {
+                Some(f) => (f, Err(Error::Token(e))),
+                None => return Err(Error::Token(e)),
+            },
             // A license seen for the first time with the server out of reach and no
             // token to fall back on: not usable until a refresh validates it, rather
             // than asked for again at every evaluation.
@@ -378,6 +376,20 @@ impl GateClient {
     }
 }
 
+/// The facts to keep for a license whose token the client's fallback refused, the
+/// server being out of reach (`None`: keep the facts there are). A license the feed
+/// revoked is revoked; otherwise an outage keeps what the server last said (its online
+/// token lasts minutes, and its expiry says nothing of the license), and only a license
+/// never seen gets facts of one that cannot be used.
+fn refused_facts(e: &TokenError, known: bool) -> Option<LicenseFacts> {
+    match e {
+        TokenError::Revoked { what: "license", .. } => Some(LicenseFacts::unresolved(LicenseStanding::Revoked)),
+        _ if known => None,
+        TokenError::Expired { .. } => Some(LicenseFacts::unresolved(LicenseStanding::Expired)),
+        _ => Some(LicenseFacts::unresolved(LicenseStanding::NotFound)),
+    }
+}
+
 /// License facts from a validation answer: online, cached, or offline from a token.
 pub fn facts_from_validation(v: &Validation) -> LicenseFacts {
     let standing = match v.code {
@@ -448,7 +460,22 @@ mod tests {
     use ed25519_dalek::SigningKey;
     use tollgate_core::token::{Jwks, TokenError, TokenSigner};
 
-    use super::{TYP_RULESET, verify_ruleset};
+    use super::{LicenseStanding, TYP_RULESET, refused_facts, verify_ruleset};
+
+    /// During an outage the facts the server last gave stand, whatever the fallback
+    /// token says of itself (an online token lasts minutes: gates bound to a license used
+    /// to go off five minutes into an outage); a revocation from the feed does not wait.
+    #[test]
+    fn an_outage_keeps_the_facts_and_a_revocation_does_not() {
+        let expired = TokenError::Expired { exp: 1, now: 400, leeway: 60 };
+        let revoked = TokenError::Revoked { what: "license", id: "lic_1".into() };
+        assert!(refused_facts(&expired, true).is_none(), "known: kept as they are");
+        assert_eq!(refused_facts(&revoked, true).map(|f| f.standing), Some(LicenseStanding::Revoked));
+        assert_eq!(refused_facts(&expired, false).map(|f| f.standing), Some(LicenseStanding::Expired));
+        let other = TokenError::UnknownKid("k".into());
+        assert_eq!(refused_facts(&other, false).map(|f| f.standing), Some(LicenseStanding::NotFound));
+        assert!(refused_facts(&other, true).is_none());
+    }
 
     fn signer(seed: u8) -> TokenSigner {
         TokenSigner::new(SigningKey::from_bytes(&[seed; 32]))

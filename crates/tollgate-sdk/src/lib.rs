@@ -176,6 +176,18 @@ impl Client {
     /// reached, answers from the last verified token while it is valid, with
     /// [`Source::Offline`]; a refused token is [`Error::Token`].
     pub async fn validate(&self, key: &str, feature: Option<&str>) -> Result<Validation, Error> {
+        self.validate_on(key, feature, true).await
+    }
+
+    /// [`Self::validate`], sending this machine's fingerprint only with `this_machine`:
+    /// a license a gate context names is another customer's, judged as the server's
+    /// OFREP endpoint judges it, without regard to this machine.
+    pub(crate) async fn validate_on(
+        &self,
+        key: &str,
+        feature: Option<&str>,
+        this_machine: bool,
+    ) -> Result<Validation, Error> {
         if let Some(v) = self.cached(key, feature) {
             return Ok(v);
         }
@@ -183,7 +195,7 @@ impl Client {
         if let Some(f) = feature {
             body["feature"] = serde_json::Value::from(f);
         }
-        if let Some(fp) = &self.config.fingerprint {
+        if let Some(fp) = self.config.fingerprint.as_ref().filter(|_| this_machine) {
             body["fingerprint"] = serde_json::Value::from(fp.as_str());
             body["offline"] = serde_json::Value::from(self.config.offline_tokens);
         }

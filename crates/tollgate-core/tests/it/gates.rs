@@ -519,3 +519,20 @@ fn random_strategies_are_independent_chances() {
     let child = on("child");
     assert!((800..=1200).contains(&child), "about 25% of 4000: {child}");
 }
+
+/// A product keeps a feature a gate is bound to, as it keeps one a plan grants: gone,
+/// the gate would be off for everyone and refused on its next import.
+#[test]
+fn a_product_keeps_a_feature_a_gate_is_bound_to() {
+    let mut w = World::new();
+    let update = |features: Value| {
+        Command::UpdateProduct(serde_json::from_value(json!({"key":"cad","name":"CAD","features":features})).unwrap())
+    };
+    let three = json!([{"key":"export","name":"Export"},{"key":"render","name":"Render"},{"key":"beta","name":"Beta"}]);
+    w.run(update(three)).unwrap();
+    w.gate(json!({"key":"b","feature":{"product":"cad","feature":"beta"},"strategies":[{"name":"default"}]})).unwrap();
+    let refused =
+        w.run(update(json!([{"key":"export","name":"Export"},{"key":"render","name":"Render"}]))).unwrap_err();
+    assert_eq!(refused.code, "FEATURE_IN_USE");
+    assert!(refused.detail.contains("gate 'b'"), "{}", refused.detail);
+}

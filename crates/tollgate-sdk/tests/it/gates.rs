@@ -195,7 +195,10 @@ async fn a_license_revoked_after_use_license_turns_its_gates_off_at_the_next_ref
 async fn the_provider_evaluates_the_license_a_context_names_as_the_server_does() {
     let s = Server::start().await;
     let (key, token) = seed(&s).await;
-    let client = Client::new(&s.base, &token).unwrap();
+    // This machine's fingerprint is configured, and is activated on no license: a license
+    // a context names is another customer's, judged without regard to this machine.
+    let config = tollgate_sdk::ClientConfig { fingerprint: Some("this-machine".into()), ..Default::default() };
+    let client = Client::with_config(&s.base, &token, config).unwrap();
     // No use_license: the application's own license is not set.
     let gates = Arc::new(GateClient::connect(&client, GateConfig::default()).await.unwrap());
     let provider = TollgateProvider::new(gates.clone());

@@ -218,6 +218,13 @@ async fn air_gapped_activation_round_trip() {
         verify_token_with(&file.token, &jwks, &o, Some(&revoked)),
         Err(TokenError::Revoked { what: "token", .. })
     ));
+    // The machine comes back (activated again, a second later); the old proof posted
+    // again (a retry, a late upload) leaves the new activation alone.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    server.post(&format!("/v1/licenses/{id}/machines"), json!({"fingerprint": "fp-air"})).await;
+    server.post("/v1/offline/deactivate", json!({"token": file.token, "proof": proof})).await;
+    let machines = server.send(reqwest::Method::GET, &format!("/v1/licenses/{id}/machines"), ADMIN, json!(null)).await;
+    assert!(machines.to_string().contains("fp-air"), "still activated: {machines}");
     server.stop().await;
 }
 

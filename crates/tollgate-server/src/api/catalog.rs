@@ -51,7 +51,7 @@ pub async fn create_product(
     .await
 }
 
-#[utoipa::path(put, path = "/v1/products/{key}", tag = "catalog", request_body(content = crate::openapi::schemas::ProductSpec, description = "the whole product; its key must be the path's"), responses((status = 200, description = "updated: a new version", body = crate::openapi::schemas::Product), (status = 409, description = "`FEATURE_IN_USE`: a plan, or a license's overrides, grant a feature the update removes", body = crate::problem::Problem)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/v1/products/{key}", tag = "catalog", request_body(content = crate::openapi::schemas::ProductSpec, description = "the whole product; its key must be the path's"), responses((status = 200, description = "updated: a new version", body = crate::openapi::schemas::Product), (status = 409, description = "`FEATURE_IN_USE`: a plan or a license's overrides grant, or a gate is bound to, a feature the update removes", body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn update_product(
     State(app): State<Arc<AppState>>,
     ApiPath(key): ApiPath<String>,

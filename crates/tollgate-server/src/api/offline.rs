@@ -106,7 +106,11 @@ pub async fn deactivate(
         .map_err(|e| ApiError::unprocessable(e.code(), format!("the deactivation proof is refused: {e}")))?;
     let license = tollgate_core::ids::LicenseId::parse(&claims.sub)
         .map_err(|e| ApiError::unprocessable("INVALID_INPUT", e.to_string()))?;
-    let command = Command::RevokeToken { fingerprint: Some(proof.fingerprint), jti: claims.jti.clone(), license };
+    // `iat` is in whole seconds, cut down: the machine activated in the same second as
+    // its token (offline activation does both at once) was activated before it.
+    let issued_at = Timestamp::from_millis(claims.iat.saturating_add(1).saturating_mul(1000).saturating_sub(1));
+    let command =
+        Command::RevokeToken { fingerprint: Some(proof.fingerprint), jti: claims.jti.clone(), license, issued_at };
     let ctx = WriteCtx { principal, request_id, idempotency, request_hash: body.request_hash };
     let (sub, jti) = (claims.sub, claims.jti);
     let render =
