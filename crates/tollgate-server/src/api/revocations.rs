@@ -73,12 +73,11 @@ pub async fn feed(
     if q.since > end {
         // Ahead of this node: another node's feed (nothing to add here yet: come back
         // later), or a ledger cut back to before `since`.
-        let len = {
-            let reader = app.reader.lock().unwrap_or_else(|p| p.into_inner()).reader()?;
-            tokio::task::spawn_blocking(move || reader.len())
-                .await
-                .map_err(|e| ApiError::internal(format!("reading the ledger's length stopped: {e}")))??
-        };
+        // On the shared reading connection (no new one per feed), off the async workers.
+        let shared = app.clone();
+        let len = tokio::task::spawn_blocking(move || shared.reader.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .await
+            .map_err(|e| ApiError::internal(format!("reading the ledger's length stopped: {e}")))??;
         if q.since > len {
             return Err(diverged(format!("since={} is beyond the ledger's end ({len})", q.since)));
         }
