@@ -70,10 +70,15 @@ impl KeyVault {
         }
     }
 
+    /// The signer of `kid` if it is loaded already.
+    fn loaded(&self, kid: &str) -> Option<Arc<TokenSigner>> {
+        self.signers.read().unwrap_or_else(|p| p.into_inner()).get(kid).cloned()
+    }
+
     /// The signer of `kid`; `None` when its private half is not in this store.
     fn load_signer(&self, store: &dyn LedgerStore, kid: &str) -> Result<Option<Arc<TokenSigner>>, ApiError> {
-        if let Some(s) = self.signers.read().unwrap_or_else(|p| p.into_inner()).get(kid) {
-            return Ok(Some(s.clone()));
+        if let Some(s) = self.loaded(kid) {
+            return Ok(Some(s));
         }
         let name = format!("{SEALED_PREFIX}{kid}");
         let Some(sealed) = store.meta(&name)? else { return Ok(None) };
@@ -104,8 +109,8 @@ impl KeyVault {
     /// The signer of `kid`, current or retired, if its private half is in this store.
     pub fn signer_of(&self, app: &AppState, kid: &str) -> Result<Option<Arc<TokenSigner>>, ApiError> {
         // Known already: no need to wait for the shared reading connection.
-        if let Some(s) = self.signers.read().unwrap_or_else(|p| p.into_inner()).get(kid) {
-            return Ok(Some(s.clone()));
+        if let Some(s) = self.loaded(kid) {
+            return Ok(Some(s));
         }
         let store = app.reader.lock().unwrap_or_else(|p| p.into_inner());
         self.load_signer(&**store, kid)
