@@ -143,20 +143,20 @@ pub(crate) fn decide_kinds(state: &State, command: &Command, now: Timestamp) -> 
             if old.name == spec.name && old.features == spec.features {
                 return Ok(vec![]);
             }
-            if let Some((plan, feature)) = state.plans().filter(|p| p.product == spec.key).find_map(|p| {
-                p.features
-                    .iter()
-                    .find(|f| !spec.features.iter().any(|sf| &sf.key == *f))
-                    .map(|f| (p.key.clone(), f.clone()))
-            }) {
+            // A feature the update takes out must be one nothing uses: no plan grants it,
+            // no gate is bound to it, no license's overrides add it.
+            let removed = |f: &crate::ids::FeatureKey| !spec.features.iter().any(|sf| &sf.key == f);
+            if let Some((plan, feature)) = state
+                .plans()
+                .filter(|p| p.product == spec.key)
+                .find_map(|p| p.features.iter().find(|f| removed(f)).map(|f| (p.key.clone(), f.clone())))
+            {
                 return Err(Refusal::conflict(
                     "FEATURE_IN_USE",
                     format!("feature '{feature}' is granted by plan '{plan}'; remove it from the plan first"),
                 ));
             }
-            let removed = |f: &crate::ids::FeatureKey| !spec.features.iter().any(|sf| &sf.key == f);
-            // Nor one a gate is bound to: the gate would be off for everyone, and refused
-            // on its next import.
+            // A gate bound to it would be off for everyone, and refused on its next import.
             if let Some((gate, feature)) = state.gates().find_map(|g| {
                 let f = g.current().definition.feature.as_ref()?;
                 (f.product == spec.key && removed(&f.feature))
@@ -167,8 +167,7 @@ pub(crate) fn decide_kinds(state: &State, command: &Command, now: Timestamp) -> 
                     format!("feature '{feature}' is the one gate '{gate}' is bound to; bind the gate to another first"),
                 ));
             }
-            // Nor one a license's overrides grant (a rare write, so a walk over the
-            // licenses is affordable here).
+            // (A rare write, so a walk over the licenses is affordable here.)
             if let Some((license, feature)) =
                 state.licenses_after(None).filter(|l| l.product == spec.key).find_map(|l| {
                     let o = state.models(l.id.as_str())?.overrides.as_ref()?;

@@ -401,13 +401,15 @@ fn decide_import(state: &State, import: &GateImport) -> Result<Vec<EventKind>, R
             // An Unleash document says nothing of licenses: a gate that exists keeps the
             // license binding it has unless a mapping gives it another (taking it away
             // would serve the gate to every subject, licensed or not, without a word).
-            let kept = match import.mappings.get(&f.name) {
-                Some(_) => None,
-                None => state.gate(&f.name).map(|e| e.current().definition.clone()),
+            let (feature, required) = match import.mappings.get(&f.name) {
+                Some(mapped) => (Some(mapped.clone()), false),
+                None => state.gate(&f.name).map_or((None, false), |e| {
+                    let kept = &e.current().definition;
+                    (kept.feature.clone(), kept.license_required)
+                }),
             };
-            let feature = import.mappings.get(&f.name).cloned().or_else(|| kept.as_ref()?.feature.clone());
             let mut spec = GateSpec::from_unleash(f, feature)?;
-            spec.license_required |= kept.is_some_and(|d| d.license_required);
+            spec.license_required |= required;
             Ok(spec)
         })
         .collect::<Result<Vec<_>, Refusal>>()?;
