@@ -67,27 +67,31 @@ impl Models {
     /// activated machine (a lease holder: leases keep their own limit) is within.
     pub fn machine_within(&self, fingerprint: &str, max: Option<u32>) -> bool {
         let (Some(max), Some(m)) = (max, self.machines.get(fingerprint)) else { return true };
-        self.machines.len() <= max as usize
-            || self
-                .machines
-                .values()
-                .filter(|o| (o.activated_at, &o.fingerprint) < (m.activated_at, &m.fingerprint))
-                .count()
-                < max as usize
+        among_oldest(self.machines.values(), m, max, |m| (m.activated_at, &m.fingerprint))
     }
 
     /// Whether `user`'s seat is among the oldest `max` (as [`Self::machine_within`]).
     pub fn seat_within(&self, user: &str, max: Option<u32>) -> bool {
         let (Some(max), Some(seat)) = (max, self.seats.get(user)) else { return true };
-        self.seats.len() <= max as usize
-            || self.seats.values().filter(|o| (o.assigned_at, &o.user) < (seat.assigned_at, &seat.user)).count()
-                < max as usize
+        among_oldest(self.seats.values(), seat, max, |s| (s.assigned_at, &s.user))
     }
 
     /// The amount of a meter used in the period that contains `now`.
     pub fn used(&self, meter: &MeterSpec, now: Timestamp) -> u64 {
         self.usage.get(&meter.key).map_or(0, |u| u.used_at(meter.period, now))
     }
+}
+
+/// Whether `this`, one of `all`, is among the `max` oldest by `age` (its instant, and
+/// a key to break ties). Counted only when there are more than `max`.
+fn among_oldest<'v, V: 'v, K: Ord>(
+    all: impl ExactSizeIterator<Item = &'v V>,
+    this: &V,
+    max: u32,
+    age: impl Fn(&V) -> (Timestamp, &K),
+) -> bool {
+    let max = max as usize;
+    all.len() <= max || all.filter(|o| age(o) < age(this)).count() < max
 }
 
 /// Commands of the licensing models. Ids are drawn by the caller, like license ids.
