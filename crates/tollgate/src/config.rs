@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 /// The most request-serving threads `--workers` takes.
 const MAX_WORKERS: u16 = 1024;
+
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct ServeArgs {
     /// A TOML file with any of the settings below (keys as the flags, `-` written `_`).

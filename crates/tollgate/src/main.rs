@@ -389,19 +389,19 @@ fn ledger_verify(
             std::fs::read_to_string(&p).map(|t| (p.clone(), t)).with_context(|| format!("cannot read {}", p.display()))
         })
         .transpose()?;
-    // Read-only on PostgreSQL: verifying never writes, even by accident.
-    // Which ledger, said first, since TOLLGATE_DATABASE_URL in the environment wins
-    // over --data. (A URL may carry a password: its host and database only.)
-    match &database {
-        Some(url) => {
-            eprintln!("verifying the PostgreSQL ledger at {} (--database or TOLLGATE_DATABASE_URL)", redacted(url))
-        }
-        None => eprintln!("verifying the SQLite ledger in {}", data.display()),
-    }
+    // Which ledger is said before it is opened, since TOLLGATE_DATABASE_URL in the
+    // environment wins over --data (a URL may carry a password: its host and database
+    // only). Both read-only: verifying never writes, even by accident, and a file that
+    // may be evidence is not migrated.
     let store: Box<dyn tollgate_store::LedgerStore> = match &database {
-        Some(url) => Box::new(tollgate_store::PostgresStore::open_read_only(url)?),
-        // Read-only: the file may be evidence, and opening it to write could migrate it.
-        None => Box::new(tollgate_store::SqliteStore::open_read_only(&existing_db(&data)?)?),
+        Some(url) => {
+            eprintln!("verifying the PostgreSQL ledger at {} (--database or TOLLGATE_DATABASE_URL)", redacted(url));
+            Box::new(tollgate_store::PostgresStore::open_read_only(url)?)
+        }
+        None => {
+            eprintln!("verifying the SQLite ledger in {}", data.display());
+            Box::new(tollgate_store::SqliteStore::open_read_only(&existing_db(&data)?)?)
+        }
     };
     let started = std::time::Instant::now();
     let signed = outside.as_ref().map(|(_, text)| text.as_str());

@@ -129,10 +129,10 @@ pub fn import(a: ImportArgs) -> anyhow::Result<bool> {
         anyhow::Ok((status, res.json().await.unwrap_or_default()))
     })?;
     let report = if status == 422 && body["code"] == "IMPORT_REJECTED" { &body["report"] } else { &body };
-    if !(200..300).contains(&status) && report.get("total").is_none() {
-        anyhow::bail!("the server refused the import ({status} {}): {}", body["code"], body["detail"]);
-    }
     if report.get("total").is_none() {
+        if !(200..300).contains(&status) {
+            anyhow::bail!("the server refused the import ({status} {}): {}", body["code"], body["detail"]);
+        }
         // A 2xx that is no import report: not Tollgate answering (a proxy, another
         // service at that address), and nothing says the import happened.
         anyhow::bail!(
