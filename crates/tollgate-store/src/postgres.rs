@@ -195,13 +195,17 @@ impl PostgresStore {
         tx.execute("UPDATE tollgate_schema SET version = $1", &[&current]).map_err(pg)?;
         tx.commit().map_err(pg)?;
         let channel = channel_of(&mut client)?;
-        Ok(Self {
+        Ok(Self::with(url, channel, false, client))
+    }
+
+    fn with(url: &str, channel: String, read_only: bool, client: Client) -> Self {
+        Self {
             url: url.to_owned(),
             channel,
-            read_only: false,
+            read_only,
             client: Mutex::new(Some(client)),
             append_lock_timeout: APPEND_LOCK_TIMEOUT,
-        })
+        }
     }
 
     fn run<R: Send>(&self, f: impl FnOnce(&mut Client) -> R + Send) -> R {
@@ -234,13 +238,7 @@ impl PostgresStore {
         offload(|| {
             let mut client = Self::connect(url, true)?;
             let channel = channel_of(&mut client)?;
-            Ok(Self {
-                url: url.to_owned(),
-                channel,
-                read_only: true,
-                client: Mutex::new(Some(client)),
-                append_lock_timeout: APPEND_LOCK_TIMEOUT,
-            })
+            Ok(Self::with(url, channel, true, client))
         })
     }
 
