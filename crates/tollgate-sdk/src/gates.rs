@@ -185,6 +185,7 @@ impl Shared {
             Err(e) => return Err(e),
         };
         let facts = Arc::new(facts);
+        // Read again, not `own`: a set_license while the validation ran wins.
         if self.license_key.lock().unwrap_or_else(|p| p.into_inner()).as_deref() == Some(key) {
             self.license.store(Some(facts.clone()));
         }
