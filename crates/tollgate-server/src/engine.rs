@@ -1465,6 +1465,24 @@ mod tests {
         (path, engine, writer)
     }
 
+    /// Appends products `ns`, decided on `state` outside the engine, straight to the
+    /// SQLite ledger at `path` after `state`'s events, as another writer would.
+    fn append_behind(path: &std::path::Path, state: &State, ns: impl IntoIterator<Item = usize>) {
+        let mut state = state.clone();
+        let meta = Meta { actor: "other".into(), reason: None, request_id: "other".into() };
+        let at = state.seq();
+        let mut leaves = Vec::new();
+        for n in ns {
+            for e in decide(&state, &product(n), &meta, now()).unwrap() {
+                state.apply(&e).unwrap();
+                let leaf = e.encode().unwrap();
+                leaves.push((merkle::leaf_hash(&leaf), leaf));
+            }
+        }
+        let events: Vec<NewEvent<'_>> = leaves.iter().map(|(h, l)| NewEvent { leaf: l, leaf_hash: *h }).collect();
+        SqliteStore::open(path).unwrap().append(at, &events, &[]).unwrap();
+    }
+
     fn shared(url: &str) -> Box<dyn LedgerStore> {
         Box::new(tollgate_store::PostgresStore::open(url).expect("open PostgreSQL store"))
     }
@@ -1605,18 +1623,7 @@ mod tests {
     async fn a_log_longer_than_the_state_is_folded_back_in() {
         let tmp = tempfile::tempdir().unwrap();
         let (path, engine, writer) = started(&tmp).await;
-        let meta = Meta { actor: "test".into(), reason: None, request_id: "lost".into() };
-        let lost = decide(&engine.state(), &product(99), &meta, now()).unwrap();
-        let leaves: Vec<(Vec<u8>, merkle::Hash)> = lost
-            .iter()
-            .map(|e| e.encode().unwrap())
-            .map(|bytes| {
-                let hash = merkle::leaf_hash(&bytes);
-                (bytes, hash)
-            })
-            .collect();
-        let events: Vec<NewEvent<'_>> = leaves.iter().map(|(leaf, hash)| NewEvent { leaf, leaf_hash: *hash }).collect();
-        SqliteStore::open(&path).unwrap().append(1, &events, &[]).unwrap();
+        append_behind(&path, &engine.state(), [99]);
 
         let o = submit(&engine, 1).await.expect("the append folds the longer log and goes on");
         assert_eq!(o.seq, 3);
@@ -1645,21 +1652,8 @@ mod tests {
         );
         // Appended past where it was, with other events: still refused, by the event
         // at its end.
-        {
-            let mut other = SqliteStore::open(&path).unwrap();
-            let mut state = replay::load(&other).unwrap().state;
-            let mut leaves = Vec::new();
-            let meta = Meta { actor: "other".into(), reason: None, request_id: "o".into() };
-            for n in 20..23 {
-                for e in tollgate_core::decide(&state, &product(n), &meta, now()).unwrap() {
-                    state.apply(&e).unwrap();
-                    let leaf = e.encode().unwrap();
-                    leaves.push((merkle::leaf_hash(&leaf), leaf));
-                }
-            }
-            let events: Vec<NewEvent<'_>> = leaves.iter().map(|(h, l)| NewEvent { leaf: l, leaf_hash: *h }).collect();
-            other.append(2, &events, &[]).unwrap();
-        }
+        let cut = replay::load(&SqliteStore::open(&path).unwrap()).unwrap().state;
+        append_behind(&path, &cut, 20..23);
         let r = submit(&engine, 8).await;
         assert!(
             matches!(&r, Err(EngineError::Internal(m)) if m.contains("event 3 in the ledger is not the one this node folded")),

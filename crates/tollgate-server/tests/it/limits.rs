@@ -8,15 +8,19 @@ use tokio::net::TcpStream;
 
 use crate::support::*;
 
-/// A configuration with one-second header and stall timeouts, in `dir`.
-fn limits(dir: &tempfile::TempDir, max_connections: usize) -> tollgate_server::Config {
+/// A server with one-second header and stall timeouts and at most `max_connections`,
+/// on a data directory of its own (kept with it); and the address to connect to.
+async fn limited(max_connections: usize) -> (tempfile::TempDir, TestApp, String) {
+    let dir = tempfile::tempdir().unwrap();
     let mut cfg = tollgate_server::Config::new(dir.path());
     cfg.http = tollgate_server::http::Limits {
         header_read_timeout: Duration::from_secs(1),
         max_connections,
         stall_timeout: Duration::from_secs(1),
     };
-    cfg
+    let app = spawn_config(cfg).await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    (dir, app, addr)
 }
 
 /// Reads until the server closes the connection; returns what it sent.
@@ -28,9 +32,7 @@ async fn until_closed(conn: &mut TcpStream) -> Vec<u8> {
 
 #[tokio::test]
 async fn a_client_that_never_finishes_its_headers_is_cut_off() {
-    let dir = tempfile::tempdir().unwrap();
-    let app = spawn_config(limits(&dir, 100)).await;
-    let addr = app.base.trim_start_matches("http://").to_string();
+    let (_dir, app, addr) = limited(100).await;
     let mut slow = TcpStream::connect(&addr).await.unwrap();
     let started = Instant::now();
     slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: tollgate\r\n").await.unwrap();
@@ -52,9 +54,7 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
 
 #[tokio::test]
 async fn connections_beyond_the_cap_wait_for_a_free_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let app = spawn_config(limits(&dir, 1)).await;
-    let addr = app.base.trim_start_matches("http://").to_string();
+    let (_dir, app, addr) = limited(1).await;
     // The one slot, held by a client that sends half a request.
     let mut holder = TcpStream::connect(&addr).await.unwrap();
     holder.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
@@ -74,9 +74,7 @@ async fn connections_beyond_the_cap_wait_for_a_free_one() {
 /// A client holding the one slot by stalling: `stall` is what it sends, then it neither
 /// sends more nor reads. The next client is served once the server cuts it off.
 async fn a_stalled_client_is_cut_off(stall: &[u8]) {
-    let dir = tempfile::tempdir().unwrap();
-    let app = spawn_config(limits(&dir, 1)).await;
-    let addr = app.base.trim_start_matches("http://").to_string();
+    let (_dir, app, addr) = limited(1).await;
     let mut holder = TcpStream::connect(&addr).await.unwrap();
     holder.write_all(stall).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -111,9 +109,7 @@ async fn a_client_that_stops_reading_its_answers_is_cut_off() {
 /// meanwhile, and a read timeout on the connection used to cut it off.
 #[tokio::test]
 async fn a_slow_handler_is_not_taken_for_a_stalled_client() {
-    let dir = tempfile::tempdir().unwrap();
-    let app = spawn_config(limits(&dir, 10)).await;
-    let addr = app.base.trim_start_matches("http://").to_string();
+    let (_dir, app, addr) = limited(10).await;
     let mut conn = TcpStream::connect(&addr).await.unwrap();
     let request = format!(
         "GET /v1/licenses HTTP/1.1\r\nHost: tollgate\r\nAuthorization: Bearer {ADMIN}\r\n\
