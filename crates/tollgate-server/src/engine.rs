@@ -1349,6 +1349,9 @@ mod tests {
             (self.before_read)()?;
             self.inner.idempotency(s, k)
         }
+        fn claim_idempotency(&mut self, r: &IdempotencyRecord) -> Result<IdempotencyRecord, StoreError> {
+            self.inner.claim_idempotency(r)
+        }
         fn prune_idempotency(&mut self, before: &str, limit: usize) -> Result<usize, StoreError> {
             self.inner.prune_idempotency(before, limit)
         }

@@ -19,8 +19,8 @@ pub use log::{
     wrong_expected_len_writes_nothing,
 };
 pub use records::{
-    checkpoints_ascending_and_latest, idempotency_pruned_by_age, idempotency_round_trip, meta_round_trip,
-    snapshots_put_list_load_prune, tokens_insert_lookup_revoke,
+    checkpoints_ascending_and_latest, idempotency_claimed_once, idempotency_pruned_by_age, idempotency_round_trip,
+    meta_round_trip, snapshots_put_list_load_prune, tokens_insert_lookup_revoke,
 };
 
 use crate::{
@@ -65,6 +65,7 @@ cases!(
     wrong_expected_len_writes_nothing,
     duplicate_idempotency_key_writes_nothing,
     idempotency_round_trip,
+    idempotency_claimed_once,
     idempotency_pruned_by_age,
     checkpoints_ascending_and_latest,
     snapshots_put_list_load_prune,

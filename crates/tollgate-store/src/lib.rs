@@ -113,10 +113,13 @@ pub struct TokenRecord {
     pub revoked_at: Option<String>,
 }
 
-/// Where the server keeps the idempotency claims of writes that are not ledger events
-/// (API tokens, minted license tokens) in `meta`: a point-in-time restore clears them
-/// with the idempotency records.
-pub const IDEMPOTENCY_META_PREFIX: &str = "idempotency/";
+/// The idempotency scope of the writes that are not ledger events (API tokens, minted
+/// license tokens): their claims are idempotency records under this scope
+/// ([`LedgerStore::claim_idempotency`]), pruned by age and cleared by a point-in-time
+/// restore with every other record. Ledger writes are scoped by token ids (`tok_…`).
+/// (Builds before SQLite schema 3 and PostgreSQL schema 4 kept them in `meta`, under
+/// `idempotency/`, where nothing pruned them; those migrations move them here.)
+pub const OUTSIDE_LEDGER_SCOPE: &str = "outside-ledger";
 
 /// Durable storage for the ledger and what hangs off it.
 ///
@@ -161,6 +164,12 @@ pub trait LedgerStore: Send {
     /// short transaction, and returns how many it deleted. A key whose record is gone is new
     /// again: a retry after the retention period is a new request.
     fn prune_idempotency(&mut self, before: &str, limit: usize) -> Result<usize, StoreError>;
+
+    /// Stores `record` unless its `(scope, key)` is taken, in a transaction of its own,
+    /// and returns the record that stands afterwards: `record`, or the first writer's
+    /// when several race (across nodes too). For writes outside the ledger, whose
+    /// idempotency cannot ride on an `append`; pruned like every record.
+    fn claim_idempotency(&mut self, record: &IdempotencyRecord) -> Result<IdempotencyRecord, StoreError>;
 
     /// Stores a checkpoint. Storing the same size and root again succeeds and keeps the first
     /// note; the same size with another root is [`StoreError::Duplicate`]; a size beyond the

@@ -69,6 +69,20 @@ CREATE TABLE nodes (
     // `COLLATE "C"`, as the pruning query compares: an index of another collation is not
     // used for it.
     "CREATE INDEX idempotency_created_at ON idempotency (created_at COLLATE \"C\");",
+    // The idempotency claims of writes outside the ledger move from `meta`, where
+    // nothing pruned them, to idempotency records (`LedgerStore::claim_idempotency`),
+    // stamped now, as in the SQLite store's migration 3 (which says why).
+    "
+INSERT INTO idempotency (scope, key, request_hash, status, body, created_at)
+SELECT 'outside-ledger', substr(key, 13), decode(claim->>'request', 'hex'), 0,
+       convert_to((claim->'answer')::text, 'UTF8'),
+       to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')
+FROM (SELECT key, convert_from(value, 'UTF8')::jsonb AS claim FROM meta
+      WHERE substr(key, 1, 12) = 'idempotency/') AS legacy
+WHERE jsonb_typeof(claim->'answer') = 'object' AND claim->>'request' ~ '^[0-9a-f]{64}$'
+ON CONFLICT DO NOTHING;
+DELETE FROM meta WHERE substr(key, 1, 12) = 'idempotency/';
+",
 ];
 
 /// The advisory lock every append takes for its transaction, and `hold_appends` for
@@ -149,6 +163,20 @@ fn hash(bytes: &[u8], what: impl Fn() -> String) -> Result<Hash, StoreError> {
     Hash::try_from(bytes).map_err(|_| StoreError::Corrupt {
         index: None,
         detail: format!("{}: hash is {} bytes, not 32", what(), bytes.len()),
+    })
+}
+
+/// An idempotency record from `request_hash, status, body, created_at`.
+fn idempotency_from_row(row: &postgres::Row, scope: &str, key: &str) -> Result<IdempotencyRecord, StoreError> {
+    let status: i32 = row.get(1);
+    Ok(IdempotencyRecord {
+        scope: scope.to_owned(),
+        key: key.to_owned(),
+        request_hash: hash(row.get(0), || format!("idempotency record {scope}/{key}"))?,
+        status: u16::try_from(status)
+            .map_err(|_| StoreError::Corrupt { index: None, detail: format!("idempotency status {status}") })?,
+        body: row.get(2),
+        created_at: row.get(3),
     })
 }
 
@@ -476,17 +504,30 @@ impl LedgerStore for PostgresStore {
                 )
             })
             .map_err(pg)?;
-        let Some(row) = row else { return Ok(None) };
-        let status: i32 = row.get(1);
-        Ok(Some(IdempotencyRecord {
-            scope: scope.to_owned(),
-            key: key.to_owned(),
-            request_hash: hash(row.get(0), || format!("idempotency record {scope}/{key}"))?,
-            status: u16::try_from(status)
-                .map_err(|_| StoreError::Corrupt { index: None, detail: format!("idempotency status {status}") })?,
-            body: row.get(2),
-            created_at: row.get(3),
-        }))
+        row.map(|row| idempotency_from_row(&row, scope, key)).transpose()
+    }
+
+    fn claim_idempotency(&mut self, r: &IdempotencyRecord) -> Result<IdempotencyRecord, StoreError> {
+        // One transaction, as for `meta_insert`: a claim whose answer could not be read
+        // stands for nothing.
+        let status = i32::from(r.status);
+        let row = self
+            .run(|c| {
+                let mut tx = c.transaction()?;
+                tx.execute(
+                    "INSERT INTO idempotency (scope, key, request_hash, status, body, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                    &[&r.scope, &r.key, &&r.request_hash[..], &status, &r.body, &r.created_at],
+                )?;
+                let row = tx.query_one(
+                    "SELECT request_hash, status, body, created_at FROM idempotency WHERE scope = $1 AND key = $2",
+                    &[&r.scope, &r.key],
+                )?;
+                tx.commit()?;
+                Ok(row)
+            })
+            .map_err(pg)?;
+        idempotency_from_row(&row, &r.scope, &r.key)
     }
 
     fn prune_idempotency(&mut self, before: &str, limit: usize) -> Result<usize, StoreError> {

@@ -116,8 +116,8 @@ impl SqliteStore {
     /// Only restore calls this, on a fresh copy of a backup, never on a live ledger: it
     /// lifts the append-only triggers for the length of one transaction. Checkpoints and
     /// snapshots past the cut go with the events; idempotency records are cleared, since
-    /// they may describe responses for events that were cut, and so are the claims of
-    /// writes outside the ledger (`IDEMPOTENCY_META_PREFIX`), for the same reason.
+    /// they may describe responses for events that were cut (the claims of writes
+    /// outside the ledger among them, for the same reason).
     pub fn truncate_for_restore(&mut self, len: u64) -> Result<(), StoreError> {
         let len = i64::try_from(len).map_err(|_| StoreError::Invalid("length out of range".into()))?;
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -126,10 +126,6 @@ impl SqliteStore {
         tx.execute("DELETE FROM checkpoints WHERE size > ?1", [len])?;
         tx.execute("DELETE FROM snapshots WHERE seq > ?1", [len])?;
         tx.execute("DELETE FROM idempotency", [])?;
-        tx.execute(
-            "DELETE FROM meta WHERE substr(key, 1, ?2) = ?1",
-            rusqlite::params![crate::IDEMPOTENCY_META_PREFIX, crate::IDEMPOTENCY_META_PREFIX.len() as i64],
-        )?;
         tx.execute_batch(schema::APPEND_ONLY_TRIGGERS)?;
         tx.commit()?;
         Ok(())
@@ -193,6 +189,18 @@ impl LedgerStore for SqliteStore {
         log_len(&self.conn)
     }
 
+    fn claim_idempotency(&mut self, r: &IdempotencyRecord) -> Result<IdempotencyRecord, StoreError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.prepare_cached(
+            "INSERT INTO idempotency (scope, key, request_hash, status, body, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![r.scope, r.key, &r.request_hash[..], r.status, r.body, r.created_at])?;
+        let stood = idempotency_in(&tx, &r.scope, &r.key)?;
+        tx.commit()?;
+        stood.ok_or_else(|| corrupt(format!("idempotency record {}/{} vanished as it was claimed", r.scope, r.key)))
+    }
+
     fn prune_idempotency(&mut self, before: &str, limit: usize) -> Result<usize, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let n = self.conn.execute(
@@ -235,24 +243,7 @@ impl LedgerStore for SqliteStore {
     }
 
     fn idempotency(&self, scope: &str, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT request_hash, status, body, created_at FROM idempotency
-             WHERE scope = ?1 AND key = ?2",
-        )?;
-        let mut rows = stmt.query([scope, key])?;
-        let Some(row) = rows.next()? else {
-            return Ok(None);
-        };
-        let what = || format!("idempotency record {scope}/{key}");
-        let status: i64 = row.get(1)?;
-        Ok(Some(IdempotencyRecord {
-            scope: scope.to_owned(),
-            key: key.to_owned(),
-            request_hash: hash_at(row, 0, what)?,
-            status: u16::try_from(status).map_err(|_| corrupt(format!("{}: status {status}", what())))?,
-            body: blob_at(row, 2, what)?,
-            created_at: row.get(3)?,
-        }))
+        idempotency_in(&self.conn, scope, key)
     }
 
     fn put_checkpoint(&mut self, cp: &CheckpointRecord) -> Result<(), StoreError> {
@@ -435,6 +426,28 @@ impl LedgerStore for SqliteStore {
     }
 }
 
+/// The idempotency record of `(scope, key)`, read on `conn` (a transaction's, too).
+fn idempotency_in(conn: &Connection, scope: &str, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT request_hash, status, body, created_at FROM idempotency
+         WHERE scope = ?1 AND key = ?2",
+    )?;
+    let mut rows = stmt.query([scope, key])?;
+    let Some(row) = rows.next()? else {
+        return Ok(None);
+    };
+    let what = || format!("idempotency record {scope}/{key}");
+    let status: i64 = row.get(1)?;
+    Ok(Some(IdempotencyRecord {
+        scope: scope.to_owned(),
+        key: key.to_owned(),
+        request_hash: hash_at(row, 0, what)?,
+        status: u16::try_from(status).map_err(|_| corrupt(format!("{}: status {status}", what())))?,
+        body: blob_at(row, 2, what)?,
+        created_at: row.get(3)?,
+    }))
+}
+
 /// The log length: one past the largest index, which the primary key b-tree gives in
 /// O(log n). Events are contiguous from 0, so this is also the count; a gap would be
 /// corruption, and `read` and `scan` report it.
@@ -537,14 +550,68 @@ mod tests {
     /// A restore forgets the idempotency claims of writes outside the ledger, as it
     /// forgets the records of ledger writes: they may describe what the cut removed.
     #[test]
-    fn a_restore_forgets_idempotency_claims_and_keeps_other_meta() {
+    fn a_restore_forgets_idempotency_claims_and_keeps_meta() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = SqliteStore::open(&dir.path().join("ledger.db")).unwrap();
-        let claim = format!("{}license-token/tok_1/k", crate::IDEMPOTENCY_META_PREFIX);
-        store.set_meta(&claim, b"{}").unwrap();
+        let claim = IdempotencyRecord {
+            scope: crate::OUTSIDE_LEDGER_SCOPE.into(),
+            key: "license-token/tok_1/k".into(),
+            request_hash: [7; 32],
+            status: 0,
+            body: b"{}".to_vec(),
+            created_at: "2026-01-01T00:00:00Z".into(),
+        };
+        assert_eq!(store.claim_idempotency(&claim).unwrap(), claim);
         store.set_meta("signing-key", b"kept").unwrap();
         store.truncate_for_restore(0).unwrap();
-        assert_eq!(store.meta(&claim).unwrap(), None);
+        assert_eq!(store.idempotency(&claim.scope, &claim.key).unwrap(), None);
+        assert_eq!(store.meta("signing-key").unwrap().as_deref(), Some(&b"kept"[..]));
+    }
+
+    /// A ledger of schema 2 kept the claims of writes outside the ledger in `meta`, where
+    /// nothing pruned them: opening it moves each to an idempotency record stamped at the
+    /// migration (so it is pruned a retention later), and drops what is not a claim.
+    #[test]
+    fn claims_kept_in_meta_by_schema_2_become_idempotency_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(&format!(
+            "PRAGMA journal_mode=WAL; PRAGMA application_id={}; {} {} PRAGMA user_version=2;",
+            schema::APPLICATION_ID,
+            schema::V1,
+            schema::V2
+        ))
+        .unwrap();
+        let hash = "ab".repeat(32);
+        let legacy = [
+            ("idempotency/token/tok_1/k1", format!(r#"{{"request":"{hash}","answer":{{"id":"tok_2"}}}}"#)),
+            ("idempotency/license-token/tok_1/k/2", format!(r#"{{"answer":{{"jti":"j"}},"request":"{hash}"}}"#)),
+            ("idempotency/token/tok_1/bad", r#"{"request":"not hex","answer":{}}"#.to_owned()),
+            ("idempotency/token/tok_1/torn", "{\"request\":".to_owned()),
+            ("signing-key", "kept".to_owned()),
+        ];
+        for (k, v) in &legacy {
+            old.execute("INSERT INTO meta (key, value) VALUES (?1, ?2)", params![k, v.as_bytes()]).unwrap();
+        }
+        drop(old);
+        let store = SqliteStore::open(&path).unwrap();
+        let scope = crate::OUTSIDE_LEDGER_SCOPE;
+        let moved = store.idempotency(scope, "token/tok_1/k1").unwrap().expect("the claim moved");
+        assert_eq!(moved.request_hash, [0xab; 32]);
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&moved.body).unwrap(),
+            serde_json::json!({"id": "tok_2"})
+        );
+        // Stamped at the migration (this test was written on 2026-11-29).
+        assert!(moved.created_at.as_str() >= "2026-11-29T" && moved.created_at.ends_with('Z'), "{}", moved.created_at);
+        let minted = store.idempotency(scope, "license-token/tok_1/k/2").unwrap().expect("the claim moved");
+        assert_eq!(serde_json::from_slice::<serde_json::Value>(&minted.body).unwrap(), serde_json::json!({"jti": "j"}));
+        assert_eq!(store.idempotency(scope, "token/tok_1/bad").unwrap(), None);
+        assert_eq!(store.idempotency(scope, "token/tok_1/torn").unwrap(), None);
+        for (k, _) in &legacy[..4] {
+            assert_eq!(store.meta(k).unwrap(), None, "{k} left meta");
+        }
         assert_eq!(store.meta("signing-key").unwrap().as_deref(), Some(&b"kept"[..]));
     }
 }

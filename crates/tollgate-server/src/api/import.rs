@@ -20,6 +20,10 @@ use crate::extract::{ApiJson, IdempotencyKey, RequestId};
 use crate::problem::{ApiError, PROBLEM_JSON};
 
 const MAX_ROWS: usize = 10_000;
+/// Machines one row may activate, and one import in all: each is an event of the
+/// import's one batch, decided while every other write waits.
+const MAX_ROW_MACHINES: usize = 1_000;
+const MAX_IMPORT_MACHINES: usize = 100_000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,6 +92,7 @@ enum MachineIn {
 fn parse_rows(rows: &[serde_json::Value]) -> (Vec<ImportRow>, Vec<Rejected>) {
     let mut ok = Vec::new();
     let mut bad = Vec::new();
+    let mut machines_so_far = 0usize;
     for (i, raw) in rows.iter().enumerate() {
         let line = raw.get("line").and_then(|l| l.as_u64()).unwrap_or(i as u64 + 1);
         let external_id = raw.get("external_id").and_then(|x| x.as_str()).map(str::to_string);
@@ -107,6 +112,17 @@ fn parse_rows(rows: &[serde_json::Value]) -> (Vec<ImportRow>, Vec<Rejected>) {
                 continue;
             }
         };
+        let too_many = if row.machines.len() > MAX_ROW_MACHINES {
+            Some(format!("machines: at most {MAX_ROW_MACHINES} per row, not {}", row.machines.len()))
+        } else {
+            machines_so_far += row.machines.len();
+            (machines_so_far > MAX_IMPORT_MACHINES)
+                .then(|| format!("machines: at most {MAX_IMPORT_MACHINES} in one import; split the file"))
+        };
+        if let Some(detail) = too_many {
+            bad.push(Rejected { line, external_id: Some(row.external_id), code: "INVALID_INPUT", detail });
+            continue;
+        }
         let mut machines = Vec::new();
         for m in row.machines {
             let spec = match m {

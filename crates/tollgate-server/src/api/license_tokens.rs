@@ -190,7 +190,7 @@ pub async fn issue(
     // are deterministic, so signing the payload again gives the token back, and a stored
     // record (or a backup) holds no credential. A repeat once that token can no longer
     // be used (expired, its license no longer in good standing) is refused instead.
-    let idem = idempotency.0.map(|k| outside_ledger::meta_key("license-token", &principal.token_id, &k));
+    let idem = idempotency.0.map(|k| outside_ledger::claim_key("license-token", &principal.token_id, &k));
     let request = outside_ledger::request(&format!("/v1/licenses/{id}/tokens"), &body.request_hash);
     let replay = |earlier: outside_ledger::Claim| -> Result<Response, ApiError> {
         outside_ledger::check_same(&earlier, &request)?;

@@ -94,64 +94,72 @@ pub(crate) fn random<const N: usize>() -> [u8; N] {
 }
 
 /// Idempotency for the writes that are not ledger events (API tokens, minted license
-/// tokens): the first request with a key claims it in the store's `meta` table, where
-/// the first writer wins across nodes (`LedgerStore::meta_insert`), recording a hash
-/// of the request and what a repeat is answered with.
+/// tokens): the first request with a key claims it as an idempotency record of its own
+/// scope (`LedgerStore::claim_idempotency`), where the first writer wins across nodes,
+/// recording a hash of the request and what a repeat is answered with. Claims are
+/// pruned with the other records, so a key is new again after the retention.
 pub(crate) mod outside_ledger {
-    use serde::{Deserialize, Serialize};
     use serde_json::Value;
-    use tollgate_store::LedgerStore;
+    use tollgate_store::{IdempotencyRecord, LedgerStore, OUTSIDE_LEDGER_SCOPE};
 
     use crate::AppState;
     use crate::engine::EngineError;
     use crate::problem::ApiError;
 
-    #[derive(Serialize, Deserialize, PartialEq, Debug)]
+    #[derive(PartialEq, Debug)]
     pub(crate) struct Claim {
         /// SHA-256 of the request: what it acts on and its body.
-        pub request: String,
+        pub request: [u8; 32],
         pub answer: Value,
     }
 
-    /// The `meta` key of an idempotency key, per kind of write and caller.
-    pub(crate) fn meta_key(kind: &str, scope: &str, key: &str) -> String {
-        format!("{}{kind}/{scope}/{key}", tollgate_store::IDEMPOTENCY_META_PREFIX)
+    /// The record key of an idempotency key, per kind of write and caller.
+    pub(crate) fn claim_key(kind: &str, scope: &str, key: &str) -> String {
+        format!("{kind}/{scope}/{key}")
     }
 
     /// The hash a claim records: the target and the body's hash.
-    pub(crate) fn request(target: &str, body_hash: &[u8; 32]) -> String {
+    pub(crate) fn request(target: &str, body_hash: &[u8; 32]) -> [u8; 32] {
         use sha2::Digest;
         let mut h = sha2::Sha256::new();
         h.update(target.as_bytes());
         h.update([0]);
         h.update(body_hash);
-        hex::encode(h.finalize())
+        h.finalize().into()
     }
 
-    /// The claim stored under `meta_key`, if any. The store's lock is taken and given
+    fn from_record(r: IdempotencyRecord) -> Result<Claim, ApiError> {
+        let answer = serde_json::from_slice(&r.body)
+            .map_err(|e| ApiError::internal(format!("a stored idempotency record does not decode: {e}")))?;
+        Ok(Claim { request: r.request_hash, answer })
+    }
+
+    /// The claim stored under `claim_key`, if any. The store's lock is taken and given
     /// back here, so a caller holds none while it answers from the claim.
-    pub(crate) fn find(app: &AppState, meta_key: &str) -> Result<Option<Claim>, ApiError> {
-        let stored = app.reader.lock().unwrap_or_else(|p| p.into_inner()).meta(meta_key)?;
-        match stored {
-            None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| ApiError::internal(format!("a stored idempotency record does not decode: {e}"))),
-        }
+    pub(crate) fn find(app: &AppState, claim_key: &str) -> Result<Option<Claim>, ApiError> {
+        let stored =
+            app.reader.lock().unwrap_or_else(|p| p.into_inner()).idempotency(OUTSIDE_LEDGER_SCOPE, claim_key)?;
+        stored.map(from_record).transpose()
     }
 
-    /// Claims `meta_key` for `mine`; returns the claim that stands: `mine`, or an
+    /// Claims `claim_key` for `mine`; returns the claim that stands: `mine`, or an
     /// earlier request's when another got there first.
-    pub(crate) fn claim(store: &mut dyn LedgerStore, meta_key: &str, mine: &Claim) -> Result<Claim, ApiError> {
-        let bytes = serde_json::to_vec(mine).map_err(|e| ApiError::internal(e.to_string()))?;
-        let stored = store.meta_insert(meta_key, &bytes)?;
-        serde_json::from_slice(&stored)
-            .map_err(|e| ApiError::internal(format!("a stored idempotency record does not decode: {e}")))
+    pub(crate) fn claim(store: &mut dyn LedgerStore, claim_key: &str, mine: &Claim) -> Result<Claim, ApiError> {
+        let record = IdempotencyRecord {
+            scope: OUTSIDE_LEDGER_SCOPE.to_owned(),
+            key: claim_key.to_owned(),
+            request_hash: mine.request,
+            // Unused: each write knows how it answers a repeat.
+            status: 0,
+            body: serde_json::to_vec(&mine.answer).map_err(|e| ApiError::internal(e.to_string()))?,
+            created_at: crate::engine::now().to_string(),
+        };
+        from_record(store.claim_idempotency(&record)?)
     }
 
     /// A repeat of a request whose key was used before with another request.
-    pub(crate) fn check_same(earlier: &Claim, request: &str) -> Result<(), ApiError> {
-        if earlier.request != request {
+    pub(crate) fn check_same(earlier: &Claim, request: &[u8; 32]) -> Result<(), ApiError> {
+        if earlier.request != *request {
             return Err(EngineError::IdempotencyMismatch.into());
         }
         Ok(())

@@ -89,7 +89,7 @@ pub async fn create_token(
     principal.require(Permission::TokensManage)?;
     // A repeat must not create a second token, and the secret is never stored, so a
     // repeat is told which token its key created instead of getting the secret again.
-    let idem = idempotency.0.map(|k| outside_ledger::meta_key("token", &principal.token_id, &k));
+    let idem = idempotency.0.map(|k| outside_ledger::claim_key("token", &principal.token_id, &k));
     let request = outside_ledger::request("/v1/tokens", &body.request_hash);
     let repeat = |earlier: &outside_ledger::Claim| -> ApiError {
         if let Err(e) = outside_ledger::check_same(earlier, &request) {

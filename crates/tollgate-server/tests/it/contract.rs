@@ -286,6 +286,51 @@ async fn an_idempotency_key_is_forgotten_after_its_retention() {
     app.stop().await;
 }
 
+/// The writes outside the ledger forget their keys after the retention too: a repeat
+/// of an API token's creation is told which token its key made, and once the claim is
+/// pruned the same key creates a new token (it used to be refused for ever).
+#[tokio::test]
+async fn an_idempotency_key_of_a_token_creation_is_forgotten_after_its_retention() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = tollgate_server::Config::new(tmp.path());
+    cfg.idempotency_retention = Some(std::time::Duration::from_secs(2));
+    let app = spawn_config(cfg).await;
+    let send = || {
+        let c = app.client.clone();
+        let url = format!("{}/v1/tokens", app.base);
+        async move {
+            let r = c
+                .post(url)
+                .bearer_auth(ADMIN)
+                .header("idempotency-key", "k-token")
+                .json(&json!({"role":"auditor","name":"retained"}))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let started = std::time::Instant::now();
+    let (status, first) = send().await;
+    assert_eq!(status, 201, "{first}");
+    let (status, repeat) = send().await;
+    assert_eq!((status, repeat["code"].as_str()), (409, Some("TOKEN_ALREADY_CREATED")), "{repeat}");
+    assert!(repeat["detail"].as_str().unwrap().contains(first["id"].as_str().unwrap()), "{repeat}");
+    let second = loop {
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "the claim was never pruned");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        let (status, body) = send().await;
+        if status == 201 {
+            break body;
+        }
+        assert_eq!(body["code"], "TOKEN_ALREADY_CREATED", "{body}");
+    };
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2), "pruned before its retention");
+    assert_ne!(second["id"], first["id"]);
+    app.stop().await;
+}
+
 async fn futures_join<F: std::future::Future + Send + 'static>(futs: Vec<F>) -> Vec<F::Output>
 where
     F::Output: Send,
@@ -445,6 +490,24 @@ async fn an_import_of_the_most_rows_allowed_fits_in_one_request() {
     // Refused while the rows are read (at the 10,001st), not once all are in memory.
     let detail = r.body["detail"].as_str().unwrap();
     assert!(detail.contains("at 'rows") && detail.contains("at most 10000 rows"), "{detail}");
+    // Machines are bounded too, per row and per import: each is an event of the one
+    // batch an import commits.
+    let machines = |from: usize, n: usize| -> Vec<String> { (from..from + n).map(|i| format!("fp-{i:07}")).collect() };
+    // A row refused for its own count adds nothing to the import's: rows 1 to 100 make
+    // 100,000, and row 101 goes past.
+    let mut rows = rows(102);
+    rows[0]["machines"] = json!(machines(0, 1_001));
+    for (i, row) in rows.iter_mut().enumerate().skip(1) {
+        row["machines"] = json!(machines(i * 1_000, 1_000));
+    }
+    let r = app.post("/v1/import/licenses", json!({"dry_run": true, "rows": rows})).await;
+    assert_eq!(r.status, 200, "{}", &r.text[..r.text.len().min(300)]);
+    let rejected = r.body["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 2, "{:?}", &rejected[..rejected.len().min(3)]);
+    assert!(rejected[0]["detail"].as_str().unwrap().contains("at most 1000 per row, not 1001"), "{}", rejected[0]);
+    assert_eq!(rejected[0]["external_id"], "crm-000000");
+    assert!(rejected[1]["detail"].as_str().unwrap().contains("at most 100000 in one import"), "{}", rejected[1]);
+    assert_eq!(rejected[1]["external_id"], "crm-000101", "the row that goes past 100,000");
     // Other routes keep the general limit.
     let big = json!({"key": "x".repeat(2 * 1024 * 1024)});
     assert_eq!(app.post("/v1/validate", big).await.status, 413);

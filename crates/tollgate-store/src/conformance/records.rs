@@ -27,6 +27,25 @@ pub fn idempotency_round_trip(h: &mut dyn Harness) {
     assert_eq!(s.idempotency(&full.scope, "other").unwrap(), None);
 }
 
+pub fn idempotency_claimed_once(h: &mut dyn Harness) {
+    let mut first = h.create();
+    let mut second = h.open_again();
+    let mine = IdempotencyRecord { created_at: "2025-01-01T00:00:00Z".to_owned(), ..record("outside", "k") };
+    assert_eq!(first.claim_idempotency(&mine).unwrap(), mine);
+    // Another handle (another node) claiming the key later gets the first claim back,
+    // and changes nothing.
+    let theirs = IdempotencyRecord { body: b"theirs".to_vec(), request_hash: hash(9), ..mine.clone() };
+    assert_eq!(second.claim_idempotency(&theirs).unwrap(), mine);
+    assert_eq!(first.idempotency("outside", "k").unwrap(), Some(mine.clone()));
+    // A claim is a record like any other: an append with its key is refused, and it is
+    // pruned by age.
+    let dup = append_range(&mut *first, 0, 1, &[record("outside", "k")]).unwrap_err();
+    assert!(matches!(dup, StoreError::Duplicate { what: Unique::IdempotencyKey, .. }), "{dup:?}");
+    assert_eq!(first.len().unwrap(), 0);
+    assert_eq!(first.prune_idempotency("2025-01-01T00:00:01", 10).unwrap(), 1);
+    assert_eq!(second.claim_idempotency(&theirs).unwrap(), theirs, "a pruned key is free again");
+}
+
 pub fn idempotency_pruned_by_age(h: &mut dyn Harness) {
     let mut s = h.create();
     let at = |key: &str, created_at: &str| IdempotencyRecord { created_at: created_at.to_owned(), ..record("a", key) };

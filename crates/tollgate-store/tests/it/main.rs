@@ -11,6 +11,7 @@ macro_rules! conformance_cases {
             wrong_expected_len_writes_nothing,
             duplicate_idempotency_key_writes_nothing,
             idempotency_round_trip,
+            idempotency_claimed_once,
             idempotency_pruned_by_age,
             checkpoints_ascending_and_latest,
             snapshots_put_list_load_prune,
