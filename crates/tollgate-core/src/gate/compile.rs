@@ -399,8 +399,29 @@ fn net(s: &str) -> Option<IpNet> {
     s.parse::<IpNet>().ok().or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
 }
 
-/// The most a compiled regex may take, so that one definition cannot exhaust memory.
+/// The most a compiled regex may take, and the most its lazy DFA's cache may grow to
+/// while matching, so that one definition cannot exhaust memory (with at most
+/// [`MAX_REGEX`] regexes in a definition).
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
+const REGEX_DFA_LIMIT: usize = 256 * 1024;
+
+/// `REGEX` constraints in one definition (a gate's strategies together, or a segment).
+pub(crate) const MAX_REGEX: usize = 16;
+
+fn regex(c: &Constraint) -> Result<Regex, regex::Error> {
+    RegexBuilder::new(c.value.as_deref().unwrap_or(""))
+        .case_insensitive(c.case_insensitive)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(REGEX_DFA_LIMIT)
+        .build()
+}
+
+/// Why a `REGEX` constraint's pattern does not compile, if it does not. Evaluation
+/// takes such a pattern to match nothing, as Unleash does; a definition written by
+/// hand is told instead.
+pub(crate) fn regex_error(c: &Constraint) -> Option<String> {
+    (c.operator == "REGEX").then(|| regex(c).err().map(|e| e.to_string())).flatten()
+}
 
 fn compile_constraint(c: &Constraint) -> CompiledConstraint {
     let value = c.value.as_deref().unwrap_or("");
@@ -432,11 +453,7 @@ fn compile_constraint(c: &Constraint) -> CompiledConstraint {
                 _ => Op::Never,
             }
         }
-        "REGEX" => RegexBuilder::new(value)
-            .case_insensitive(c.case_insensitive)
-            .size_limit(REGEX_SIZE_LIMIT)
-            .build()
-            .map_or(Op::Never, Op::Regex),
+        "REGEX" => regex(c).map_or(Op::Never, Op::Regex),
         "IN_CIDR" => Op::Cidr(c.values.iter().filter_map(|v| net(v.trim())).collect()),
         _ => Op::Never,
     };

@@ -215,6 +215,12 @@ impl State {
         self.gates.segments.get(&id)
     }
 
+    /// `spec` compiled against this state's segments, compiled once already (a preview
+    /// compiles no segment again).
+    pub fn compile_gate(&self, spec: &GateSpec, version: u64) -> CompiledGate {
+        self.gates.compile(spec, version)
+    }
+
     pub fn gate_segments(&self) -> impl Iterator<Item = &Arc<Segment>> {
         self.gates.segments.values()
     }
@@ -316,6 +322,14 @@ fn check_references(state: &State, spec: &GateSpec) -> Result<(), Refusal> {
 fn check_segment(s: &Segment) -> Result<(), Refusal> {
     if s.constraints.len() > MAX_SEGMENT_CONSTRAINTS {
         return Err(invalid(format!("segment {}: at most {MAX_SEGMENT_CONSTRAINTS} constraints", s.id)));
+    }
+    let regexes = s.constraints.iter().filter(|c| c.operator == "REGEX").count();
+    if regexes > compile::MAX_REGEX {
+        return Err(invalid(format!(
+            "segment {}: at most {} REGEX constraints, not {regexes}",
+            s.id,
+            compile::MAX_REGEX
+        )));
     }
     Ok(())
 }

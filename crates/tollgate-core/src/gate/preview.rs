@@ -3,7 +3,6 @@
 
 use serde::Serialize;
 
-use super::compile::compile;
 use super::eval::{Context, LicenseFacts, evaluate_gate};
 use super::spec::GateSpec;
 use crate::refusal::Refusal;
@@ -53,7 +52,7 @@ pub struct Preview {
 pub fn preview(state: &State, proposed: &GateSpec, q: PreviewQuery<'_>) -> Result<Preview, Refusal> {
     proposed.check()?;
     let version = state.gate(proposed.key.as_str()).map_or(1, |e| e.current().version + 1);
-    let candidate = compile(proposed, version, |id| state.gate_segment(id).map(|s| &**s));
+    let candidate = state.compile_gate(proposed, version);
     let current = state.gate(proposed.key.as_str()).map(|e| e.compiled());
     let limit = q.limit.clamp(1, MAX_PAGE);
     let mut out = Preview { evaluated: 0, changed: 0, changes: Vec::new(), next_after: None };

@@ -179,6 +179,13 @@ impl GateSpec {
         if self.strategies.iter().map(|s| s.segments.len()).sum::<usize>() > MAX_GATE_SEGMENTS {
             return Err(invalid(k, format!("at most {MAX_GATE_SEGMENTS} segment references across strategies")));
         }
+        let regexes = self.strategies.iter().flat_map(|s| &s.constraints).filter(|c| c.operator == "REGEX").count();
+        if regexes > super::compile::MAX_REGEX {
+            return Err(invalid(
+                k,
+                format!("at most {} REGEX constraints across strategies, not {regexes}", super::compile::MAX_REGEX),
+            ));
+        }
         if self.strategies.iter().flat_map(|s| &s.constraints).any(|c| c.values.len() > MAX_VALUES) {
             return Err(invalid(k, format!("at most {MAX_VALUES} values per constraint")));
         }
@@ -219,6 +226,12 @@ impl GateSpec {
                 check_operator(k, &c.operator)?;
                 if c.context_name.is_empty() {
                     return Err(invalid(k, "a constraint needs a contextName"));
+                }
+                if let Some(why) = super::compile::regex_error(c) {
+                    return Err(invalid(
+                        k,
+                        format!("strategy '{}': the REGEX pattern does not compile: {why}", s.name),
+                    ));
                 }
             }
             check_weights(k, s.variants.iter().map(|v| v.weight))?;

@@ -100,6 +100,23 @@ async fn invalid_definitions_are_problems_and_writes_need_the_role() {
     assert!(r.body["detail"].as_str().unwrap().contains("colour"), "{}", r.text);
     let r = put(&app, "g", json!({"feature":{"product":"cad","feature":"zz"},"strategies":[]})).await;
     assert_problem(&r, 422, "UNKNOWN_FEATURE");
+    // A pattern that does not compile is named, not stored as one that matches nothing;
+    // and a definition holds at most 16 REGEX constraints (each may compile to a MiB),
+    // also in a preview, which a read-only token may ask for.
+    let regex = |value: &str| json!({"contextName":"email","operator":"REGEX","value":value});
+    let r = put(&app, "g", json!({"strategies":[{"name":"default","constraints":[regex("a(")]}]})).await;
+    assert_problem(&r, 422, "INVALID_GATE");
+    assert!(r.body["detail"].as_str().unwrap().contains("REGEX pattern does not compile"), "{}", r.text);
+    let many: Vec<_> = (0..17).map(|i| regex(&format!("^u{i}@"))).collect();
+    let strategies = json!([{"name":"default","constraints":many[..9]}, {"name":"default","constraints":many[9..]}]);
+    let r = put(&app, "g", json!({ "strategies": strategies.clone() })).await;
+    assert_problem(&r, 422, "INVALID_GATE");
+    assert!(r.body["detail"].as_str().unwrap().contains("at most 16 REGEX"), "{}", r.text);
+    let r = app.post("/v1/gates/g/preview", json!({ "strategies": strategies })).await;
+    assert_problem(&r, 422, "INVALID_GATE");
+    let sixteen = json!([{"name":"default","constraints":many[..16]}]);
+    let r = put(&app, "g16", json!({ "strategies": sixteen })).await;
+    assert_eq!(r.status, 201, "{}", r.text);
     // Not an object at all: refused before it is read as a gate, as on every endpoint.
     let r = put(&app, "g", json!([1])).await;
     assert_problem(&r, 422, "INVALID_INPUT");
