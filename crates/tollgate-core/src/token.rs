@@ -516,6 +516,11 @@ pub fn check_claims(c: &Claims, v: &Verify<'_>) -> Result<(), TokenError> {
     {
         return Err(TokenError::WrongAudience { expected: aud.into(), found: c.aud.clone() });
     }
+    // Before the times: a revoked license is revoked, whether or not this token has
+    // expired too (an SDK keeps a license's facts through an outage unless it is).
+    if let Some(refused) = v.revocations.and_then(|r| r.refuses(c)) {
+        return Err(refused);
+    }
     let now = seconds(v.now);
     if now > c.exp.saturating_add(v.leeway) {
         return Err(TokenError::Expired { exp: c.exp, now, leeway: v.leeway });
@@ -527,9 +532,6 @@ pub fn check_claims(c: &Claims, v: &Verify<'_>) -> Result<(), TokenError> {
         && v.fingerprint != Some(bound.as_str())
     {
         return Err(TokenError::FingerprintMismatch);
-    }
-    if let Some(refused) = v.revocations.and_then(|r| r.refuses(c)) {
-        return Err(refused);
     }
     Ok(())
 }

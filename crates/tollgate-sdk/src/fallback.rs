@@ -23,8 +23,13 @@ pub struct ClientConfig {
     pub fingerprint: Option<String>,
     /// The application's product key: every token this client verifies (online, and
     /// for its offline fallback) must be for it (`aud`), so a token for another of the
-    /// vendor's products, signed by the same keys, is refused. `None` skips the check.
+    /// vendor's products, signed by the same keys, is refused, and an online answer for
+    /// another product's license is `NOT_FOUND` here. `None` skips the check.
     pub product: Option<String>,
+    /// The user this application runs for, sent with its validations: on a plan with
+    /// seats the server answers `USER_NOT_ASSIGNED` (or `TOO_MANY_USERS`) for a user
+    /// who holds no seat. `None` sends none, and seats are not checked.
+    pub user: Option<String>,
     /// Ask for offline tokens (bound to `fingerprint`, lasting the plan's
     /// `offline_days`) so that the fallback lasts days, not minutes.
     pub offline_tokens: bool,
@@ -50,6 +55,7 @@ impl Default for ClientConfig {
             cache_ttl: Duration::from_secs(30),
             fingerprint: None,
             product: None,
+            user: None,
             offline_tokens: false,
             leeway_seconds: crate::offline::DEFAULT_LEEWAY_SECONDS,
             jwks_refetch_interval: Duration::from_secs(30),
@@ -60,9 +66,18 @@ impl Default for ClientConfig {
     }
 }
 
+/// License keys (and answers) the client remembers at most; past that, what has
+/// expired goes, and then everything, rather than grow with every key an application
+/// is shown.
+const MAX_REMEMBERED: usize = 10_000;
+
+/// An answer's cache key: the license key, the feature, and whether it was asked for
+/// this machine (with its fingerprint and user) or for a license a context names.
+type AnswerKey = (String, Option<String>, bool);
+
 #[derive(Default)]
 pub(crate) struct Memory {
-    answers: HashMap<(String, Option<String>), (Validation, Instant)>,
+    answers: HashMap<AnswerKey, (Validation, Instant)>,
     tokens: HashMap<String, String>,
     jwks: Option<Jwks>,
     jwks_fetched: Option<Instant>,
@@ -74,9 +89,9 @@ impl Client {
         self.memory.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn cached(&self, key: &str, feature: Option<&str>) -> Option<Validation> {
+    pub(crate) fn cached(&self, key: &str, feature: Option<&str>, this_machine: bool) -> Option<Validation> {
         let mem = self.mem();
-        let (v, at) = mem.answers.get(&(key.to_string(), feature.map(String::from)))?;
+        let (v, at) = mem.answers.get(&(key.to_string(), feature.map(String::from), this_machine))?;
         (at.elapsed() < self.config.cache_ttl).then(|| Validation { source: Source::Cached, ..v.clone() })
     }
 
@@ -85,18 +100,35 @@ impl Client {
     /// license cannot be resurrected by a later network failure. The server's answer
     /// stands whatever happens to its token: one that does not verify here (this
     /// machine's clock is off, the JWKS cannot be fetched just now) is only not kept.
-    pub(crate) async fn remember(&self, key: &str, feature: Option<&str>, v: &Validation) {
-        if v.valid {
+    ///
+    /// Only an answer for this machine touches the fallback: a license a gate context
+    /// names is validated without this machine's fingerprint, and its token (bound to
+    /// no machine, lasting minutes) must not replace this machine's offline token.
+    pub(crate) async fn remember(&self, key: &str, feature: Option<&str>, this_machine: bool, v: &Validation) {
+        if !this_machine {
+        } else if v.valid {
             if let Some(t) = &v.token
                 && self.verify_online(t).await.is_ok()
             {
-                self.mem().tokens.insert(key.to_string(), t.clone());
+                let mut mem = self.mem();
+                if mem.tokens.len() >= MAX_REMEMBERED && !mem.tokens.contains_key(key) {
+                    mem.tokens.clear();
+                }
+                mem.tokens.insert(key.to_string(), t.clone());
             }
         } else if !matches!(v.code, Code::FeatureNotEntitled | Code::UserNotAssigned | Code::TooManyUsers) {
             // (Not this feature, or not this user: the license itself still stands.)
             self.mem().tokens.remove(key);
         }
-        self.mem().answers.insert((key.to_string(), feature.map(String::from)), (v.clone(), Instant::now()));
+        let ttl = self.config.cache_ttl;
+        let mut mem = self.mem();
+        if mem.answers.len() >= MAX_REMEMBERED {
+            mem.answers.retain(|_, (_, at)| at.elapsed() < ttl);
+            if mem.answers.len() >= MAX_REMEMBERED {
+                mem.answers.clear();
+            }
+        }
+        mem.answers.insert((key.to_string(), feature.map(String::from), this_machine), (v.clone(), Instant::now()));
     }
 
     fn options(&self) -> VerifyOptions {
@@ -140,7 +172,7 @@ impl Client {
         let fetched = async {
             let res =
                 self.http.get(format!("{}/.well-known/jwks.json", self.base)).send().await.map_err(Error::Network)?;
-            let bytes = crate::read_ok(res).await?;
+            let bytes = crate::read_ok(res, crate::MAX_ANSWER).await?;
             serde_json::from_slice::<Jwks>(&bytes).map_err(|e| Error::Protocol(format!("JWKS: {e}")))
         }
         .await;
@@ -173,7 +205,24 @@ impl Client {
     pub async fn sync_revocations(&self) -> Result<Revocations, Error> {
         // One sync at a time: two from the same `since` applied out of order could undo
         // a reinstatement with the suspension before it.
-        let _one = self.syncing.lock().await;
+        let one = self.syncing.lock().await;
+        self.sync_holding(one).await
+    }
+
+    /// The sync an online validation makes: when another is running, its result, not a
+    /// sync of its own after it (concurrent validations would otherwise each wait for
+    /// every sync before theirs).
+    pub(crate) async fn sync_revocations_once(&self) -> Result<Revocations, Error> {
+        match self.syncing.try_lock() {
+            Ok(one) => self.sync_holding(one).await,
+            Err(_) => {
+                drop(self.syncing.lock().await);
+                Ok(self.revocations())
+            }
+        }
+    }
+
+    async fn sync_holding(&self, _one: tokio::sync::MutexGuard<'_, ()>) -> Result<Revocations, Error> {
         let mut started_over = false;
         for _ in 0..MAX_FEED_PAGES {
             let (since, root) = {
@@ -206,7 +255,7 @@ impl Client {
                 })
                 .map(|(k, _)| k.clone())
                 .collect();
-            mem.answers.retain(|(k, _), _| !drop.contains(k));
+            mem.answers.retain(|(k, _, _), _| !drop.contains(k));
             if !list.more || list.tree_size <= since {
                 return Ok(mem.revocations.clone());
             }
@@ -221,8 +270,9 @@ impl Client {
         let url = reqwest::Url::parse_with_params(&format!("{}/v1/revocations", self.base), &query)
             .map_err(|e| Error::Config(format!("the server's URL: {e}")))?;
         let res = self.http.get(url).bearer_auth(&self.token).send().await.map_err(Error::Network)?;
-        let bytes = crate::read_ok(res).await?;
-        let text = String::from_utf8(bytes.to_vec()).map_err(|_| Error::Protocol("feed is not text".into()))?;
+        // The page's JWS may be up to `MAX_FEED` bytes; its verification refuses more.
+        let bytes = crate::read_ok(res, tollgate_core::token::MAX_FEED + 1).await?;
+        let text = String::from_utf8(bytes).map_err(|_| Error::Protocol("feed is not text".into()))?;
         let kid = tollgate_core::token::parse(&text, tollgate_core::token::TYP_REVOCATIONS)?.header.kid;
         let jwks = self.jwks(kid.as_deref()).await?;
         Ok(RevocationList::verify(&text, &jwks)?)

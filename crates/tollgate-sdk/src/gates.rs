@@ -64,6 +64,8 @@ struct Shared {
     by_key: ArcSwap<std::collections::HashMap<String, Arc<LicenseFacts>>>,
     /// Serializes refreshes, so a slow one cannot overwrite a newer ruleset.
     refreshing: tokio::sync::Mutex<()>,
+    /// The last refresh got a ruleset older than the one kept.
+    behind: Mutex<bool>,
     last_error: Mutex<Option<String>>,
 }
 
@@ -176,6 +178,13 @@ impl Shared {
                 Some(f) => (f, Err(Error::Token(e))),
                 None => return Err(Error::Token(e)),
             },
+            // The server refused the request itself (this build's API token revoked,
+            // say): a refusal, not an outage, so the license is not usable here.
+            Err(e @ Error::Refused { status: 400..=499, .. })
+                if !matches!(e, Error::Refused { status: 408 | 429, .. }) =>
+            {
+                (LicenseFacts::unresolved(LicenseStanding::NotFound), Err(e))
+            }
             // A license seen for the first time with the server out of reach and no
             // token to fall back on: not usable until a refresh validates it, rather
             // than asked for again at every evaluation.
@@ -230,16 +239,24 @@ impl Shared {
         }
         let res = req.send().await.map_err(Error::Network)?;
         if res.status() == reqwest::StatusCode::NOT_MODIFIED {
+            *self.behind.lock().unwrap_or_else(|p| p.into_inner()) = false;
             return Ok(false);
         }
         let etag = res.headers().get(reqwest::header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let bytes = crate::read_ok(res).await?;
+        let bytes = crate::read_ok(res, MAX_RULESET + 1).await?;
         let jws = String::from_utf8(bytes).map_err(|_| Error::Protocol("the ruleset is not text".into()))?;
         let jwks = c.jwks(kid_of(&jws).as_deref()).await?;
         let (doc, seq) = verify_ruleset(&jws, &jwks)?;
-        if seq < current.seq {
-            // An older answer (another node behind this one): keep what we have.
-            return Ok(false);
+        {
+            let mut behind = self.behind.lock().unwrap_or_else(|p| p.into_inner());
+            if seq < current.seq && !std::mem::replace(&mut *behind, true) {
+                // An older answer: another node a moment behind this one, so keep what
+                // we have. Older again at the next refresh means the ledger went back
+                // (a restore, a failover to a replica that was behind): its history is
+                // the one that counts now, and a kill switch thrown since must act.
+                return Ok(false);
+            }
+            *behind = false;
         }
         self.rules.store(Arc::new(Loaded { rules: Ruleset::new(&doc), seq, etag }));
         Ok(true)
@@ -269,6 +286,7 @@ impl GateClient {
             license_key: Mutex::new(None),
             by_key: ArcSwap::from_pointee(Default::default()),
             refreshing: tokio::sync::Mutex::new(()),
+            behind: Mutex::new(false),
             last_error: Mutex::new(None),
         });
         shared.refresh().await?;

@@ -129,15 +129,31 @@ pub struct Client {
     syncing: Arc<tokio::sync::Mutex<()>>,
 }
 
-/// The body of a 2xx answer, or the problem of any other.
-pub(crate) async fn read_ok(res: reqwest::Response) -> Result<Vec<u8>, Error> {
+/// The most of a server's answer read into memory, unless the caller allows more: a
+/// validation, a JWKS or a problem is a few KiB.
+pub(crate) const MAX_ANSWER: usize = 1024 * 1024;
+
+/// The body of a 2xx answer, or the problem of any other; at most `limit` bytes, read
+/// as they come, so that a broken proxy or a hostile server cannot fill the
+/// application's memory.
+pub(crate) async fn read_ok(mut res: reqwest::Response, limit: usize) -> Result<Vec<u8>, Error> {
     let status = res.status();
-    let bytes = res.bytes().await.map_err(Error::Network)?;
+    let too_long = || Error::Protocol(format!("{status}: the answer is longer than {limit} bytes"));
+    if res.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_long());
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = res.chunk().await.map_err(Error::Network)? {
+        if bytes.len() + chunk.len() > limit {
+            return Err(too_long());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
     if !status.is_success() {
         let p: Problem = serde_json::from_slice(&bytes).map_err(|e| Error::Protocol(format!("{status}: {e}")))?;
         return Err(Error::Refused { status: status.as_u16(), code: p.code, detail: p.detail });
     }
-    Ok(bytes.to_vec())
+    Ok(bytes)
 }
 
 impl Client {
@@ -188,16 +204,21 @@ impl Client {
         feature: Option<&str>,
         this_machine: bool,
     ) -> Result<Validation, Error> {
-        if let Some(v) = self.cached(key, feature) {
+        if let Some(v) = self.cached(key, feature, this_machine) {
             return Ok(v);
         }
         let mut body = serde_json::json!({ "key": key, "token": true });
         if let Some(f) = feature {
             body["feature"] = serde_json::Value::from(f);
         }
-        if let Some(fp) = self.config.fingerprint.as_ref().filter(|_| this_machine) {
-            body["fingerprint"] = serde_json::Value::from(fp.as_str());
-            body["offline"] = serde_json::Value::from(self.config.offline_tokens);
+        if this_machine {
+            if let Some(fp) = &self.config.fingerprint {
+                body["fingerprint"] = serde_json::Value::from(fp.as_str());
+                body["offline"] = serde_json::Value::from(self.config.offline_tokens);
+            }
+            if let Some(user) = &self.config.user {
+                body["user"] = serde_json::Value::from(user.as_str());
+            }
         }
         let sent =
             self.http.post(format!("{}/v1/validate", self.base)).bearer_auth(&self.token).json(&body).send().await;
@@ -208,7 +229,7 @@ impl Client {
             }
             Err(e) => return Err(Error::Network(e)),
         };
-        let bytes = match read_ok(res).await {
+        let bytes = match read_ok(res, MAX_ANSWER).await {
             Ok(b) => b,
             // The server, or a proxy in front of it, failed, or the answer broke off:
             // as good as unreachable.
@@ -218,12 +239,35 @@ impl Client {
             }
             Err(e) => return Err(e),
         };
-        let v: Validation = serde_json::from_slice(&bytes).map_err(|e| Error::Protocol(e.to_string()))?;
+        let v: Validation = match serde_json::from_slice(&bytes) {
+            Ok(v) => self.for_this_product(v),
+            // A 2xx that is no answer (a captive portal's login page, a proxy's error
+            // page): as good as unreachable too.
+            Err(e) => return self.fallback(key, feature, Error::Protocol(format!("not a validation: {e}"))),
+        };
         // The feed first, so that the new token is checked against what it says now (a
         // license reinstated since the last sync). Best effort: a feed that cannot be
         // read now is read at the next contact.
-        let _ = self.sync_revocations().await;
-        self.remember(key, feature, &v).await;
+        let _ = self.sync_revocations_once().await;
+        self.remember(key, feature, this_machine, &v).await;
         Ok(v)
+    }
+
+    /// With [`ClientConfig::product`], a license of another product is no license
+    /// here: a product token not scoped to one product validates every product's keys,
+    /// and a cheaper product's key must not unlock this one.
+    fn for_this_product(&self, v: Validation) -> Validation {
+        match (&self.config.product, &v.license) {
+            (Some(mine), Some(l)) if l.product != *mine => Validation {
+                valid: false,
+                code: Code::NotFound,
+                detail: Some(format!("the license is for product '{}', not '{mine}'", l.product)),
+                license: None,
+                features: Vec::new(),
+                token: None,
+                source: v.source,
+            },
+            _ => v,
+        }
     }
 }

@@ -207,6 +207,16 @@ fn revocation_feed_folds() {
     assert_eq!(code(&r, &claims()), None, "an unbound token");
     let v = Verify { fingerprint: Some("m1"), revocations: Some(&r), ..Verify::at(at(NOW)) };
     assert_eq!(check_claims(&bound("m1", NOW - 100), &v).map_err(|e| e.code()), Err("TOKEN_REVOKED"));
+    // A revoked license's token that has expired too is refused as revoked: an SDK keeps
+    // a license's facts through an outage unless it was revoked.
+    let mut revoked = Revocations::default();
+    revoked.apply(&back);
+    let mut expired = claims();
+    expired.sub = "lic_a".into();
+    let later = Verify { revocations: Some(&revoked), ..Verify::at(at(NOW + 10_000)) };
+    assert!(matches!(check_claims(&expired, &later), Err(TokenError::Revoked { what: "license", .. })));
+    let unrevoked = Verify::at(at(NOW + 10_000));
+    assert_eq!(check_claims(&expired, &unrevoked).map_err(|e| e.code()), Err("TOKEN_EXPIRED"));
     // A later page moving the deactivation on keeps the later instant.
     r.apply(&RevocationList {
         machines: vec![MachineRevocation { license: claims().sub, fingerprint: "m1".into(), at: NOW + 50 }],

@@ -216,4 +216,70 @@ async fn the_provider_evaluates_the_license_a_context_names_as_the_server_does()
     // A context naming no license has none (the application set none).
     let none = EvaluationContext::default().with_targeting_key("u1");
     assert!(!provider.resolve_bool_value("pro-ui", &none).await.unwrap().value);
+    // The context's answer (asked without this machine) is not this machine's: the
+    // application's own validation still asks the server, which sees the fingerprint.
+    let mine = client.validate(&key, None).await.unwrap();
+    assert_eq!(
+        (mine.valid, mine.code, mine.source),
+        (false, tollgate_sdk::Code::FingerprintNotActivated, tollgate_sdk::Source::Online)
+    );
+}
+
+/// The license facts go when the server refuses the SDK itself (the vendor revoked the
+/// API token a leaked build carries): a refusal is not an outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gates_turn_off_when_the_server_refuses_the_api_token() {
+    let s = Server::start().await;
+    let (key, token) = seed(&s).await;
+    let config = tollgate_sdk::ClientConfig { cache_ttl: Duration::ZERO, ..Default::default() };
+    let client = Client::with_config(&s.base, &token, config).unwrap();
+    let gates = GateClient::connect(&client, GateConfig { refresh_interval: Duration::from_millis(50) }).await.unwrap();
+    gates.use_license(&key).await.unwrap();
+    assert!(gates.is_enabled("pro-ui", &user("u1")));
+    let tokens = s.send(reqwest::Method::GET, "/v1/tokens", ADMIN, Value::Null).await;
+    let id = tokens["items"].as_array().unwrap().iter().find(|t| t["role"] == "product").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = reqwest::Client::new().delete(format!("{}/v1/tokens/{id}", s.base)).bearer_auth(ADMIN).send().await;
+    assert!(r.unwrap().status().is_success());
+    let started = Instant::now();
+    while gates.is_enabled("pro-ui", &user("u1")) {
+        assert!(started.elapsed() < Duration::from_secs(10), "the gate stayed on: {:?}", gates.last_error());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(gates.last_error().unwrap().contains("401"), "{:?}", gates.last_error());
+}
+
+/// A ledger restored to an earlier point serves rulesets older than the one a client
+/// holds: one such answer is a node behind, kept out; the next one too is the new
+/// history, taken, so that a kill switch thrown after the restore acts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ruleset_from_a_ledger_restored_to_an_earlier_point_is_taken_at_the_second_refresh() {
+    let mut s = Server::start().await;
+    let (_, token) = seed(&s).await;
+    let client = Client::new(&s.base, &token).unwrap();
+    // No background refresh: the test drives them. The first ruleset makes the signing
+    // key (an event); the restore keeps it.
+    let connect = || GateClient::connect(&client, GateConfig { refresh_interval: Duration::from_secs(3600) });
+    drop(connect().await.unwrap());
+    let len = connect().await.unwrap().seq();
+    for i in 0..5 {
+        s.post("/v1/licenses", json!({"product":"app","plan":"p","licensee": format!("later-{i}")})).await;
+    }
+    let gates = connect().await.unwrap();
+    let held = gates.seq();
+    assert_eq!(held, len + 5);
+    let on = |g: &GateClient| (0..50).filter(|i| g.is_enabled("colour", &user(&format!("u{i}")))).count();
+    assert!(on(&gates) > 0, "half the users get the colour");
+    s.restart_restored(len).await;
+    s.post("/v1/gates/colour/kill", json!({"reason": "after the restore"})).await;
+    let killed = s.send(reqwest::Method::GET, "/v1/gates/colour", ADMIN, Value::Null).await;
+    assert_eq!(killed["definition"]["enabled"], false);
+    assert!(!gates.refresh().await.unwrap(), "one older answer is a node behind");
+    assert_eq!(gates.seq(), held);
+    assert!(on(&gates) > 0);
+    assert!(gates.refresh().await.unwrap(), "older again: the new history");
+    assert!(gates.seq() < held);
+    assert_eq!(on(&gates), 0, "the kill switch acts");
 }

@@ -49,11 +49,16 @@ async fn falls_back_to_the_last_verified_token_with_the_server_stopped() {
     let v = client.validate(&key, Some("pro")).await.unwrap();
     assert_eq!((v.valid, v.code, &v.source), (true, Code::Valid, &Source::Online));
     assert!(v.token.is_some(), "the server sends a token");
-    // A client of another product keeps no fallback from a token that is not for it
-    // (the vendor's keys sign every product's tokens).
+    // A client of another product takes no license of this one (a product token not
+    // scoped to a product validates every product's keys, and the server said VALID),
+    // and keeps no fallback from a token that is not for it (the vendor's keys sign
+    // every product's tokens).
+    let unscoped = server.post("/v1/tokens", json!({"role":"product"})).await["token"].as_str().unwrap().to_string();
     let config = ClientConfig { product: Some("other-app".into()), ..no_cache() };
-    let elsewhere = Client::with_config(&server.base, &product_token, config).unwrap();
-    assert!(elsewhere.validate(&key, None).await.unwrap().valid, "the server's answer stands");
+    let elsewhere = Client::with_config(&server.base, &unscoped, config).unwrap();
+    let v = elsewhere.validate(&key, Some("pro")).await.unwrap();
+    assert_eq!((v.valid, v.code, v.license.is_none(), v.token.is_none()), (false, Code::NotFound, true, true));
+    assert!(v.detail.as_deref().unwrap().contains("for product 'app', not 'other-app'"), "{:?}", v.detail);
 
     // With a TTL, a second call is answered from the cache.
     let cached = Client::new(&server.base, &product_token).unwrap();
@@ -329,4 +334,70 @@ async fn a_client_starts_the_feed_over_after_the_ledger_was_restored_to_an_earli
     assert!(!seen.licenses.contains(&id), "the revocation is gone with the history it was in");
     let v = client.validate(&key, None).await.unwrap();
     assert!(v.valid, "{v:?}");
+}
+
+/// The configured user goes with this machine's validations: on a plan with seats, a
+/// user who holds none is told so (the SDK could not send one before).
+#[tokio::test]
+async fn the_configured_user_is_sent_and_seats_are_checked() {
+    let server = Server::start().await;
+    let (_, _, product_token) = seed(&server).await;
+    server
+        .post("/v1/plans", json!({"key":"team","product":"app","name":"Team","features":["pro"],"max_users":1}))
+        .await;
+    let lic = server.post("/v1/licenses", json!({"product":"app","plan":"team","licensee":"t"})).await;
+    let (key, id) = (lic["key"].as_str().unwrap(), lic["id"].as_str().unwrap());
+    let config = ClientConfig { user: Some("ada@example.com".into()), ..no_cache() };
+    let client = Client::with_config(&server.base, &product_token, config).unwrap();
+    let v = client.validate(key, None).await.unwrap();
+    assert_eq!((v.valid, v.code), (false, Code::UserNotAssigned));
+    server.post(&format!("/v1/licenses/{id}/users"), json!({"user": "ada@example.com"})).await;
+    let v = client.validate(key, None).await.unwrap();
+    assert_eq!((v.valid, v.code), (true, Code::Valid));
+}
+
+/// Answers with the same request line, headers and `body` to every request on
+/// `addr`, as a captive portal or a broken proxy in front of the server would.
+async fn impostor(addr: std::net::SocketAddr, head: &'static str, body: Vec<u8>) -> tokio::task::JoinHandle<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else { return };
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let _ = conn.read(&mut buf).await;
+                let head = format!("{head}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
+                let _ = conn.write_all(head.as_bytes()).await;
+                let _ = conn.write_all(&body).await;
+            });
+        }
+    })
+}
+
+/// A 2xx that is not an answer (a captive portal's login page) is as good as no
+/// server: the client answers from its offline token, as for an outage. And an answer
+/// longer than a client reads is refused before it fills the application's memory.
+#[tokio::test]
+async fn a_portal_page_in_place_of_the_server_falls_back_and_a_huge_answer_is_refused() {
+    let mut server = Server::start().await;
+    let (key, _, client) = offline_client(&server).await;
+    assert_eq!(client.validate(&key, None).await.unwrap().source, Source::Online);
+    let addr: std::net::SocketAddr = server.base.trim_start_matches("http://").parse().unwrap();
+    server.stop().await;
+
+    let portal = impostor(addr, "HTTP/1.1 200 OK\r\ncontent-type: text/html", b"<html>log in</html>".to_vec()).await;
+    let v = client.validate(&key, None).await.unwrap();
+    assert!(v.valid && matches!(v.source, Source::Offline { .. }), "{v:?}");
+    assert!(v.detail.unwrap().contains("not a validation"));
+    portal.abort();
+    let _ = portal.await;
+
+    let huge = impostor(addr, "HTTP/1.1 200 OK\r\ncontent-type: application/json", vec![b' '; 5 * 1024 * 1024]).await;
+    let e = client.sync_revocations().await.unwrap_err();
+    assert!(matches!(&e, Error::Protocol(m) if m.contains("longer than")), "{e}");
+    let v = client.validate(&key, None).await.unwrap();
+    assert!(v.valid && matches!(v.source, Source::Offline { .. }), "{v:?}");
+    huge.abort();
 }
