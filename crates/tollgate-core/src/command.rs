@@ -184,7 +184,7 @@ pub(crate) fn decide_kinds(state: &State, command: &Command, now: Timestamp) -> 
             Ok(vec![EventKind::ProductUpdated(Product {
                 name: spec.name.clone(),
                 features: spec.features.clone(),
-                version: old.version + 1,
+                version: old.version.saturating_add(1),
                 updated_at: now,
                 ..old.clone()
             })])
@@ -218,7 +218,7 @@ pub(crate) fn decide_kinds(state: &State, command: &Command, now: Timestamp) -> 
             if same_plan(old, spec) {
                 return Ok(vec![]);
             }
-            Ok(vec![EventKind::PlanUpdated(new_plan(spec, old.version + 1, old.created_at, now))])
+            Ok(vec![EventKind::PlanUpdated(new_plan(spec, old.version.saturating_add(1), old.created_at, now))])
         }
         Command::IssueLicense(c) => {
             let plan = plan(state, &c.plan)?;
@@ -231,7 +231,8 @@ pub(crate) fn decide_kinds(state: &State, command: &Command, now: Timestamp) -> 
             }
             product(state, &c.product)?;
             check_licensee(&c.licensee)?;
-            check_metadata(&c.metadata)?;
+            let metadata = canonical_metadata(&c.metadata)?;
+            check_metadata(&metadata)?;
             if let Some(x) = &c.external_id {
                 check_external_id(x)?;
                 if let Some(other) = state.license_by_external_id(x) {
@@ -269,7 +270,7 @@ pub(crate) fn decide_kinds(state: &State, command: &Command, now: Timestamp) -> 
                 issued_at: now,
                 expires_at,
                 updated_at: now,
-                metadata: c.metadata.clone(),
+                metadata,
                 external_id: c.external_id.clone(),
                 version: 1,
             }))])
@@ -434,6 +435,15 @@ fn check_external_id(x: &str) -> Result<(), Refusal> {
         return Err(Refusal::invalid("external_id must be 1 to 128 bytes of printable text"));
     }
     Ok(())
+}
+
+/// Metadata as the ledger gives it back: through canonical JSON (RFC 8785), which
+/// writes `5.0` as `5`, `-0.0` as `0` and `1e19` as an integer. The event holds this
+/// form, so the node that decided it answers as every node that folds the stored event
+/// does (and the check below sees `1e19` for the integer beyond 2^53 it is).
+fn canonical_metadata(m: &Metadata) -> Result<Metadata, Refusal> {
+    let bytes = crate::canonical::to_vec(m).map_err(|e| Refusal::invalid(format!("metadata: {e}")))?;
+    serde_json::from_slice(&bytes).map_err(|e| Refusal::invalid(format!("metadata: {e}")))
 }
 
 fn check_metadata(m: &Metadata) -> Result<(), Refusal> {

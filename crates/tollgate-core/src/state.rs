@@ -380,7 +380,8 @@ impl State {
         let l = Arc::make_mut(slot);
         f(l);
         l.updated_at = event.at;
-        l.version += 1;
+        // Saturating: only a crafted ledger gets near the end of a u64.
+        l.version = l.version.saturating_add(1);
         Ok(())
     }
 

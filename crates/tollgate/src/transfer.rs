@@ -191,6 +191,15 @@ fn import_ledger(file: &Path, data: &Path, dry_run: bool) -> anyhow::Result<()> 
         let n = i + 1;
         let event =
             Event::decode(line.as_bytes()).with_context(|| format!("{}:{n}: not a ledger event", file.display()))?;
+        // The lines are the ledger's leaves: a line that is not its event's canonical
+        // form (edited, reformatted) would give other leaf hashes, and may hold what
+        // canonical JSON cannot keep (a number past 2^53).
+        if event.encode().map_err(|e| anyhow::anyhow!("{}:{n}: {e}", file.display()))? != line.as_bytes() {
+            anyhow::bail!(
+                "{}:{n}: not in canonical form (RFC 8785): an export's lines are the ledger's leaves byte for byte; was the file edited?",
+                file.display()
+            );
+        }
         state.apply(&event).map_err(|e| anyhow::anyhow!("{}:{n}: does not fold: {e}", file.display()))?;
         let hash = leaf_hash(line.as_bytes());
         log.push(hash);

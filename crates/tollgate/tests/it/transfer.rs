@@ -136,6 +136,13 @@ async fn csv_import_is_all_or_nothing_idempotent_and_export_round_trips_the_dige
     assert!(!ok && out.contains(&format!(":{}:", last + 1)), "{out}");
     let store = tollgate_store::SqliteStore::open_read_only(&tollgate_server::db_path(&empty));
     assert!(store.is_err() || tollgate_store::LedgerStore::len(&store.unwrap()).unwrap() == 0, "nothing was written");
+    // So does a line that decodes and folds but is not its event's canonical form (the
+    // same event with a space added): its leaf hash would not be the ledger's.
+    let mut lines: Vec<String> = std::fs::read_to_string(&export).unwrap().lines().map(String::from).collect();
+    lines[1] = lines[1].replacen(':', ": ", 1);
+    std::fs::write(&spoiled, lines.join("\n") + "\n").unwrap();
+    let (ok, out) = run(&["import", "--format", "jsonl", spoiled.to_str().unwrap(), "--data", empty.to_str().unwrap()]);
+    assert!(!ok && out.contains(":2: not in canonical form"), "{out}");
 
     // A damaged event is not exported: an import recomputes hashes from the bytes and
     // would take it as sound.

@@ -143,3 +143,32 @@ fn apply_refuses_events_about_what_does_not_exist() {
         assert_eq!(s.digest().unwrap(), w.state.digest().unwrap(), "a refused event changes nothing");
     }
 }
+
+/// Metadata numbers are kept in the form canonical JSON gives back (`5.0` is `5`,
+/// `-0.0` is `0`): the node that decided an issue holds what every node folding the
+/// stored event holds. `1e19` is the integer beyond 2^53 it is, and refused as one.
+#[test]
+fn metadata_numbers_are_decided_in_their_canonical_form() {
+    let mut w = World::new();
+    let a = lic(1);
+    let Step::Run(command) = issue_with(&a, "annual", |c| {
+        c.metadata = BTreeMap::from([("p".into(), json!(5.0)), ("z".into(), json!(-0.0)), ("f".into(), json!(0.5))])
+    }) else {
+        unreachable!()
+    };
+    let events = decide(&w.state, &command, &meta(), day(1)).unwrap();
+    let EventKind::LicenseIssued(decided) = &events[0].event else { panic!("{:?}", events[0].event) };
+    let again = Event::decode(&events[0].encode().unwrap()).unwrap();
+    let EventKind::LicenseIssued(stored) = &again.event else { unreachable!() };
+    assert_eq!(decided.metadata, stored.metadata);
+    assert_eq!(serde_json::to_string(&decided.metadata).unwrap(), r#"{"f":0.5,"p":5,"z":0}"#);
+    w.state.apply(&events[0]).unwrap();
+
+    let b = lic(2);
+    let Step::Run(command) = issue_with(&b, "annual", |c| c.metadata = BTreeMap::from([("b".into(), json!(1e19))]))
+    else {
+        unreachable!()
+    };
+    let refusal = decide(&w.state, &command, &meta(), day(1)).unwrap_err();
+    assert!(refusal.detail.contains("beyond 2^53"), "{}", refusal.detail);
+}
