@@ -217,7 +217,7 @@ pub async fn issue(
     });
     let answer = TokenResponse { expires_at: instant(m.claims.exp), jti: m.claims.jti, token: m.token };
     if let Some(mk) = &idem {
-        let mine = outside_ledger::Claim { request: request.clone(), answer: signed };
+        let mine = outside_ledger::Claim { request, answer: signed };
         let claimed = outside_ledger::claim(&mut **app.reader.lock().unwrap_or_else(|p| p.into_inner()), mk, &mine)?;
         if claimed != mine {
             // Another request with this key minted first: answer with its token.

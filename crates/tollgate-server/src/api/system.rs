@@ -128,8 +128,7 @@ pub async fn create_token(
         let mut store = app.reader.lock().unwrap_or_else(|p| p.into_inner());
         store.insert_token(&record)?;
         if let Some(mk) = &idem {
-            let mine =
-                outside_ledger::Claim { request: request.clone(), answer: serde_json::json!({ "id": record.id }) };
+            let mine = outside_ledger::Claim { request, answer: serde_json::json!({ "id": record.id }) };
             let claimed = outside_ledger::claim(&mut **store, mk, &mine);
             if claimed.as_ref().ok() != Some(&mine) {
                 // Another request with this key got there first (or the claim failed):
