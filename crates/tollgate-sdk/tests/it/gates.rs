@@ -168,8 +168,9 @@ async fn openfeature_provider_resolves_from_the_local_ruleset() {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_license_revoked_after_use_license_turns_its_gates_off_at_the_next_refresh() {
+/// A seeded server, and gates refreshed every 50 ms (answers not cached) with the
+/// seeded license in use: `pro-ui` is on.
+async fn licensed_gates() -> (Server, GateClient) {
     let s = Server::start().await;
     let (key, token) = seed(&s).await;
     let config = tollgate_sdk::ClientConfig { cache_ttl: Duration::ZERO, ..Default::default() };
@@ -177,6 +178,12 @@ async fn a_license_revoked_after_use_license_turns_its_gates_off_at_the_next_ref
     let gates = GateClient::connect(&client, GateConfig { refresh_interval: Duration::from_millis(50) }).await.unwrap();
     gates.use_license(&key).await.unwrap();
     assert!(gates.is_enabled("pro-ui", &user("u1")));
+    (s, gates)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_license_revoked_after_use_license_turns_its_gates_off_at_the_next_refresh() {
+    let (s, gates) = licensed_gates().await;
     let id = s.send(reqwest::Method::GET, "/v1/licenses?licensee=l", ADMIN, Value::Null).await["items"][0]["id"]
         .as_str()
         .unwrap()
@@ -229,13 +236,7 @@ async fn the_provider_evaluates_the_license_a_context_names_as_the_server_does()
 /// API token a leaked build carries): a refusal is not an outage.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gates_turn_off_when_the_server_refuses_the_api_token() {
-    let s = Server::start().await;
-    let (key, token) = seed(&s).await;
-    let config = tollgate_sdk::ClientConfig { cache_ttl: Duration::ZERO, ..Default::default() };
-    let client = Client::with_config(&s.base, &token, config).unwrap();
-    let gates = GateClient::connect(&client, GateConfig { refresh_interval: Duration::from_millis(50) }).await.unwrap();
-    gates.use_license(&key).await.unwrap();
-    assert!(gates.is_enabled("pro-ui", &user("u1")));
+    let (s, gates) = licensed_gates().await;
     let tokens = s.send(reqwest::Method::GET, "/v1/tokens", ADMIN, Value::Null).await;
     let id = tokens["items"].as_array().unwrap().iter().find(|t| t["role"] == "product").unwrap()["id"]
         .as_str()
