@@ -69,9 +69,13 @@ impl MeterSpec {
         match self.overage {
             Overage::Mode(OverageMode::Block) => Some(quota),
             Overage::Mode(OverageMode::Allow) => None,
-            Overage::Percent { allow_percent } => Some(quota.saturating_add(
-                (quota / 100).saturating_mul(u64::from(allow_percent)) + quota % 100 * u64::from(allow_percent) / 100,
-            )),
+            Overage::Percent { allow_percent } => Some(
+                quota.saturating_add(
+                    (quota / 100)
+                        .saturating_mul(u64::from(allow_percent))
+                        .saturating_add(quota % 100 * u64::from(allow_percent) / 100),
+                ),
+            ),
         }
     }
 }

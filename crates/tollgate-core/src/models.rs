@@ -410,9 +410,19 @@ impl State {
     }
 
     /// Folds an event of the licensing models in; `seq` and `kind` name it in errors.
+    /// A refused event changes nothing: not even the license's empty models, made for it.
     pub(crate) fn apply_model(&mut self, seq: u64, event: &Event) -> Result<(), ApplyError> {
-        let kind = event.event.type_name();
         let Some(id) = event.event.license() else { return Ok(()) };
+        let made = !self.models.contains_key(id);
+        let applied = self.apply_model_to(id, seq, event);
+        if applied.is_err() && made {
+            self.models.remove(id);
+        }
+        applied
+    }
+
+    fn apply_model_to(&mut self, id: &LicenseId, seq: u64, event: &Event) -> Result<(), ApplyError> {
+        let kind = event.event.type_name();
         if !self.licenses.contains_key(id) {
             return Err(ApplyError::Missing { seq, kind, what: "license", name: id.to_string() });
         }
@@ -454,7 +464,17 @@ impl State {
                     .and_then(|p| p.meters.iter().find(|s| &s.key == meter))
                     .map_or(crate::meter::Period::Total, |s| s.period);
                 let current = m.usage.get(meter).copied();
-                m.usage.insert(meter.clone(), MeterUsage::record(current, period, event.at, *quantity));
+                let usage = MeterUsage::record(current, period, event.at, *quantity);
+                // What decide holds a record and a period to: a larger number would be
+                // rounded by a snapshot's canonical JSON, and nodes would disagree.
+                for (what, value, max) in
+                    [("a quantity", *quantity, MAX_AMOUNT), ("a period's total", usage.used, MAX_USED)]
+                {
+                    if value > max {
+                        return Err(ApplyError::OutOfRange { seq, kind, what, value, max });
+                    }
+                }
+                m.usage.insert(meter.clone(), usage);
             }
             EventKind::LicenseOverridesSet { overrides, .. } => {
                 m.overrides = (!overrides.is_empty()).then(|| overrides.clone());

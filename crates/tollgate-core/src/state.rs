@@ -135,6 +135,10 @@ pub enum ApplyError {
     Missing { seq: u64, kind: &'static str, what: &'static str, name: String },
     #[error("event {seq} ({kind}) creates {what} '{name}', which already exists")]
     Duplicate { seq: u64, kind: &'static str, what: &'static str, name: String },
+    /// A number no decision writes: only a crafted ledger holds it, and canonical JSON
+    /// would not keep it exactly.
+    #[error("event {seq} ({kind}) makes {what} {value}, beyond the {max} any decision allows")]
+    OutOfRange { seq: u64, kind: &'static str, what: &'static str, value: u64, max: u64 },
 }
 
 /// The serialized form of the state, for snapshots and the state digest.

@@ -110,6 +110,14 @@ fn apply_refuses_events_about_what_does_not_exist() {
         l.key = key.clone();
         EventKind::LicenseIssued(std::sync::Arc::new(l))
     };
+    let usage = |quantity| EventKind::UsageRecorded {
+        license: lic(1).id,
+        meter: tollgate_core::ids::MeterKey::parse("calls").unwrap(),
+        quantity,
+    };
+    let out_of_range =
+        |what, value, max| ApplyError::OutOfRange { seq: seq + 1, kind: "usage_recorded", what, value, max };
+    let ghost_machine = tollgate_core::machine::Fingerprint::parse("ghost-machine").unwrap();
     let annual = PlanKey::parse("annual").unwrap();
     let ghost_plan = PlanKey::parse("ghost").unwrap();
     for (kind, expected) in [
@@ -135,6 +143,17 @@ fn apply_refuses_events_about_what_does_not_exist() {
         ),
         (issued(&lic(1).id, &lic(9).key), duplicate("license", &lic(1).id)),
         (issued(&ghost, &lic(1).key), duplicate("license key", &ghost)),
+        // A license with no machines yet: refused, and no empty models are left behind.
+        (
+            EventKind::MachineDeactivated { license: lic(1).id, fingerprint: ghost_machine.clone() },
+            missing("machine_deactivated", "machine", &ghost_machine),
+        ),
+        // Numbers no decision writes (only a crafted ledger holds them): canonical JSON
+        // would round the total in a snapshot, and a restarted node would differ.
+        (
+            usage(1_000_000_000_000_001),
+            out_of_range("a quantity", 1_000_000_000_000_001, tollgate_core::meter::MAX_AMOUNT),
+        ),
     ] {
         let mut s = w.state.clone();
         let e = Event::new(day(9), meta(), kind);
