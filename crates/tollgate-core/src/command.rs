@@ -442,6 +442,9 @@ fn check_external_id(x: &str) -> Result<(), Refusal> {
 /// form, so the node that decided it answers as every node that folds the stored event
 /// does (and the check below sees `1e19` for the integer beyond 2^53 it is).
 fn canonical_metadata(m: &Metadata) -> Result<Metadata, Refusal> {
+    if m.is_empty() {
+        return Ok(Metadata::new());
+    }
     let bytes = crate::canonical::to_vec(m).map_err(|e| Refusal::invalid(format!("metadata: {e}")))?;
     serde_json::from_slice(&bytes).map_err(|e| Refusal::invalid(format!("metadata: {e}")))
 }
