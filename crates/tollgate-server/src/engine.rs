@@ -1352,6 +1352,9 @@ mod tests {
         fn claim_idempotency(&mut self, r: &IdempotencyRecord) -> Result<IdempotencyRecord, StoreError> {
             self.inner.claim_idempotency(r)
         }
+        fn adopt_legacy_claims(&mut self, now: &str) -> Result<usize, StoreError> {
+            self.inner.adopt_legacy_claims(now)
+        }
         fn prune_idempotency(&mut self, before: &str, limit: usize) -> Result<usize, StoreError> {
             self.inner.prune_idempotency(before, limit)
         }

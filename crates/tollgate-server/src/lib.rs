@@ -171,6 +171,8 @@ pub fn open(config: &Config) -> anyhow::Result<Opened> {
         }
     };
     let bootstrap = bootstrap_tokens(&mut *store, config)?;
+    let mut reader = reader;
+    adopt_legacy_claims(&mut *reader)?;
     let cluster_store: Option<Box<dyn LedgerStore>> = match &config.database_url {
         Some(url) => Some(Box::new(PostgresStore::open(url)?)),
         None => None,
@@ -525,6 +527,13 @@ async fn idempotency_job(app: Arc<AppState>, mut stop: tokio::sync::watch::Recei
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
+        let adopted = {
+            let mut reader = app.reader.lock().unwrap_or_else(|p| p.into_inner());
+            adopt_legacy_claims(&mut **reader)
+        };
+        if let Err(e) = adopted {
+            tracing::warn!(error = %e, "could not move idempotency claims kept in meta by an earlier build");
+        }
         let Some(before) = prune_cutoff(engine::now(), retention) else { continue };
         let mut pruned = 0;
         loop {
@@ -546,6 +555,26 @@ async fn idempotency_job(app: Arc<AppState>, mut stop: tokio::sync::watch::Recei
             tracing::info!(pruned, before = %before, "pruned idempotency records past their retention");
         }
     }
+}
+
+/// Moves the idempotency claims earlier builds kept in `meta` to idempotency records
+/// (`LedgerStore::adopt_legacy_claims`), a thousand per transaction: at start, and at
+/// every pruning tick for those that nodes of an earlier build still make during a
+/// rolling upgrade.
+fn adopt_legacy_claims(store: &mut dyn LedgerStore) -> Result<usize, tollgate_store::StoreError> {
+    let now = engine::now().to_string();
+    let mut moved = 0;
+    loop {
+        let n = store.adopt_legacy_claims(&now)?;
+        moved += n;
+        if n == 0 {
+            break;
+        }
+    }
+    if moved > 0 {
+        tracing::info!(moved, "moved idempotency claims kept in meta by an earlier build to idempotency records");
+    }
+    Ok(moved)
 }
 
 /// The text that records older than `retention` at `now` sort before: the cutoff

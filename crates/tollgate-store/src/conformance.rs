@@ -20,7 +20,7 @@ pub use log::{
 };
 pub use records::{
     checkpoints_ascending_and_latest, idempotency_claimed_once, idempotency_pruned_by_age, idempotency_round_trip,
-    meta_round_trip, snapshots_put_list_load_prune, tokens_insert_lookup_revoke,
+    legacy_claims_are_adopted, meta_round_trip, snapshots_put_list_load_prune, tokens_insert_lookup_revoke,
 };
 
 use crate::{
@@ -66,6 +66,7 @@ cases!(
     duplicate_idempotency_key_writes_nothing,
     idempotency_round_trip,
     idempotency_claimed_once,
+    legacy_claims_are_adopted,
     idempotency_pruned_by_age,
     checkpoints_ascending_and_latest,
     snapshots_put_list_load_prune,

@@ -117,9 +117,33 @@ pub struct TokenRecord {
 /// license tokens): their claims are idempotency records under this scope
 /// ([`LedgerStore::claim_idempotency`]), pruned by age and cleared by a point-in-time
 /// restore with every other record. Ledger writes are scoped by token ids (`tok_…`).
-/// (Builds before SQLite schema 3 and PostgreSQL schema 4 kept them in `meta`, under
-/// `idempotency/`, where nothing pruned them; those migrations move them here.)
+/// (Earlier builds kept them in `meta`, under [`LEGACY_CLAIM_PREFIX`], where nothing
+/// pruned them: [`LedgerStore::adopt_legacy_claims`] moves them here.)
 pub const OUTSIDE_LEDGER_SCOPE: &str = "outside-ledger";
+
+/// Where earlier builds kept those claims in `meta`.
+pub const LEGACY_CLAIM_PREFIX: &str = "idempotency/";
+
+/// The idempotency record of a claim an earlier build kept in `meta` (`{"request":
+/// "<hex SHA-256>", "answer": {…}}` under `idempotency/<key>`), stamped `now`; `None`
+/// for a value that is not one (it could only fail the request that found it).
+pub(crate) fn legacy_claim(meta_key: &str, value: &[u8], now: &str) -> Option<IdempotencyRecord> {
+    let key = meta_key.strip_prefix(LEGACY_CLAIM_PREFIX)?;
+    let claim: serde_json::Value = serde_json::from_slice(value).ok()?;
+    let request: Hash = hex::decode(claim.get("request")?.as_str()?).ok()?.try_into().ok()?;
+    let answer = claim.get("answer").filter(|a| a.is_object())?;
+    Some(IdempotencyRecord {
+        scope: OUTSIDE_LEDGER_SCOPE.to_owned(),
+        key: key.to_owned(),
+        request_hash: request,
+        status: 0,
+        body: serde_json::to_vec(answer).ok()?,
+        created_at: now.to_owned(),
+    })
+}
+
+/// Legacy claims moved per call, each call one transaction.
+pub(crate) const ADOPT_CHUNK: i64 = 1_000;
 
 /// Durable storage for the ledger and what hangs off it.
 ///
@@ -170,6 +194,14 @@ pub trait LedgerStore: Send {
     /// when several race (across nodes too). For writes outside the ledger, whose
     /// idempotency cannot ride on an `append`; pruned like every record.
     fn claim_idempotency(&mut self, record: &IdempotencyRecord) -> Result<IdempotencyRecord, StoreError>;
+
+    /// Moves up to a thousand claims that earlier builds kept in `meta` (never pruned)
+    /// to idempotency records stamped `now`, so that they are pruned a retention later;
+    /// drops a value there that is not a claim. Returns how many it took off `meta`
+    /// (0 once none is left). The server calls it at start and at every pruning tick,
+    /// so claims that nodes of an earlier build still make during a rolling upgrade
+    /// are moved too.
+    fn adopt_legacy_claims(&mut self, now: &str) -> Result<usize, StoreError>;
 
     /// Stores a checkpoint. Storing the same size and root again succeeds and keeps the first
     /// note; the same size with another root is [`StoreError::Duplicate`]; a size beyond the

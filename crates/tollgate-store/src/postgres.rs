@@ -69,20 +69,6 @@ CREATE TABLE nodes (
     // `COLLATE "C"`, as the pruning query compares: an index of another collation is not
     // used for it.
     "CREATE INDEX idempotency_created_at ON idempotency (created_at COLLATE \"C\");",
-    // The idempotency claims of writes outside the ledger move from `meta`, where
-    // nothing pruned them, to idempotency records (`LedgerStore::claim_idempotency`),
-    // stamped now, as in the SQLite store's migration 3 (which says why).
-    "
-INSERT INTO idempotency (scope, key, request_hash, status, body, created_at)
-SELECT 'outside-ledger', substr(key, 13), decode(claim->>'request', 'hex'), 0,
-       convert_to((claim->'answer')::text, 'UTF8'),
-       to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')
-FROM (SELECT key, convert_from(value, 'UTF8')::jsonb AS claim FROM meta
-      WHERE substr(key, 1, 12) = 'idempotency/') AS legacy
-WHERE jsonb_typeof(claim->'answer') = 'object' AND claim->>'request' ~ '^[0-9a-f]{64}$'
-ON CONFLICT DO NOTHING;
-DELETE FROM meta WHERE substr(key, 1, 12) = 'idempotency/';
-",
 ];
 
 /// The advisory lock every append takes for its transaction, and `hold_appends` for
@@ -528,6 +514,32 @@ impl LedgerStore for PostgresStore {
             })
             .map_err(pg)?;
         idempotency_from_row(&row, &r.scope, &r.key)
+    }
+
+    fn adopt_legacy_claims(&mut self, now: &str) -> Result<usize, StoreError> {
+        // One transaction, the rows locked: two nodes adopting at once move each claim
+        // once (the other skips the locked rows, and finds them gone next time).
+        self.run(|c| {
+            let mut tx = c.transaction()?;
+            let legacy = tx.query(
+                "SELECT key, value FROM meta WHERE substr(key, 1, $1) = $2 LIMIT $3 FOR UPDATE SKIP LOCKED",
+                &[&(crate::LEGACY_CLAIM_PREFIX.len() as i32), &crate::LEGACY_CLAIM_PREFIX, &crate::ADOPT_CHUNK],
+            )?;
+            for row in &legacy {
+                let (key, value): (String, Vec<u8>) = (row.get(0), row.get(1));
+                if let Some(r) = crate::legacy_claim(&key, &value, now) {
+                    tx.execute(
+                        "INSERT INTO idempotency (scope, key, request_hash, status, body, created_at)
+                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                        &[&r.scope, &r.key, &&r.request_hash[..], &i32::from(r.status), &r.body, &r.created_at],
+                    )?;
+                }
+                tx.execute("DELETE FROM meta WHERE key = $1", &[&key])?;
+            }
+            tx.commit()?;
+            Ok(legacy.len())
+        })
+        .map_err(pg)
     }
 
     fn prune_idempotency(&mut self, before: &str, limit: usize) -> Result<usize, StoreError> {

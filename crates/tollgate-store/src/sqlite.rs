@@ -201,6 +201,36 @@ impl LedgerStore for SqliteStore {
         stood.ok_or_else(|| corrupt(format!("idempotency record {}/{} vanished as it was claimed", r.scope, r.key)))
     }
 
+    fn adopt_legacy_claims(&mut self, now: &str) -> Result<usize, StoreError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let legacy: Vec<(String, Vec<u8>)> = tx
+            .prepare_cached("SELECT key, value FROM meta WHERE substr(key, 1, ?1) = ?2 LIMIT ?3")?
+            .query_map(
+                params![crate::LEGACY_CLAIM_PREFIX.len() as i64, crate::LEGACY_CLAIM_PREFIX, crate::ADOPT_CHUNK],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )?
+            .collect::<Result<_, _>>()?;
+        for (key, value) in &legacy {
+            if let Some(r) = crate::legacy_claim(key, value, now) {
+                tx.prepare_cached(
+                    "INSERT INTO idempotency (scope, key, request_hash, status, body, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                )?
+                .execute(params![
+                    r.scope,
+                    r.key,
+                    &r.request_hash[..],
+                    r.status,
+                    r.body,
+                    r.created_at
+                ])?;
+            }
+            tx.prepare_cached("DELETE FROM meta WHERE key = ?1")?.execute([key])?;
+        }
+        tx.commit()?;
+        Ok(legacy.len())
+    }
+
     fn prune_idempotency(&mut self, before: &str, limit: usize) -> Result<usize, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let n = self.conn.execute(
@@ -565,53 +595,6 @@ mod tests {
         store.set_meta("signing-key", b"kept").unwrap();
         store.truncate_for_restore(0).unwrap();
         assert_eq!(store.idempotency(&claim.scope, &claim.key).unwrap(), None);
-        assert_eq!(store.meta("signing-key").unwrap().as_deref(), Some(&b"kept"[..]));
-    }
-
-    /// A ledger of schema 2 kept the claims of writes outside the ledger in `meta`, where
-    /// nothing pruned them: opening it moves each to an idempotency record stamped at the
-    /// migration (so it is pruned a retention later), and drops what is not a claim.
-    #[test]
-    fn claims_kept_in_meta_by_schema_2_become_idempotency_records() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ledger.db");
-        let old = Connection::open(&path).unwrap();
-        old.execute_batch(&format!(
-            "PRAGMA journal_mode=WAL; PRAGMA application_id={}; {} {} PRAGMA user_version=2;",
-            schema::APPLICATION_ID,
-            schema::V1,
-            schema::V2
-        ))
-        .unwrap();
-        let hash = "ab".repeat(32);
-        let legacy = [
-            ("idempotency/token/tok_1/k1", format!(r#"{{"request":"{hash}","answer":{{"id":"tok_2"}}}}"#)),
-            ("idempotency/license-token/tok_1/k/2", format!(r#"{{"answer":{{"jti":"j"}},"request":"{hash}"}}"#)),
-            ("idempotency/token/tok_1/bad", r#"{"request":"not hex","answer":{}}"#.to_owned()),
-            ("idempotency/token/tok_1/torn", "{\"request\":".to_owned()),
-            ("signing-key", "kept".to_owned()),
-        ];
-        for (k, v) in &legacy {
-            old.execute("INSERT INTO meta (key, value) VALUES (?1, ?2)", params![k, v.as_bytes()]).unwrap();
-        }
-        drop(old);
-        let store = SqliteStore::open(&path).unwrap();
-        let scope = crate::OUTSIDE_LEDGER_SCOPE;
-        let moved = store.idempotency(scope, "token/tok_1/k1").unwrap().expect("the claim moved");
-        assert_eq!(moved.request_hash, [0xab; 32]);
-        assert_eq!(
-            serde_json::from_slice::<serde_json::Value>(&moved.body).unwrap(),
-            serde_json::json!({"id": "tok_2"})
-        );
-        // Stamped at the migration (this test was written on 2026-11-29).
-        assert!(moved.created_at.as_str() >= "2026-11-29T" && moved.created_at.ends_with('Z'), "{}", moved.created_at);
-        let minted = store.idempotency(scope, "license-token/tok_1/k/2").unwrap().expect("the claim moved");
-        assert_eq!(serde_json::from_slice::<serde_json::Value>(&minted.body).unwrap(), serde_json::json!({"jti": "j"}));
-        assert_eq!(store.idempotency(scope, "token/tok_1/bad").unwrap(), None);
-        assert_eq!(store.idempotency(scope, "token/tok_1/torn").unwrap(), None);
-        for (k, _) in &legacy[..4] {
-            assert_eq!(store.meta(k).unwrap(), None, "{k} left meta");
-        }
         assert_eq!(store.meta("signing-key").unwrap().as_deref(), Some(&b"kept"[..]));
     }
 }

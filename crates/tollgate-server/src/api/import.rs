@@ -114,10 +114,12 @@ fn parse_rows(rows: &[serde_json::Value]) -> (Vec<ImportRow>, Vec<Rejected>) {
         };
         let too_many = if row.machines.len() > MAX_ROW_MACHINES {
             Some(format!("machines: at most {MAX_ROW_MACHINES} per row, not {}", row.machines.len()))
+        } else if machines_so_far + row.machines.len() > MAX_IMPORT_MACHINES {
+            // Counted only for rows taken, so that the report names this row alone.
+            Some(format!("machines: at most {MAX_IMPORT_MACHINES} in one import; split the file"))
         } else {
             machines_so_far += row.machines.len();
-            (machines_so_far > MAX_IMPORT_MACHINES)
-                .then(|| format!("machines: at most {MAX_IMPORT_MACHINES} in one import; split the file"))
+            None
         };
         if let Some(detail) = too_many {
             bad.push(Rejected { line, external_id: Some(row.external_id), code: "INVALID_INPUT", detail });

@@ -331,6 +331,25 @@ async fn an_idempotency_key_of_a_token_creation_is_forgotten_after_its_retention
     app.stop().await;
 }
 
+/// A claim an earlier build kept in `meta` (never pruned) is an idempotency record
+/// once a server has started on the ledger, and its key still answers as it did.
+#[tokio::test]
+async fn claims_an_earlier_build_kept_in_meta_are_moved_at_start() {
+    use tollgate_store::LedgerStore;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    spawn_at(&dir).await.stop().await;
+    let db = tollgate_server::db_path(&dir);
+    let legacy = "idempotency/token/tok_0/k-legacy";
+    let claim = format!(r#"{{"request":"{}","answer":{{"id":"tok_earlier"}}}}"#, "cd".repeat(32));
+    tollgate_store::SqliteStore::open(&db).unwrap().set_meta(legacy, claim.as_bytes()).unwrap();
+    spawn_at(&dir).await.stop().await;
+    let store = tollgate_store::SqliteStore::open_read_only(&db).unwrap();
+    assert_eq!(store.meta(legacy).unwrap(), None);
+    let moved = store.idempotency(tollgate_store::OUTSIDE_LEDGER_SCOPE, "token/tok_0/k-legacy").unwrap().unwrap();
+    assert_eq!((moved.request_hash, &moved.body[..]), ([0xcd; 32], &br#"{"id":"tok_earlier"}"#[..]));
+}
+
 async fn futures_join<F: std::future::Future + Send + 'static>(futs: Vec<F>) -> Vec<F::Output>
 where
     F::Output: Send,

@@ -46,6 +46,45 @@ pub fn idempotency_claimed_once(h: &mut dyn Harness) {
     assert_eq!(second.claim_idempotency(&theirs).unwrap(), theirs, "a pruned key is free again");
 }
 
+/// Claims earlier builds kept in `meta`, never pruned, become idempotency records
+/// stamped at the move; what is not a claim goes; other meta stays.
+pub fn legacy_claims_are_adopted(h: &mut dyn Harness) {
+    let mut s = h.create();
+    let hash = "ab".repeat(32);
+    let legacy = [
+        ("idempotency/token/tok_1/k1", format!(r#"{{"request":"{hash}","answer":{{"id":"tok_2"}}}}"#)),
+        ("idempotency/license-token/tok_1/k/2", format!(r#"{{"answer":{{"exp":1,"jti":"j"}},"request":"{hash}"}}"#)),
+        ("idempotency/token/tok_1/bad", r#"{"request":"not hex","answer":{}}"#.to_owned()),
+        ("idempotency/token/tok_1/torn", r#"{"request":"#.to_owned()),
+    ];
+    for (k, v) in &legacy {
+        s.set_meta(k, v.as_bytes()).unwrap();
+    }
+    s.set_meta("signing-key", &[0xff, 0x00]).unwrap();
+    // A key claimed anew already: the new claim stands.
+    let newer = IdempotencyRecord { scope: crate::OUTSIDE_LEDGER_SCOPE.into(), ..record("x", "token/tok_1/k1") };
+    s.claim_idempotency(&newer).unwrap();
+
+    assert_eq!(s.adopt_legacy_claims("2026-11-29T13:00:00Z").unwrap(), 4);
+    assert_eq!(s.adopt_legacy_claims("2026-11-29T13:00:01Z").unwrap(), 0, "none left");
+    let scope = crate::OUTSIDE_LEDGER_SCOPE;
+    assert_eq!(s.idempotency(scope, "token/tok_1/k1").unwrap(), Some(newer));
+    let minted = s.idempotency(scope, "license-token/tok_1/k/2").unwrap().expect("moved");
+    assert_eq!(minted.request_hash, [0xab; 32]);
+    assert_eq!(minted.body, br#"{"exp":1,"jti":"j"}"#);
+    assert_eq!(minted.created_at, "2026-11-29T13:00:00Z");
+    assert_eq!(s.idempotency(scope, "token/tok_1/bad").unwrap(), None);
+    assert_eq!(s.idempotency(scope, "token/tok_1/torn").unwrap(), None);
+    for (k, _) in &legacy {
+        assert_eq!(s.meta(k).unwrap(), None, "{k} left meta");
+    }
+    assert_eq!(s.meta("signing-key").unwrap(), Some(vec![0xff, 0x00]));
+    // Pruned like every record once past the retention (with the newer claim, of 2025).
+    assert_eq!(s.prune_idempotency("2026-11-29T13:00:00", 10).unwrap(), 1);
+    assert_eq!(s.prune_idempotency("2026-11-29T13:00:01", 10).unwrap(), 1);
+    assert_eq!(s.idempotency(scope, "license-token/tok_1/k/2").unwrap(), None);
+}
+
 pub fn idempotency_pruned_by_age(h: &mut dyn Harness) {
     let mut s = h.create();
     let at = |key: &str, created_at: &str| IdempotencyRecord { created_at: created_at.to_owned(), ..record("a", key) };

@@ -11,39 +11,23 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::StoreError;
 
 /// "Tolg".
-pub(super) const APPLICATION_ID: i32 = 0x546f_6c67;
+const APPLICATION_ID: i32 = 0x546f_6c67;
 
 /// Entry `i` takes the schema from version `i` to `i + 1`. Never edit an entry that has
 /// shipped: append a new one.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The oldest schema version a read-only connection can read: the migrations after it
-/// add nothing that readers use (V2: an index for pruning idempotency records; V3: the
-/// claims of writes outside the ledger moved out of `meta`), so a
+/// add nothing that readers use (V2: an index for pruning idempotency records), so a
 /// backup written by an older build can be verified or exported without a write.
 const READERS_FROM: i64 = 1;
 
-/// The idempotency claims of writes outside the ledger move from `meta`, where nothing
-/// pruned them, to idempotency records (`LedgerStore::claim_idempotency`), stamped now:
-/// a retry within the retention after the upgrade still finds its claim. The claim was
-/// `{"request": "<hex SHA-256>", "answer": {…}}`; one that is not is dropped, as it could
-/// only fail the request that found it.
-const V3: &str = "
-INSERT OR IGNORE INTO idempotency (scope, key, request_hash, status, body, created_at)
-SELECT 'outside-ledger', substr(key, 13), unhex(json_extract(claim, '$.request')), 0,
-       CAST(json_extract(claim, '$.answer') AS BLOB), strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-FROM (SELECT key, CAST(value AS TEXT) AS claim FROM meta WHERE substr(key, 1, 12) = 'idempotency/')
-WHERE json_valid(claim) AND json_type(claim, '$.answer') = 'object'
-  AND length(unhex(json_extract(claim, '$.request'))) = 32;
-DELETE FROM meta WHERE substr(key, 1, 12) = 'idempotency/';
-";
-
 /// Idempotency records are pruned by age (`LedgerStore::prune_idempotency`).
-pub(super) const V2: &str = "CREATE INDEX idempotency_created_at ON idempotency (created_at);";
+const V2: &str = "CREATE INDEX idempotency_created_at ON idempotency (created_at);";
 
 /// Tables are STRICT so a value of the wrong type cannot get in. The events table refuses
 /// updates and deletes: the ledger is append-only even for someone at a `sqlite3` prompt.
-pub(super) const V1: &str = "
+const V1: &str = "
 CREATE TABLE events (
     idx       INTEGER PRIMARY KEY CHECK (idx >= 0),
     leaf      BLOB NOT NULL,

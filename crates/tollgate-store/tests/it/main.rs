@@ -12,6 +12,7 @@ macro_rules! conformance_cases {
             duplicate_idempotency_key_writes_nothing,
             idempotency_round_trip,
             idempotency_claimed_once,
+            legacy_claims_are_adopted,
             idempotency_pruned_by_age,
             checkpoints_ascending_and_latest,
             snapshots_put_list_load_prune,

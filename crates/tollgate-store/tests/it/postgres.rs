@@ -315,36 +315,3 @@ fn connects_over_tls_when_asked_and_verifies_the_server() {
     let e = refused(format!("{}&sslmode=verify-full&sslrootcert={cert}", h.schema.url));
     assert!(e.contains("certificate"), "{e}");
 }
-
-/// A database of schema 3 kept the claims of writes outside the ledger in `meta`, where
-/// nothing pruned them: migrating moves each to an idempotency record stamped at the
-/// migration, and drops what is not a claim.
-#[test]
-fn claims_kept_in_meta_by_schema_3_become_idempotency_records() {
-    let Some(mut h) = PgHarness::new() else { return };
-    drop(h.create());
-    let mut c = postgres::Client::connect(&h.schema.url, postgres::NoTls).unwrap();
-    let hash = "ab".repeat(32);
-    let legacy = [
-        ("idempotency/token/tok_1/k1", format!(r#"{{"request":"{hash}","answer":{{"id":"tok_2"}}}}"#)),
-        ("idempotency/token/tok_1/bad", r#"{"request":"not hex","answer":{}}"#.to_owned()),
-        ("signing-key", "kept".to_owned()),
-    ];
-    for (k, v) in &legacy {
-        c.execute("INSERT INTO meta (key, value) VALUES ($1, $2)", &[k, &v.as_bytes()]).unwrap();
-    }
-    c.execute("UPDATE tollgate_schema SET version = 3", &[]).unwrap();
-    let store = PostgresStore::open(&h.schema.url).unwrap();
-    let scope = tollgate_store::OUTSIDE_LEDGER_SCOPE;
-    let moved = store.idempotency(scope, "token/tok_1/k1").unwrap().expect("the claim moved");
-    assert_eq!(moved.request_hash, [0xab; 32]);
-    assert_eq!(serde_json::from_slice::<serde_json::Value>(&moved.body).unwrap(), serde_json::json!({"id": "tok_2"}));
-    // Stamped at the migration (this test was written on 2026-11-29), as the server
-    // stamps records, so that pruning compares them alike.
-    assert!(moved.created_at.as_str() >= "2026-11-29T" && moved.created_at.ends_with('Z'), "{}", moved.created_at);
-    assert_eq!(moved.created_at.len(), "2026-11-29T00:00:00.000Z".len(), "{}", moved.created_at);
-    assert_eq!(store.idempotency(scope, "token/tok_1/bad").unwrap(), None);
-    assert_eq!(store.meta("idempotency/token/tok_1/k1").unwrap(), None);
-    assert_eq!(store.meta("idempotency/token/tok_1/bad").unwrap(), None);
-    assert_eq!(store.meta("signing-key").unwrap().as_deref(), Some(&b"kept"[..]));
-}

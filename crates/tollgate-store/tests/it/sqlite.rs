@@ -30,7 +30,7 @@ fn open_creates_a_wal_database_with_a_schema_version() {
     let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, 2);
 }
 
 #[test]
@@ -59,7 +59,7 @@ fn a_file_of_the_first_schema_is_read_as_it_is_and_migrated_by_a_writer() {
     drop(SqliteStore::open(h.path()).unwrap());
     assert!(index(&conn));
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, 2);
 }
 
 #[test]
