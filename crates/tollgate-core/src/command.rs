@@ -231,6 +231,9 @@ pub(crate) fn decide_kinds(state: &State, command: &Command, now: Timestamp) -> 
             }
             product(state, &c.product)?;
             check_licensee(&c.licensee)?;
+            // Checked as sent (an integer past 2^53 is refused, not rounded) and as kept
+            // (a float such as 1e19 is such an integer).
+            check_metadata(&c.metadata)?;
             let metadata = canonical_metadata(&c.metadata)?;
             check_metadata(&metadata)?;
             if let Some(x) = &c.external_id {
@@ -440,7 +443,7 @@ fn check_external_id(x: &str) -> Result<(), Refusal> {
 /// Metadata as the ledger gives it back: through canonical JSON (RFC 8785), which
 /// writes `5.0` as `5`, `-0.0` as `0` and `1e19` as an integer. The event holds this
 /// form, so the node that decided it answers as every node that folds the stored event
-/// does (and the check below sees `1e19` for the integer beyond 2^53 it is).
+/// does.
 fn canonical_metadata(m: &Metadata) -> Result<Metadata, Refusal> {
     if m.is_empty() {
         return Ok(Metadata::new());

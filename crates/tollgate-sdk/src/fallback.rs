@@ -82,6 +82,9 @@ pub(crate) struct Memory {
     jwks: Option<Jwks>,
     jwks_fetched: Option<Instant>,
     pub(crate) revocations: Revocations,
+    /// How many times the feed said the ledger's history changed (`FEED_DIVERGED`):
+    /// evidence of a restore, for the gate client's older rulesets.
+    feed_restarts: u64,
 }
 
 impl Client {
@@ -232,7 +235,9 @@ impl Client {
             let list = match self.feed_page(since, root.as_deref()).await {
                 Err(Error::Refused { code, .. }) if code == "FEED_DIVERGED" && !started_over && since > 0 => {
                     started_over = true;
-                    self.mem().revocations = Revocations::default();
+                    let mut mem = self.mem();
+                    mem.revocations = Revocations::default();
+                    mem.feed_restarts += 1;
                     continue;
                 }
                 other => other?,
@@ -255,7 +260,17 @@ impl Client {
                 })
                 .map(|(k, _)| k.clone())
                 .collect();
-            mem.answers.retain(|(k, _, _), _| !drop.contains(k));
+            // And every answer for a revoked license, whether or not this client keeps
+            // its token (a license a gate context names has none here).
+            let revoked_ids = &mem.revocations.licenses;
+            let gone = |v: &Validation| v.license.as_ref().is_some_and(|l| revoked_ids.contains(&l.id));
+            let keep: std::collections::HashSet<AnswerKey> = mem
+                .answers
+                .iter()
+                .filter(|((k, _, _), (v, _))| !drop.contains(k) && !gone(v))
+                .map(|(k, _)| k.clone())
+                .collect();
+            mem.answers.retain(|k, _| keep.contains(k));
             if !list.more || list.tree_size <= since {
                 return Ok(mem.revocations.clone());
             }
@@ -281,6 +296,16 @@ impl Client {
     /// The revocations learned so far.
     pub fn revocations(&self) -> Revocations {
         self.mem().revocations.clone()
+    }
+
+    /// Whether the feed revoked license `id` (by id; no copy of the revocations).
+    pub(crate) fn license_revoked(&self, id: &str) -> bool {
+        self.mem().revocations.licenses.contains(id)
+    }
+
+    /// How many times the feed said the ledger's history changed.
+    pub(crate) fn feed_restarts(&self) -> u64 {
+        self.mem().feed_restarts
     }
 }
 

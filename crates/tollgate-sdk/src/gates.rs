@@ -45,6 +45,8 @@ struct Loaded {
     rules: Ruleset,
     seq: u64,
     etag: Option<String>,
+    /// The client's count of feed restarts when this ruleset was taken.
+    restarts: u64,
 }
 
 /// License keys whose facts are kept at most (the application's and those contexts
@@ -64,8 +66,6 @@ struct Shared {
     by_key: ArcSwap<std::collections::HashMap<String, Arc<LicenseFacts>>>,
     /// Serializes refreshes, so a slow one cannot overwrite a newer ruleset.
     refreshing: tokio::sync::Mutex<()>,
-    /// The last refresh got a ruleset older than the one kept.
-    behind: Mutex<bool>,
     last_error: Mutex<Option<String>>,
 }
 
@@ -185,6 +185,11 @@ impl Shared {
             {
                 (LicenseFacts::unresolved(LicenseStanding::NotFound), Err(e))
             }
+            // Out of reach, a license the feed revoked (known by id from its facts; a
+            // license a context names has no token here to be refused by).
+            Err(e) if self.by_key.load().get(key).is_some_and(|f| self.client.license_revoked(&f.license_id)) => {
+                (LicenseFacts::unresolved(LicenseStanding::Revoked), Err(e))
+            }
             // A license seen for the first time with the server out of reach and no
             // token to fall back on: not usable until a refresh validates it, rather
             // than asked for again at every evaluation.
@@ -239,7 +244,6 @@ impl Shared {
         }
         let res = req.send().await.map_err(Error::Network)?;
         if res.status() == reqwest::StatusCode::NOT_MODIFIED {
-            *self.behind.lock().unwrap_or_else(|p| p.into_inner()) = false;
             return Ok(false);
         }
         let etag = res.headers().get(reqwest::header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -247,18 +251,18 @@ impl Shared {
         let jws = String::from_utf8(bytes).map_err(|_| Error::Protocol("the ruleset is not text".into()))?;
         let jwks = c.jwks(kid_of(&jws).as_deref()).await?;
         let (doc, seq) = verify_ruleset(&jws, &jwks)?;
-        {
-            let mut behind = self.behind.lock().unwrap_or_else(|p| p.into_inner());
-            if seq < current.seq && !std::mem::replace(&mut *behind, true) {
-                // An older answer: another node a moment behind this one, so keep what
-                // we have. Older again at the next refresh means the ledger went back
-                // (a restore, a failover to a replica that was behind): its history is
-                // the one that counts now, and a kill switch thrown since must act.
+        if seq < current.seq {
+            // An older answer: a node behind this one, so keep what we have, unless the
+            // ledger went back (a restore, a failover to a replica that was behind),
+            // whose history counts now: a kill switch thrown since must act. The feed
+            // tells which: it says FEED_DIVERGED for a history that is gone.
+            let _ = c.sync_revocations().await;
+            if c.feed_restarts() == current.restarts {
                 return Ok(false);
             }
-            *behind = false;
         }
-        self.rules.store(Arc::new(Loaded { rules: Ruleset::new(&doc), seq, etag }));
+        let restarts = c.feed_restarts();
+        self.rules.store(Arc::new(Loaded { rules: Ruleset::new(&doc), seq, etag, restarts }));
         Ok(true)
     }
 }
@@ -281,15 +285,17 @@ impl GateClient {
     pub async fn connect(client: &Client, config: GateConfig) -> Result<GateClient, Error> {
         let shared = Arc::new(Shared {
             client: client.clone(),
-            rules: ArcSwap::from_pointee(Loaded { rules: Ruleset::default(), seq: 0, etag: None }),
+            rules: ArcSwap::from_pointee(Loaded { rules: Ruleset::default(), seq: 0, etag: None, restarts: 0 }),
             license: ArcSwapOption::empty(),
             license_key: Mutex::new(None),
             by_key: ArcSwap::from_pointee(Default::default()),
             refreshing: tokio::sync::Mutex::new(()),
-            behind: Mutex::new(false),
             last_error: Mutex::new(None),
         });
         shared.refresh().await?;
+        // Best effort: the feed's root, so that a later restore of the server's ledger
+        // can be told from a node that is behind (see `refresh`).
+        let _ = client.sync_revocations().await;
         let weak = Arc::downgrade(&shared);
         let every = config.refresh_interval.max(Duration::from_millis(10));
         let refresher = tokio::spawn(async move {

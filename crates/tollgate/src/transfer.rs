@@ -194,7 +194,12 @@ fn import_ledger(file: &Path, data: &Path, dry_run: bool) -> anyhow::Result<()> 
         // The lines are the ledger's leaves: a line that is not its event's canonical
         // form (edited, reformatted) would give other leaf hashes, and may hold what
         // canonical JSON cannot keep (a number past 2^53).
-        if event.encode().map_err(|e| anyhow::anyhow!("{}:{n}: {e}", file.display()))? != line.as_bytes() {
+        // (Compared with the line's own canonical form, not the decoded event's: an
+        // event of an older schema version is upcast when decoded.)
+        let value: serde_json::Value = serde_json::from_str(line)?;
+        if tollgate_core::canonical::to_vec(&value).map_err(|e| anyhow::anyhow!("{}:{n}: {e}", file.display()))?
+            != line.as_bytes()
+        {
             anyhow::bail!(
                 "{}:{n}: not in canonical form (RFC 8785): an export's lines are the ledger's leaves byte for byte; was the file edited?",
                 file.display()

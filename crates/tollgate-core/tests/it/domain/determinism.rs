@@ -183,11 +183,15 @@ fn metadata_numbers_are_decided_in_their_canonical_form() {
     assert_eq!(serde_json::to_string(&decided.metadata).unwrap(), r#"{"f":0.5,"p":5,"z":0}"#);
     w.state.apply(&events[0]).unwrap();
 
+    // Integers past 2^53, however sent, are refused rather than rounded: 1e19, 2^53+1
+    // (canonical JSON would write 2^53) and u64::MAX (it would come back a float).
     let b = lic(2);
-    let Step::Run(command) = issue_with(&b, "annual", |c| c.metadata = BTreeMap::from([("b".into(), json!(1e19))]))
-    else {
-        unreachable!()
-    };
-    let refusal = decide(&w.state, &command, &meta(), day(1)).unwrap_err();
-    assert!(refusal.detail.contains("beyond 2^53"), "{}", refusal.detail);
+    for big in [json!(1e19), json!(9_007_199_254_740_993u64), json!(u64::MAX)] {
+        let Step::Run(command) = issue_with(&b, "annual", |c| c.metadata = BTreeMap::from([("b".into(), big.clone())]))
+        else {
+            unreachable!()
+        };
+        let refusal = decide(&w.state, &command, &meta(), day(1)).unwrap_err();
+        assert!(refusal.detail.contains("beyond 2^53"), "{big}: {}", refusal.detail);
+    }
 }
