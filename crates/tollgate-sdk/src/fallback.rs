@@ -310,15 +310,17 @@ impl Client {
 }
 
 fn offline_answer(c: &Claims, feature: Option<&str>, network: String) -> Validation {
-    let entitled = feature.is_none_or(|f| c.has_feature(f));
-    let in_grace = c.license.expires_at.is_some_and(|e| {
-        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-        now >= e
-    });
-    let code = match (entitled, in_grace) {
-        (false, _) => Code::FeatureNotEntitled,
-        (true, true) => Code::GracePeriod,
-        (true, false) => Code::Valid,
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    // Past its term the license is in grace until its grace ends (no grace: its term's
+    // end), and expired after, whatever the token's own `exp` and leeway allow.
+    let in_grace = c.license.expires_at.is_some_and(|e| now >= e);
+    let ended = c.license.grace_ends_at.or(c.license.expires_at).is_some_and(|g| now >= g);
+    let entitled = !ended && feature.is_none_or(|f| c.has_feature(f));
+    let code = match (ended, entitled, in_grace) {
+        (true, _, _) => Code::Expired,
+        (false, false, _) => Code::FeatureNotEntitled,
+        (false, true, true) => Code::GracePeriod,
+        (false, true, false) => Code::Valid,
     };
     let instant = |s: i64| tollgate_core::Timestamp::from_millis(s.saturating_mul(1000)).map(|t| t.to_string());
     Validation {

@@ -64,6 +64,9 @@ struct Shared {
     /// Facts by license key, for contexts that name one (`licenseKey`): validated
     /// again at every refresh. Copied on write; read on every evaluation.
     by_key: ArcSwap<std::collections::HashMap<String, Arc<LicenseFacts>>>,
+    /// When each kept license stops being usable (the end of its grace, else its
+    /// expiry), as the server last said: an outage keeps its facts until then only.
+    usable_until: Mutex<std::collections::HashMap<String, tollgate_core::Timestamp>>,
     /// Serializes refreshes, so a slow one cannot overwrite a newer ruleset.
     refreshing: tokio::sync::Mutex<()>,
     last_error: Mutex<Option<String>>,
@@ -170,12 +173,16 @@ impl Shared {
         let own = self.license_key.lock().unwrap_or_else(|p| p.into_inner()).as_deref() == Some(key);
         let (facts, result) = match self.client.validate_on(key, None, own).await {
             Ok(v) => {
+                self.note_usable_until(key, &v);
                 let f = facts_from_validation(&v);
                 (f.clone(), Ok(f))
             }
             // Refused from the client's fallback (the server is out of reach).
             Err(Error::Token(e)) => match refused_facts(&e, self.by_key.load().contains_key(key)) {
                 Some(f) => (f, Err(Error::Token(e))),
+                None if self.outlived(key) => {
+                    (LicenseFacts::unresolved(LicenseStanding::Expired), Err(Error::Token(e)))
+                }
                 None => return Err(Error::Token(e)),
             },
             // The server refused the request itself (this build's API token revoked,
@@ -189,6 +196,11 @@ impl Shared {
             // license a context names has no token here to be refused by).
             Err(e) if self.by_key.load().get(key).is_some_and(|f| self.client.license_revoked(&f.license_id)) => {
                 (LicenseFacts::unresolved(LicenseStanding::Revoked), Err(e))
+            }
+            // Out of reach past the end of the license's term (and grace), as the server
+            // last gave it: expired here too.
+            Err(e) if self.by_key.load().contains_key(key) && self.outlived(key) => {
+                (LicenseFacts::unresolved(LicenseStanding::Expired), Err(e))
             }
             // A license seen for the first time with the server out of reach and no
             // token to fall back on: not usable until a refresh validates it, rather
@@ -213,6 +225,32 @@ impl Shared {
             next
         });
         result
+    }
+
+    /// Keeps when the license an answer describes stops being usable.
+    fn note_usable_until(&self, key: &str, v: &Validation) {
+        let until = v
+            .license
+            .as_ref()
+            .and_then(|l| l.grace_ends_at.as_deref().or(l.expires_at.as_deref()))
+            .and_then(|t| tollgate_core::Timestamp::parse(t).ok());
+        let mut map = self.usable_until.lock().unwrap_or_else(|p| p.into_inner());
+        match until {
+            Some(t) => {
+                if map.len() >= MAX_KNOWN_LICENSES && !map.contains_key(key) {
+                    map.clear();
+                }
+                map.insert(key.to_string(), t);
+            }
+            None => {
+                map.remove(key);
+            }
+        }
+    }
+
+    /// Whether the license of `key` is past the end of its term and grace, as last said.
+    fn outlived(&self, key: &str) -> bool {
+        self.usable_until.lock().unwrap_or_else(|p| p.into_inner()).get(key).is_some_and(|t| *t <= now())
     }
 
     /// Validates every kept license again (see [`Self::learn`]); the first error, if any.
@@ -289,6 +327,7 @@ impl GateClient {
             license: ArcSwapOption::empty(),
             license_key: Mutex::new(None),
             by_key: ArcSwap::from_pointee(Default::default()),
+            usable_until: Mutex::new(Default::default()),
             refreshing: tokio::sync::Mutex::new(()),
             last_error: Mutex::new(None),
         });
@@ -460,8 +499,11 @@ pub fn facts_from_validation(v: &Validation) -> LicenseFacts {
 
 /// License facts from a verified license token's claims (offline use).
 pub fn facts_from_claims(c: &Claims) -> LicenseFacts {
-    let expired = c.license.expires_at.is_some_and(|e| tollgate_core::token::seconds(now()) >= e);
+    let now = tollgate_core::token::seconds(now());
+    let expired = c.license.expires_at.is_some_and(|e| now >= e);
+    let ended = c.license.grace_ends_at.or(c.license.expires_at).is_some_and(|g| now >= g);
     let standing = match c.license.status.as_str() {
+        "active" if ended => LicenseStanding::Expired,
         "active" if expired => LicenseStanding::Grace,
         "active" => LicenseStanding::Active,
         "suspended" => LicenseStanding::Suspended,

@@ -298,3 +298,41 @@ async fn a_ruleset_from_a_ledger_restored_to_an_earlier_point_is_taken() {
     assert!(gates.seq() < held);
     assert_eq!(on(&gates), 0, "the kill switch acts");
 }
+
+/// A license whose term ends during an outage turns its gates off when it ends, not
+/// when the server comes back: the facts last only as long as the license's term and
+/// grace, as the server last gave them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_license_that_expires_during_an_outage_turns_its_gates_off_when_it_expires() {
+    let mut s = Server::start().await;
+    let (_, token) = seed(&s).await;
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let ends = tollgate_core::Timestamp::from_millis(now_ms + 3_000).unwrap();
+    let lic = s
+        .post("/v1/licenses", json!({"product":"app","plan":"p","licensee":"short","expires_at": ends.to_string()}))
+        .await;
+    // Another customer's, named by a context: no token of it is kept on this machine.
+    let other = s
+        .post("/v1/licenses", json!({"product":"app","plan":"p","licensee":"other","expires_at": ends.to_string()}))
+        .await;
+    let other_key = other["key"].as_str().unwrap();
+    let named = Context { user_id: Some("u1".into()), license_key: Some(other_key.into()), ..Context::default() };
+    let config = tollgate_sdk::ClientConfig { cache_ttl: Duration::ZERO, ..Default::default() };
+    let client = Client::with_config(&s.base, &token, config).unwrap();
+    let gates = GateClient::connect(&client, GateConfig { refresh_interval: Duration::from_millis(50) }).await.unwrap();
+    gates.use_license(lic["key"].as_str().unwrap()).await.unwrap();
+    gates.use_context_license(other_key).await.unwrap();
+    assert!(gates.is_enabled("pro-ui", &user("u1")));
+    assert!(gates.is_enabled("pro-ui", &named));
+    s.stop().await;
+    let started = Instant::now();
+    while gates.is_enabled("pro-ui", &user("u1")) || gates.is_enabled("pro-ui", &named) {
+        assert!(started.elapsed() < Duration::from_secs(15), "the gate outlived the license: {:?}", gates.last_error());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let off_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    // Token claims count whole seconds: the end is read as its second.
+    assert!(off_ms >= ends.millis() / 1000 * 1000, "turned off before the license ended");
+    let a = gates.evaluate("pro-ui", &user("u1")).unwrap();
+    assert_eq!(a.license_code, Some("LICENSE_EXPIRED"));
+}
