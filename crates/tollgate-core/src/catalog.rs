@@ -34,6 +34,7 @@ pub struct ProductSpec {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Product {
     pub created_at: Timestamp,
     pub features: Vec<Feature>,
@@ -85,6 +86,7 @@ pub struct PlanSpec {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Plan {
     pub created_at: Timestamp,
     pub duration_days: Option<u32>,

@@ -20,10 +20,17 @@ use crate::timestamp::Timestamp;
 
 /// The envelope's schema version. Bump it, and teach `decode` to upcast, when an
 /// event's shape changes; old ledgers must always fold.
+///
+/// Events, and the state types they carry and snapshots store, refuse fields they do
+/// not know (`deny_unknown_fields`), so that a build older than the event (a rolling
+/// upgrade, a binary rolled back) refuses it, saying so, instead of folding it without
+/// the field and serving a state the newer nodes do not have. Gate strategies,
+/// constraints and variants are Unleash's types and keep Unleash's leniency.
 pub const EVENT_VERSION: u32 = 1;
 
 /// Who did something, why, and under which request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Meta {
     pub actor: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -32,6 +39,7 @@ pub struct Meta {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Event {
     pub actor: String,
     pub at: Timestamp,
@@ -49,7 +57,7 @@ pub struct Event {
 /// `Product`, …) declares its fields in sorted (serialized-name) order and uses no
 /// floats or `HashMap`s; `Event::encode` relies on it and debug builds check it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum EventKind {
     ProductCreated(Product),
     ProductUpdated(Product),

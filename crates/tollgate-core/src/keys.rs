@@ -15,6 +15,7 @@ use crate::timestamp::Timestamp;
 use crate::token::Jwks;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SigningKeyInfo {
     /// RFC 7638 thumbprint of the public key.
     pub kid: String,

@@ -45,6 +45,7 @@ impl Floating {
 pub use crate::ids::LeaseId;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Lease {
     pub checked_out_at: Timestamp,
     pub expires_at: Timestamp,

@@ -49,6 +49,7 @@ impl Standing {
 pub type Metadata = BTreeMap<String, serde_json::Value>;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct License {
     pub expires_at: Option<Timestamp>,
     /// The license's id in the vendor's other systems (CRM, a previous license server),

@@ -109,6 +109,7 @@ impl MachineSpec {
 
 /// An activated machine. Fields in sorted order (see `EventKind`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Machine {
     pub activated_at: Timestamp,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -140,6 +140,7 @@ impl Period {
 
 /// What the fold keeps per meter of a license.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MeterUsage {
     pub period_start: Timestamp,
     pub used: u64,

@@ -25,6 +25,7 @@ use crate::state::{ApplyError, State};
 use crate::timestamp::Timestamp;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Models {
     #[serde(default, skip_serializing_if = "OrdMap::is_empty")]
     pub leases: OrdMap<LeaseId, Lease>,

@@ -13,6 +13,7 @@ text_id!(
 );
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Seat {
     pub user: UserId,
     pub assigned_at: Timestamp,

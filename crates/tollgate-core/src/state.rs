@@ -143,6 +143,7 @@ pub enum ApplyError {
 
 /// The serialized form of the state, for snapshots and the state digest.
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Doc {
     format: u32,
     seq: u64,

@@ -58,6 +58,7 @@ pub enum Change {
 
 /// One version of a gate, as history shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GateVersion {
     pub actor: String,
     pub at: Timestamp,
@@ -106,6 +107,7 @@ pub(crate) struct Gates {
 
 /// A gate's history as snapshots store it.
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct GateDoc {
     pub(crate) key: GateKey,
     pub(crate) versions: Vec<Arc<GateVersion>>,

@@ -146,6 +146,17 @@ fn a_newer_schema_version_is_refused_not_guessed() {
     assert!(matches!(Event::decode(newer.as_bytes()), Err(tollgate_core::event::CodecError::Version(99))));
     let garbage = first.replace("\"v\":1", "\"v\":\"one\"");
     assert!(Event::decode(garbage.as_bytes()).is_err());
+    // A field this build does not know (a newer build's, during a rolling upgrade) is
+    // refused, not dropped: folding without it would serve a state the newer nodes do
+    // not have. In the envelope, and in a payload.
+    for (at, extra) in
+        [("{", "{\"added_later\":1,"), ("\"product_created\":{", "\"product_created\":{\"added_later\":1,")]
+    {
+        let newer = first.replacen(at, extra, 1);
+        assert_ne!(newer, first);
+        let e = Event::decode(newer.as_bytes()).unwrap_err().to_string();
+        assert!(e.contains("added_later"), "{e}");
+    }
 }
 
 const FULL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ledger-full.jsonl");
