@@ -310,10 +310,15 @@ pub(crate) fn decide_kinds(state: &State, command: &Command, now: Timestamp) -> 
             let p = plan(state, &l.plan)?;
             let period = if l.trial { p.trial_days.or(p.duration_days) } else { p.duration_days };
             let (Some(expires), Some(days)) = (l.expires_at, period) else {
-                return Err(Refusal::conflict(
-                    "NOT_RENEWABLE",
-                    format!("license '{}' does not expire on plan '{}', so there is nothing to renew", l.id, p.key),
-                ));
+                let why = if l.expires_at.is_none() {
+                    format!("license '{}' does not expire on plan '{}', so there is nothing to renew", l.id, p.key)
+                } else {
+                    format!(
+                        "plan '{}' has no term to renew license '{}' by; change it to a plan with duration_days",
+                        p.key, l.id
+                    )
+                };
+                return Err(Refusal::conflict("NOT_RENEWABLE", why));
             };
             // Renewal continues the current term while it is running or in grace, so a
             // late payer neither loses days nor gains the grace days; once expired, a
@@ -361,6 +366,14 @@ pub(crate) fn decide_kinds(state: &State, command: &Command, now: Timestamp) -> 
                 ));
             }
             let old = plan(state, &l.plan)?;
+            // A lapsed license stays lapsed: its grace is read from its plan, so moving
+            // it to a plan with a longer grace would bring it back without a renewal.
+            if matches!(l.standing(old, now), crate::license::Standing::Expired) && &l.plan != new {
+                return Err(Refusal::conflict(
+                    "LICENSE_EXPIRED",
+                    format!("license '{}' has expired; renew it first, then change its plan", l.id),
+                ));
+            }
             // A trial converts: to the plan's paid term from now (perpetual when it has
             // none), and that includes changing to the plan it is on (how a trial that
             // was paid for becomes a paid license in place). A trial never starts again:
@@ -379,7 +392,9 @@ pub(crate) fn decide_kinds(state: &State, command: &Command, now: Timestamp) -> 
                 let set_by_hand = old.duration_days.is_none() && old.trial_days.is_none();
                 (if set_by_hand { l.expires_at } else { None }, false)
             } else {
-                (l.expires_at.or_else(|| p.duration_days.or(p.trial_days).map(|d| now.plus_days(d))), false)
+                // (A plan that offers only trials gives a paid license no term: it goes
+                // on as it was.)
+                (l.expires_at.or_else(|| p.duration_days.map(|d| now.plus_days(d))), false)
             };
             if &l.plan == new && expires_at == l.expires_at && trial == l.trial {
                 return Ok(vec![]);

@@ -34,6 +34,9 @@ pub struct Mint {
     pub offline: bool,
     pub nonce: Option<String>,
     pub cnf: Option<Confirmation>,
+    /// The state and instant to judge the license at: a validation's own, so that its
+    /// answer and its token speak for the same moment. `None`: the latest, now.
+    pub at: Option<(Arc<tollgate_core::State>, tollgate_core::Timestamp)>,
 }
 
 pub struct Minted {
@@ -59,8 +62,10 @@ pub async fn mint(app: &Arc<AppState>, license_id: &str, m: Mint) -> Result<Mint
     }
     // Held until the expiry is noted: a rotation meanwhile would not see it.
     let (signer, _no_rotation) = app.keys.signer_for_minting(app).await?;
-    let s = app.engine.state();
-    let now = crate::engine::now();
+    let (s, now) = match m.at {
+        Some(at) => at,
+        None => (app.engine.state(), crate::engine::now()),
+    };
     let l = s
         .license(license_id)
         .ok_or_else(|| ApiError::not_found("LICENSE_NOT_FOUND", format!("no license with id '{license_id}'")))?;
@@ -117,6 +122,27 @@ pub async fn mint(app: &Arc<AppState>, license_id: &str, m: Mint) -> Result<Mint
         let max = i64::from(days) * 86_400;
         now_s + m.ttl_seconds.map_or(max, |t| t.min(max))
     } else {
+        // A token bound to a machine speaks for that machine as validation would: one
+        // activated (or holding a lease) and within the license's machine limit.
+        if let Some(fp) = &m.fingerprint {
+            let models = s.models(license_id);
+            if !models.is_some_and(|models| models.knows_fingerprint(fp, now)) {
+                return Err(conflict(
+                    "FINGERPRINT_NOT_ACTIVATED",
+                    format!(
+                        "'{fp}' is not activated on license '{license_id}' and holds no lease; no token is bound to it"
+                    ),
+                ));
+            }
+            if models.is_some_and(|models| !models.machine_within(fp, effective.max_machines())) {
+                return Err(conflict(
+                    "TOO_MANY_MACHINES",
+                    format!(
+                        "license '{license_id}' has more machines activated than its limit allows, and '{fp}' is among the newest beyond it; deactivate machines first"
+                    ),
+                ));
+            }
+        }
         now_s + m.ttl_seconds.unwrap_or(DEFAULT_ONLINE_TTL).min(MAX_ONLINE_TTL)
     };
     // A token never outlives the license it speaks for.

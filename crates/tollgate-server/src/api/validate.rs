@@ -120,9 +120,13 @@ pub async fn validate(
     let mut offline_refused = None;
     let token = match (b.token, v.valid(), v.license) {
         (true, true, Some(l)) => {
+            // Judged on this validation's state and instant: the token agrees with the
+            // answer, whatever committed or ticked meanwhile.
+            let at = Some((s.clone(), now));
             let m = super::license_tokens::Mint {
                 fingerprint: b.fingerprint.clone(),
                 offline: b.offline,
+                at: at.clone(),
                 ..Default::default()
             };
             match super::license_tokens::mint(&app, l.id.as_str(), m).await {
@@ -132,7 +136,8 @@ pub async fn validate(
                 // offline one.
                 Err(e) if b.offline && matches!(e.code, "MACHINE_NOT_ACTIVATED" | "OFFLINE_NOT_ALLOWED") => {
                     offline_refused = Some(e.detail);
-                    let m = super::license_tokens::Mint { fingerprint: b.fingerprint.clone(), ..Default::default() };
+                    let m =
+                        super::license_tokens::Mint { fingerprint: b.fingerprint.clone(), at, ..Default::default() };
                     Some(super::license_tokens::mint(&app, l.id.as_str(), m).await?.part())
                 }
                 Err(e) => return Err(e),

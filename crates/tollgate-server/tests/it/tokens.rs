@@ -90,6 +90,14 @@ async fn jwks_is_rfc7517_and_tokens_verify_with_core() {
         token::TokenError::FingerprintMismatch
     );
 
+    // An online token bound to a machine is held to what validation asks of it: the
+    // machine activated (or holding a lease); then it is bound to that machine.
+    let r = app.post(&format!("/v1/licenses/{id}/tokens"), json!({"fingerprint": "fp-2"})).await;
+    assert_problem(&r, 409, "FINGERPRINT_NOT_ACTIVATED");
+    let (t, _) = token(&app, id, json!({"fingerprint": "fp-1"})).await;
+    let c = token::verify(&t, &set, &v).unwrap();
+    assert!(!c.license.offline && c.license.fingerprint.as_deref() == Some("fp-1"));
+
     // Refusals of the endpoint.
     let r = app.post(&format!("/v1/licenses/{id}/tokens"), json!({"offline": true})).await;
     assert_problem(&r, 422, "FINGERPRINT_REQUIRED");

@@ -225,7 +225,7 @@ fn a_trial_converts_in_place_and_never_starts_again() {
 #[test]
 fn paid_plan_changes_keep_the_term_bought_and_perpetual_drops_it() {
     let mut w = World::new();
-    let [a, p, q, x] = [1, 2, 3, 4].map(lic);
+    let [a, p, q, x, e] = [1, 2, 3, 4, 5].map(lic);
     check(
         &mut w,
         vec![
@@ -240,11 +240,25 @@ fn paid_plan_changes_keep_the_term_bought_and_perpetual_drops_it() {
             // A paid license is not a trial, so a plan's trial term does not apply to it.
             (day(0), issue(&q, "perpetual"), "license_issued expires_at=never"),
             (day(50), change_plan(&q, "trial"), "license_plan_changed plan=trial expires_at=d415"),
-            // An expired license keeps its lapsed term: moving plans does not renew it.
+            // An expired license stays expired: moving it to a plan with a longer grace
+            // (annual's 14 days) would bring it back without a renewal, so it is renewed
+            // first.
             (day(0), issue(&x, "monthly"), "license_issued expires_at=d30"),
-            (day(40), change_plan(&x, "annual"), "license_plan_changed plan=annual expires_at=d30"),
-            (day(40), valid(&x), "GRACE_PERIOD"),
-            (day(44), valid(&x), "EXPIRED"),
+            (day(40), change_plan(&x, "annual"), "refused LICENSE_EXPIRED"),
+            (day(40), valid(&x), "EXPIRED"),
+            (day(40), renew(&x), "license_renewed expires_at=d70"),
+            (day(40), change_plan(&x, "annual"), "license_plan_changed plan=annual expires_at=d70"),
+            // A plan that only offers trials gives a paid license no term: a perpetual
+            // license moved to it stays perpetual (it got the trial as a paid term,
+            // which no renewal could extend).
+            (
+                day(0),
+                create_plan(json!({"key":"eval","product":"cad","name":"Eval","features":["export"],"trial_days":7})),
+                "plan_created",
+            ),
+            (day(0), issue(&e, "perpetual"), "license_issued expires_at=never"),
+            (day(50), change_plan(&e, "eval"), "license_plan_changed plan=eval expires_at=never"),
+            (day(9000), valid(&e), "VALID"),
         ],
     );
 }

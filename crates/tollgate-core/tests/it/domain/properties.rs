@@ -202,7 +202,7 @@ proptest! {
                         (Op::Revoke(_), Some(_)) => &[],
                         (_, Some((_, Last::Revoke))) => &["LICENSE_REVOKED"],
                         (Op::Renew(_), _) => &["NOT_RENEWABLE"],
-                        (Op::ChangePlan(..), _) => &["PLAN_NOT_FOUND", "PLAN_PRODUCT_MISMATCH"],
+                        (Op::ChangePlan(..), _) => &["PLAN_NOT_FOUND", "PLAN_PRODUCT_MISMATCH", "LICENSE_EXPIRED"],
                         _ => &[],
                     };
                     prop_assert!(expected.contains(&r.code), "{:?} refused with {}: {}", op, r.code, r.detail);
