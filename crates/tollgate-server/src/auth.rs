@@ -144,62 +144,101 @@ pub fn new_token(role: Role, name: &str, product: Option<String>, created_at: St
     (secret, record)
 }
 
+/// How long the token table is trusted before it is read again: a token revoked or
+/// created by another process (another node) takes effect within it.
 const CACHE_TTL: Duration = Duration::from_secs(30);
 
-/// Looks tokens up in the store (a read connection), caching hits briefly so that the
-/// validation path does not touch the database. A revocation made by another process
-/// takes effect within the cache TTL.
+/// The least time between two reads of the table caused by an unknown token: a token
+/// created on another node a moment ago is found at once, and a flood of made-up tokens
+/// costs one read a second, not one each.
+const MISS_RELOAD: Duration = Duration::from_secs(1);
+
+/// Every token, held in memory and read again from the store (a read connection) when
+/// it is older than [`CACHE_TTL`] or, at most once per [`MISS_RELOAD`], when a token is
+/// not in it: authentication touches the database neither per request nor per unknown
+/// token. Tokens are few (people and applications, not licenses).
 pub struct TokenCache {
     reader: Mutex<Box<dyn LedgerStore>>,
-    /// The cached principals, and how many times the cache was forgotten: a lookup
-    /// that began before a revocation must not put what it read back afterwards.
-    cache: RwLock<(Cached, u64)>,
+    table: RwLock<Table>,
 }
 
-/// Principals by token hash, with when they were read.
-type Cached = HashMap<[u8; 32], (Principal, Instant)>;
+/// A token's hash → what it authenticates as, or why it is refused (a scope its role
+/// does not honour).
+type Entries = HashMap<[u8; 32], Result<Principal, String>>;
+
+struct Table {
+    entries: Entries,
+    /// When it was read; `None` before the first read.
+    read_at: Option<Instant>,
+    /// How many times it was forgotten: a read that began before a revocation must not
+    /// put what it read back afterwards.
+    generation: u64,
+}
 
 impl TokenCache {
     pub fn new(reader: Box<dyn LedgerStore>) -> Self {
-        Self { reader: Mutex::new(reader), cache: RwLock::new((HashMap::new(), 0)) }
+        Self {
+            reader: Mutex::new(reader),
+            table: RwLock::new(Table { entries: HashMap::new(), read_at: None, generation: 0 }),
+        }
     }
 
+    /// Reads the table again at the next request (a token was created or revoked here).
     pub fn forget(&self) {
-        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
-        cache.0.clear();
-        cache.1 += 1;
+        let mut t = self.table.write().unwrap_or_else(|p| p.into_inner());
+        t.read_at = None;
+        t.generation += 1;
     }
 
     pub fn authenticate(&self, secret: &str) -> Result<Principal, ApiError> {
         let hash = hash_token(secret);
-        let generation = {
-            let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
-            if let Some((p, at)) = cache.0.get(&hash)
-                && at.elapsed() < CACHE_TTL
-            {
-                return Ok(p.clone());
-            }
-            cache.1
+        let (found, fresh, missing_may_reload) = {
+            let t = self.table.read().unwrap_or_else(|p| p.into_inner());
+            let age = t.read_at.map(|at| at.elapsed());
+            (t.entries.get(&hash).cloned(), age.is_some_and(|a| a < CACHE_TTL), age.is_none_or(|a| a >= MISS_RELOAD))
         };
-        let record = self.reader.lock().unwrap_or_else(|p| p.into_inner()).token_by_hash(&hash)?;
-        let Some(t) = record.filter(|t| t.revoked_at.is_none()) else {
-            return Err(ApiError::unauthorized("the bearer token is not known or was revoked"));
+        let entry = match found {
+            Some(e) if fresh => Some(e),
+            None if fresh && !missing_may_reload => None,
+            _ => self.reload()?.remove(&hash),
         };
-        let role = Role::parse(&t.role).ok_or_else(|| ApiError::internal("a stored token has an unknown role"))?;
-        // Created before scopes on other roles were refused: it would act on every
-        // product while its holder was told it was restricted to one.
-        check_scope(role, t.product.as_deref()).map_err(|why| {
-            ApiError::unauthorized(format!("token {} is refused: {why}; revoke it and create another", t.id))
-        })?;
-        let p = Principal { token_id: t.id, role, product: t.product };
-        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
-        if cache.1 == generation {
-            if cache.0.len() > 10_000 {
-                cache.0.clear();
-            }
-            cache.0.insert(hash, (p.clone(), Instant::now()));
+        match entry {
+            Some(Ok(p)) => Ok(p),
+            Some(Err(why)) => Err(ApiError::unauthorized(why)),
+            None => Err(ApiError::unauthorized("the bearer token is not known or was revoked")),
         }
-        Ok(p)
+    }
+
+    /// Reads every token again, unless another request just did while this one waited
+    /// for the reader; returns the table.
+    fn reload(&self) -> Result<Entries, ApiError> {
+        let reader = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        let generation = {
+            let t = self.table.read().unwrap_or_else(|p| p.into_inner());
+            if t.read_at.is_some_and(|at| at.elapsed() < MISS_RELOAD) {
+                return Ok(t.entries.clone());
+            }
+            t.generation
+        };
+        let mut entries = HashMap::new();
+        for t in reader.tokens()?.into_iter().filter(|t| t.revoked_at.is_none()) {
+            let entry = match Role::parse(&t.role) {
+                None => Err(format!("token {} has a role this build does not know ('{}')", t.id, t.role)),
+                // Created before scopes on other roles were refused: it would act on
+                // every product while its holder was told it was restricted to one.
+                Some(role) => check_scope(role, t.product.as_deref())
+                    .map(|()| Principal { token_id: t.id.clone(), role, product: t.product.clone() })
+                    .map_err(|why| format!("token {} is refused: {why}; revoke it and create another", t.id)),
+            };
+            entries.insert(t.hash, entry);
+        }
+        drop(reader);
+        let mut t = self.table.write().unwrap_or_else(|p| p.into_inner());
+        if t.generation == generation {
+            t.entries = entries.clone();
+            t.read_at = Some(Instant::now());
+        }
+        Ok(entries)
     }
 }
 
@@ -218,5 +257,47 @@ impl FromRequestParts<Arc<AppState>> for Principal {
             .filter(|s| !s.is_empty())
             .ok_or_else(|| ApiError::unauthorized("the Authorization header must be 'Bearer <token>'"))?;
         state.tokens.authenticate(secret)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tollgate_store::SqliteStore;
+
+    use super::*;
+
+    /// Tokens are read from memory: an unknown one is refused without a read of the
+    /// store each time (at most one a second), and one created elsewhere (another node,
+    /// `tollgate token create`) is found within that second.
+    #[test]
+    fn unknown_tokens_cost_one_read_a_second_and_new_ones_are_found_within_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        let mut writer = SqliteStore::open(&path).unwrap();
+        let cache = TokenCache::new(Box::new(SqliteStore::open(&path).unwrap()));
+        let refused = |secret: &str| cache.authenticate(secret).map(|p| p.token_id).unwrap_err().code;
+        assert_eq!(refused("tg_made_up"), "UNAUTHORIZED");
+        // Created elsewhere just after that read: not read again at once for a token
+        // it does not know…
+        let (secret, record) = new_token(Role::Auditor, "elsewhere", None, "2026-11-29T00:00:00Z".into());
+        writer.insert_token(&record).unwrap();
+        assert_eq!(refused(&secret), "UNAUTHORIZED", "the table was read again for an unknown token at once");
+        // …but within a second.
+        let started = Instant::now();
+        let found = loop {
+            match cache.authenticate(&secret) {
+                Ok(p) => break p,
+                Err(_) => {
+                    assert!(started.elapsed() < Duration::from_secs(5), "never found");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        };
+        assert_eq!((found.token_id, found.role), (record.id.clone(), Role::Auditor));
+        assert!(started.elapsed() >= Duration::from_millis(500), "read again sooner than a second after the last");
+        // Revoked here: forgotten at once.
+        writer.revoke_token(&record.id, "2026-11-29T00:00:01Z").unwrap();
+        cache.forget();
+        assert_eq!(refused(&secret), "UNAUTHORIZED");
     }
 }

@@ -143,6 +143,8 @@ pub async fn create_token(
             }
         }
     }
+    // Known here at once (other nodes read it within a second of its first use).
+    app.tokens.forget();
     let mut view = TokenView::from(record);
     view.token = Some(secret);
     let body = serde_json::to_vec(&view).map_err(|e| ApiError::internal(e.to_string()))?;
