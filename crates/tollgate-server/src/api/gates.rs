@@ -378,6 +378,27 @@ pub async fn ruleset(
         let used: std::collections::BTreeSet<u32> =
             rules.gates.iter().flat_map(|g| g.strategies.iter().flat_map(|st| st.segments.iter().copied())).collect();
         rules.segments.retain(|seg| used.contains(&seg.id));
+        // A parent of another product, which a kept gate depends on, is off for every
+        // subject this token may ask about (its license is of this product, or there
+        // is none): served as a disabled stub with no definition, so that the SDK
+        // evaluates the dependency as the server's OFREP endpoint does (a missing
+        // parent would be "not met", which an `enabled: false` dependency reads
+        // otherwise), and shows nothing of the other product's gate but its key.
+        let kept: std::collections::BTreeSet<String> = rules.gates.iter().map(|g| g.key.to_string()).collect();
+        let hidden: std::collections::BTreeSet<String> = rules
+            .gates
+            .iter()
+            .flat_map(|g| g.dependencies.iter().map(|d| d.feature.clone()))
+            .filter(|k| !kept.contains(k) && s.gate(k).is_some())
+            .collect();
+        for key in hidden {
+            let stub = serde_json::from_value(serde_json::json!({"key": key, "enabled": false, "strategies": []}))
+                .map_err(|e| ApiError::internal(format!("a stub of gate '{key}': {e}")))?;
+            rules.gates.push(stub);
+            if let Some(e) = s.gate(&key) {
+                rules.versions.insert(key, e.current().version);
+            }
+        }
     }
     let etag = etag_of(&rules)?;
     let tag = HeaderValue::from_str(&etag).map_err(|e| ApiError::internal(e.to_string()))?;

@@ -19,7 +19,7 @@ use tollgate_core::{Command, Meta, Timestamp};
 use super::machines::{ReasonBody, license_for};
 use super::{WriteCtx, execute, json};
 use crate::AppState;
-use crate::auth::{Permission, Principal};
+use crate::auth::{Permission, Principal, Role};
 use crate::extract::{ApiJson, ApiPath, IdempotencyKey, RequestId};
 use crate::problem::ApiError;
 
@@ -155,7 +155,7 @@ pub async fn list(
     ApiPath(id): ApiPath<String>,
     principal: Principal,
 ) -> Result<Response, ApiError> {
-    let permission = if principal.product.is_some() { Permission::Validate } else { Permission::LicenseRead };
+    let permission = if principal.role == Role::Product { Permission::Validate } else { Permission::LicenseRead };
     let id = license_for(&app, &principal, &id, permission)?;
     let s = app.engine.state();
     let Some(l) = s.license(id.as_str()) else {

@@ -139,7 +139,7 @@ pub async fn list(
     ApiPath(id): ApiPath<String>,
     principal: Principal,
 ) -> Result<Response, ApiError> {
-    let permission = if principal.product.is_some() { Permission::Validate } else { Permission::LicenseRead };
+    let permission = if principal.role == Role::Product { Permission::Validate } else { Permission::LicenseRead };
     let id = license_for(&app, &principal, &id, permission)?;
     let s = app.engine.state();
     if s.license(id.as_str()).is_none() {

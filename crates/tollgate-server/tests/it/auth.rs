@@ -258,6 +258,13 @@ async fn a_product_token_acts_on_a_license_only_by_its_key() {
     let other = token(&app, "product", Some("other")).await;
     let r = app.call(Method::GET, &format!("/v1/licenses/{key}/machines"), Some(&other), None).await;
     assert_problem(&r, 404, "LICENSE_NOT_FOUND");
+    // A product token scoped to no product lists what it may activate, by key (it was
+    // refused the list as if it had to read licenses).
+    let unscoped = token(&app, "product", None).await;
+    for list in ["machines", "leases"] {
+        let r = app.call(Method::GET, &format!("/v1/licenses/{key}/{list}"), Some(&unscoped), None).await;
+        assert_eq!(r.status, 200, "{list}: {}", r.text);
+    }
     // Admins and issuers may use either.
     assert_eq!(app.get(&format!("/v1/licenses/{key}/machines")).await.status, 200);
     assert_eq!(app.get(&format!("/v1/licenses/{id}/machines")).await.status, 200);

@@ -333,3 +333,42 @@ async fn gate_routes_are_in_the_openapi_document() {
         assert!(r.body["paths"][path].is_object(), "{path} is missing from the OpenAPI document");
     }
 }
+
+/// A gate open to every product that depends on another product's gate: that parent is
+/// off for every subject of this product, and a token scoped to it is served a disabled
+/// stub of it (its key only), so the SDK's answer is the server's, also for an
+/// `enabled: false` dependency, which a missing parent would read otherwise.
+#[tokio::test]
+async fn a_parent_of_another_product_is_served_as_a_disabled_stub() {
+    let app = spawn_app().await;
+    app.seed_catalog().await;
+    let r = app.post("/v1/products", json!({"key":"other","name":"Other","features":[{"key":"z","name":"Z"}]})).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let parent = json!({"feature":{"product":"cad","feature":"c"},"strategies":[{"name":"default"}]});
+    assert_eq!(put(&app, "cad-parent", parent).await.status, 201);
+    let child = json!({"license_required": false, "strategies":[{"name":"default"}],
+        "dependencies":[{"feature":"cad-parent","enabled":false}]});
+    assert_eq!(put(&app, "unless-cad", child).await.status, 201);
+
+    let scoped = product_token(&app, Some("other")).await;
+    let r = app.call(Method::GET, "/v1/gates/ruleset", Some(&scoped), None).await;
+    let (_, payload) = token::verify_jws(&r.text, "tollgate-ruleset+jwt", &jwks(&app).await).unwrap();
+    let doc: RulesetDoc = serde_json::from_slice(&payload).unwrap();
+    let stub = doc.gates.iter().find(|g| g.key.as_str() == "cad-parent").expect("the parent's stub");
+    assert!(!stub.enabled && stub.strategies.is_empty() && stub.feature.is_none(), "{stub:?}");
+    // The SDK's evaluation of that ruleset and the server's OFREP answer agree: on.
+    let ruleset = tollgate_core::gate::Ruleset::new(&doc);
+    let ctx: tollgate_core::gate::Context = serde_json::from_value(json!({"userId": "u1"})).unwrap();
+    let now = tollgate_core::Timestamp::from_millis(1_800_000_000_000).unwrap();
+    let local = tollgate_core::gate::evaluate(&ruleset, "unless-cad", &ctx, None, now, 0).unwrap();
+    let r = app
+        .call(
+            Method::POST,
+            "/ofrep/v1/evaluate/flags/unless-cad",
+            Some(&scoped),
+            Some(json!({"context":{"targetingKey":"u1"}})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!((local.enabled, r.body["value"].as_bool()), (true, Some(true)), "{}", r.text);
+}
