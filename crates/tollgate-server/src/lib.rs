@@ -110,6 +110,29 @@ pub struct AppState {
     pub cluster: cluster::Cluster,
     /// The revocation events read so far, for `GET /v1/revocations`.
     pub(crate) revocations: tokio::sync::Mutex<api::revocations::RevocationIndex>,
+    /// Requests that may read the whole state or ledger (a gate preview, an events
+    /// query) run [`SCANS`] at a time: read-only roles may ask for them.
+    pub(crate) scans: Arc<tokio::sync::Semaphore>,
+}
+
+/// Whole-state or whole-ledger reads at once; more are answered 429.
+pub(crate) const SCANS: usize = 2;
+
+impl AppState {
+    /// A place among the [`SCANS`], or 429 `TOO_MANY_SCANS` to retry. Owned, so that
+    /// the blocking task doing the scan holds it: a client that hangs up does not free
+    /// its place while the scan goes on.
+    pub fn scan_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, problem::ApiError> {
+        self.scans.clone().try_acquire_owned().map_err(|_| {
+            problem::ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "TOO_MANY_SCANS",
+                format!(
+                    "{SCANS} previews or event queries, which read every license or the whole ledger, are running; retry in a moment"
+                ),
+            )
+        })
+    }
 }
 
 /// How the first start provided an admin token.
@@ -196,6 +219,7 @@ pub fn open(config: &Config) -> anyhow::Result<Opened> {
         keys: keys::KeyVault::new(kek, kek_origin, config.token_issuer.clone()),
         cluster: cluster::Cluster::new(node_id, cluster_store),
         revocations: Default::default(),
+        scans: Arc::new(tokio::sync::Semaphore::new(SCANS)),
     });
     Ok(Opened { app, writer, bootstrap })
 }

@@ -133,6 +133,9 @@ impl Modify for Conventions {
                         "`INVALID_QUERY`: a query parameter is malformed or out of range (the detail says which)",
                     );
                 }
+                if matches!(path.as_str(), "/v1/events" | "/v1/gates/{key}/preview") {
+                    add("429", "`TOO_MANY_SCANS`: two reads of every license or of the whole ledger are running; retry");
+                }
                 if path.contains('{') {
                     add("404", "what the path names does not exist (`LICENSE_NOT_FOUND`, `PLAN_NOT_FOUND`, ...)");
                     add("422", "`INVALID_INPUT`: a path segment is malformed (the detail says which)");

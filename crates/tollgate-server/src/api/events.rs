@@ -85,9 +85,11 @@ pub async fn list(
             format!("type must be one of {}", tollgate_core::event::EventKind::TYPE_NAMES.join(", ")),
         ));
     }
+    let scan = app.scan_permit()?;
     let size = app.engine.state().seq();
     let app2 = app.clone();
     let page = tokio::task::spawn_blocking(move || -> Result<Page, ApiError> {
+        let _scan = scan;
         // A connection of its own: a filter that matches little may read the whole
         // ledger, and the shared reading connection must not be held meanwhile (signing
         // and other requests wait for it).

@@ -251,12 +251,14 @@ pub async fn preview(
         None => Context::default(),
     };
     let proposed = spec_for_path(gate.as_str(), body)?;
+    let scan = app.scan_permit()?;
     let s = app.engine.state();
     let (now, random) = (crate::engine::now(), random_u32());
     // Every license is evaluated: on a blocking thread, not one of the few that serve
     // requests.
     let state = s.clone();
     let p = tokio::task::spawn_blocking(move || {
+        let _scan = scan;
         let pq = PreviewQuery { context: &context, now, random, after: q.after.as_deref(), limit };
         tollgate_core::gate::preview(&state, &proposed, pq)
     })

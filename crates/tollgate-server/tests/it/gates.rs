@@ -372,3 +372,19 @@ async fn a_parent_of_another_product_is_served_as_a_disabled_stub() {
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!((local.enabled, r.body["value"].as_bool()), (true, Some(true)), "{}", r.text);
 }
+
+/// Previews and event queries, which read every license or the whole ledger and which
+/// read-only roles may ask for, run two at a time; a third is told to retry.
+#[tokio::test]
+async fn whole_state_reads_run_two_at_a_time() {
+    let app = spawn_app().await;
+    app.seed_catalog().await;
+    let state = app.app.clone().unwrap();
+    let held = [state.scan_permit().unwrap(), state.scan_permit().unwrap()];
+    let r = app.post("/v1/gates/new-ui/preview", pro_gate()).await;
+    assert_problem(&r, 429, "TOO_MANY_SCANS");
+    assert_problem(&app.get("/v1/events").await, 429, "TOO_MANY_SCANS");
+    drop(held);
+    assert_eq!(app.post("/v1/gates/new-ui/preview", pro_gate()).await.status, 200);
+    assert_eq!(app.get("/v1/events").await.status, 200);
+}
