@@ -134,7 +134,10 @@ impl Modify for Conventions {
                     );
                 }
                 if matches!(path.as_str(), "/v1/events" | "/v1/gates/{key}/preview") {
-                    add("429", "`TOO_MANY_SCANS`: two reads of every license or of the whole ledger are running; retry");
+                    add(
+                        "429",
+                        "`TOO_MANY_SCANS`: two reads of every license or of the whole ledger are running; retry",
+                    );
                 }
                 if path.contains('{') {
                     add("404", "what the path names does not exist (`LICENSE_NOT_FOUND`, `PLAN_NOT_FOUND`, ...)");

@@ -89,11 +89,32 @@ pub async fn call(
     }
     let res = req.send().await.with_context(|| unreachable(&url))?;
     let status = res.status();
-    let text = res.text().await?;
+    let text = String::from_utf8_lossy(&read_limited(res).await?).into_owned();
     if !status.is_success() {
         anyhow::bail!(refusal(&url, status, &text));
     }
     Ok(text)
+}
+
+/// The most of an answer the CLI reads: an import report of 10,000 rows is a few MiB.
+const MAX_ANSWER: usize = 64 * 1024 * 1024;
+
+/// An answer's body, read as it comes up to [`MAX_ANSWER`]: whatever answers at the
+/// address (a proxy, another service) cannot fill the machine's memory.
+pub async fn read_limited(mut res: reqwest::Response) -> anyhow::Result<Vec<u8>> {
+    let url = res.url().clone();
+    let too_long = || anyhow::anyhow!("the answer from {url} is longer than {MAX_ANSWER} bytes");
+    if res.content_length().is_some_and(|n| n > MAX_ANSWER as u64) {
+        return Err(too_long());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = res.chunk().await? {
+        if body.len() + chunk.len() > MAX_ANSWER {
+            return Err(too_long());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// The answer indented when it is JSON, as it came otherwise.

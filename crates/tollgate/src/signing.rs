@@ -91,7 +91,7 @@ async fn load_jwks(source: &str) -> anyhow::Result<tollgate_sdk::Jwks> {
             .await
             .with_context(|| format!("cannot fetch {source}"))?;
         anyhow::ensure!(res.status().is_success(), "{source}: {}", res.status());
-        res.text().await?
+        String::from_utf8(crate::remote::read_limited(res).await?).with_context(|| format!("{source} is not text"))?
     } else {
         std::fs::read_to_string(Path::new(source)).with_context(|| format!("cannot read {source}"))?
     };

@@ -126,7 +126,8 @@ pub fn import(a: ImportArgs) -> anyhow::Result<bool> {
             .await
             .with_context(|| crate::remote::unreachable(&url))?;
         let status = res.status().as_u16();
-        anyhow::Ok((status, res.json().await.unwrap_or_default()))
+        let body = crate::remote::read_limited(res).await?;
+        anyhow::Ok((status, serde_json::from_slice(&body).unwrap_or_default()))
     })?;
     let report = if status == 422 && body["code"] == "IMPORT_REJECTED" { &body["report"] } else { &body };
     if report.get("total").is_none() {

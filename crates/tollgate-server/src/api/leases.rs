@@ -68,7 +68,11 @@ fn lease_for(app: &AppState, principal: &Principal, id: &str) -> Result<LeaseId,
     if let Some(product) = principal.product.as_deref() {
         let s = app.engine.state();
         if s.lease(lease.as_str()).is_some_and(|(l, _)| l.product.as_str() != product) {
-            return Err(ApiError::not_found("LEASE_NOT_FOUND", format!("no lease with id '{lease}'")));
+            // Worded as for a lease that does not exist: nothing to tell the two apart.
+            return Err(ApiError::not_found(
+                "LEASE_NOT_FOUND",
+                format!("no lease with id '{lease}'; it may have expired"),
+            ));
         }
     }
     Ok(lease)

@@ -168,13 +168,16 @@ async fn an_answer_that_is_no_import_report_fails_the_import() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut n = 0;
         while let Ok((mut conn, _)) = listener.accept().await {
+            n += 1;
             let mut buf = vec![0u8; 65536];
             let _ = conn.read(&mut buf).await;
             let page = "<html>welcome</html>";
+            // The second answer says it is 100 MB long (and is not sent).
+            let length = if n == 1 { page.len() } else { 100_000_000 };
             let answer = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
-                page.len()
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n{page}"
             );
             let _ = conn.write_all(answer.as_bytes()).await;
         }
@@ -183,10 +186,19 @@ async fn an_answer_that_is_no_import_report_fails_the_import() {
     let csv = tmp.path().join("rows.csv");
     std::fs::write(&csv, "external_id,product,plan,licensee\nK-1,app,std,Hooli\n").unwrap();
     let url = format!("http://{addr}");
+    let csv_again = csv.clone();
     let (ok, out) = tokio::task::spawn_blocking(move || {
         run(&["import", "--format", "csv", csv.to_str().unwrap(), "--url", url.as_str(), "--token", ADMIN])
     })
     .await
     .unwrap();
     assert!(!ok && out.contains("without an import report"), "{out}");
+    // An answer longer than the CLI reads is refused before it is in memory.
+    let url = format!("http://{addr}");
+    let (ok, out) = tokio::task::spawn_blocking(move || {
+        run(&["import", "--format", "csv", csv_again.to_str().unwrap(), "--url", url.as_str(), "--token", ADMIN])
+    })
+    .await
+    .unwrap();
+    assert!(!ok && out.contains("longer than"), "{out}");
 }
