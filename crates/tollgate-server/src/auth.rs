@@ -170,16 +170,29 @@ struct Table {
     entries: Entries,
     /// When it was read; `None` before the first read.
     read_at: Option<Instant>,
+    /// When a read was last begun, whether it succeeded or not: reads are at most one
+    /// per [`MISS_RELOAD`], also while the store fails.
+    tried_at: Option<Instant>,
     /// How many times it was forgotten: a read that began before a revocation must not
     /// put what it read back afterwards.
     generation: u64,
+}
+
+/// What a read of the table gave.
+enum Reload {
+    Read(Entries),
+    /// Not read: another read is under way, or one was begun less than
+    /// [`MISS_RELOAD`] ago.
+    Skipped,
+    /// The store could not be read (logged).
+    Failed,
 }
 
 impl TokenCache {
     pub fn new(reader: Box<dyn LedgerStore>) -> Self {
         Self {
             reader: Mutex::new(reader),
-            table: RwLock::new(Table { entries: HashMap::new(), read_at: None, generation: 0 }),
+            table: RwLock::new(Table { entries: HashMap::new(), read_at: None, tried_at: None, generation: 0 }),
         }
     }
 
@@ -187,20 +200,33 @@ impl TokenCache {
     pub fn forget(&self) {
         let mut t = self.table.write().unwrap_or_else(|p| p.into_inner());
         t.read_at = None;
+        t.tried_at = None;
         t.generation += 1;
     }
 
     pub fn authenticate(&self, secret: &str) -> Result<Principal, ApiError> {
         let hash = hash_token(secret);
-        let (found, fresh, missing_may_reload) = {
+        let (found, fresh) = {
             let t = self.table.read().unwrap_or_else(|p| p.into_inner());
-            let age = t.read_at.map(|at| at.elapsed());
-            (t.entries.get(&hash).cloned(), age.is_some_and(|a| a < CACHE_TTL), age.is_none_or(|a| a >= MISS_RELOAD))
+            (t.entries.get(&hash).cloned(), t.read_at.is_some_and(|at| at.elapsed() < CACHE_TTL))
         };
         let entry = match found {
             Some(e) if fresh => Some(e),
-            None if fresh && !missing_may_reload => None,
-            _ => self.reload()?.remove(&hash),
+            // Stale, or not in it: read again if that is due; while the store cannot be
+            // read, a token known already goes on as it was.
+            found => match self.reload(found.is_none()) {
+                Reload::Read(mut entries) => entries.remove(&hash),
+                // As the read under way, or the last one, left it.
+                Reload::Skipped => self.table.read().unwrap_or_else(|p| p.into_inner()).entries.get(&hash).cloned(),
+                Reload::Failed if found.is_some() => found,
+                Reload::Failed => {
+                    return Err(ApiError::new(
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        "TOKENS_UNAVAILABLE",
+                        "the bearer token is not among those known here, and the token store cannot be read just now; retry",
+                    ));
+                }
+            },
         };
         match entry {
             Some(Ok(p)) => Ok(p),
@@ -209,19 +235,36 @@ impl TokenCache {
         }
     }
 
-    /// Reads every token again, unless another request just did while this one waited
-    /// for the reader; returns the table.
-    fn reload(&self) -> Result<Entries, ApiError> {
-        let reader = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+    /// Reads every token again, unless one was begun less than [`MISS_RELOAD`] ago, or
+    /// another read is under way and `wait` is false (a token known already goes on
+    /// with the table there is rather than wait on the store; one not in it waits for
+    /// that read, which may bring it).
+    fn reload(&self, wait: bool) -> Reload {
+        let reader = match self.reader.try_lock() {
+            Ok(r) => r,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) if wait => self.reader.lock().unwrap_or_else(|p| p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => return Reload::Skipped,
+        };
         let generation = {
-            let t = self.table.read().unwrap_or_else(|p| p.into_inner());
-            if t.read_at.is_some_and(|at| at.elapsed() < MISS_RELOAD) {
-                return Ok(t.entries.clone());
+            let mut t = self.table.write().unwrap_or_else(|p| p.into_inner());
+            if t.tried_at.is_some_and(|at| at.elapsed() < MISS_RELOAD) {
+                return Reload::Skipped;
             }
+            t.tried_at = Some(Instant::now());
             t.generation
         };
+        // Twice: the first call on a connection the network dropped fails, and the next
+        // connects again.
+        let records = match reader.tokens().or_else(|_| reader.tokens()) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the API tokens; the ones known stay in use");
+                return Reload::Failed;
+            }
+        };
         let mut entries = HashMap::new();
-        for t in reader.tokens()?.into_iter().filter(|t| t.revoked_at.is_none()) {
+        for t in records.into_iter().filter(|t| t.revoked_at.is_none()) {
             let entry = match Role::parse(&t.role) {
                 None => Err(format!("token {} has a role this build does not know ('{}')", t.id, t.role)),
                 // Created before scopes on other roles were refused: it would act on
@@ -232,13 +275,14 @@ impl TokenCache {
             };
             entries.insert(t.hash, entry);
         }
-        drop(reader);
         let mut t = self.table.write().unwrap_or_else(|p| p.into_inner());
         if t.generation == generation {
             t.entries = entries.clone();
             t.read_at = Some(Instant::now());
         }
-        Ok(entries)
+        // Only now: a request that waited for this read finds its result in the table.
+        drop((t, reader));
+        Reload::Read(entries)
     }
 }
 
@@ -276,12 +320,16 @@ mod tests {
         let mut writer = SqliteStore::open(&path).unwrap();
         let cache = TokenCache::new(Box::new(SqliteStore::open(&path).unwrap()));
         let refused = |secret: &str| cache.authenticate(secret).map(|p| p.token_id).unwrap_err().code;
+        let read = Instant::now();
         assert_eq!(refused("tg_made_up"), "UNAUTHORIZED");
         // Created elsewhere just after that read: not read again at once for a token
-        // it does not know…
+        // it does not know (unless this machine took a second to get here)…
         let (secret, record) = new_token(Role::Auditor, "elsewhere", None, "2026-11-29T00:00:00Z".into());
         writer.insert_token(&record).unwrap();
-        assert_eq!(refused(&secret), "UNAUTHORIZED", "the table was read again for an unknown token at once");
+        let code = refused(&secret);
+        if read.elapsed() < MISS_RELOAD {
+            assert_eq!(code, "UNAUTHORIZED", "the table was read again for an unknown token at once");
+        }
         // …but within a second.
         let started = Instant::now();
         let found = loop {
@@ -294,7 +342,20 @@ mod tests {
             }
         };
         assert_eq!((found.token_id, found.role), (record.id.clone(), Role::Auditor));
-        assert!(started.elapsed() >= Duration::from_millis(500), "read again sooner than a second after the last");
+        // The store cannot be read: the tokens known go on (validation needs nothing
+        // else), an unknown one is told to retry, and the store is tried once a second.
+        let raw = rusqlite::Connection::open(&path).unwrap();
+        raw.execute_batch("ALTER TABLE tokens RENAME TO tokens_away").unwrap();
+        cache.forget();
+        assert_eq!(cache.authenticate(&secret).unwrap().token_id, record.id, "a known token while the store fails");
+        cache.forget();
+        let tried = Instant::now();
+        assert_eq!(refused("tg_made_up"), "TOKENS_UNAVAILABLE");
+        let again = refused("tg_made_up_too");
+        if tried.elapsed() < MISS_RELOAD {
+            assert_eq!(again, "UNAUTHORIZED", "not tried again within the second");
+        }
+        raw.execute_batch("ALTER TABLE tokens_away RENAME TO tokens").unwrap();
         // Revoked here: forgotten at once.
         writer.revoke_token(&record.id, "2026-11-29T00:00:01Z").unwrap();
         cache.forget();
