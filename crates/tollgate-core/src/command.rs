@@ -366,14 +366,6 @@ pub(crate) fn decide_kinds(state: &State, command: &Command, now: Timestamp) -> 
                 ));
             }
             let old = plan(state, &l.plan)?;
-            // A lapsed license stays lapsed: its grace is read from its plan, so moving
-            // it to a plan with a longer grace would bring it back without a renewal.
-            if matches!(l.standing(old, now), crate::license::Standing::Expired) && &l.plan != new {
-                return Err(Refusal::conflict(
-                    "LICENSE_EXPIRED",
-                    format!("license '{}' has expired; renew it first, then change its plan", l.id),
-                ));
-            }
             // A trial converts: to the plan's paid term from now (perpetual when it has
             // none), and that includes changing to the plan it is on (how a trial that
             // was paid for becomes a paid license in place). A trial never starts again:
@@ -398,6 +390,24 @@ pub(crate) fn decide_kinds(state: &State, command: &Command, now: Timestamp) -> 
             };
             if &l.plan == new && expires_at == l.expires_at && trial == l.trial {
                 return Ok(vec![]);
+            }
+            // A lapsed term stays lapsed: grace is read from the plan, so a move that
+            // keeps the term to a plan with a longer grace would bring it back unpaid
+            // (whatever its status: suspended, it would be back once reinstated). A move
+            // that starts a term (a trial converting) or drops it (perpetual) is a new
+            // decision, and stands.
+            if &l.plan != new
+                && expires_at.is_some()
+                && expires_at == l.expires_at
+                && l.grace_ends_at(old).is_some_and(|g| now >= g)
+            {
+                return Err(Refusal::conflict(
+                    "LICENSE_EXPIRED",
+                    format!(
+                        "license '{}' is past its term and grace; renew it (or move it to a plan that starts a term) first",
+                        l.id
+                    ),
+                ));
             }
             Ok(vec![EventKind::LicensePlanChanged { license: id.clone(), plan: new.clone(), expires_at, trial }])
         }

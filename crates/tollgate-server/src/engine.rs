@@ -189,6 +189,9 @@ pub struct Engine {
     decider: Arc<Mutex<Decider>>,
     committer_gone: Arc<AtomicBool>,
     commits: Arc<AtomicU64>,
+    /// Why the last attempt to fold what other nodes appended failed; `None` once one
+    /// succeeds. A node that cannot follow the shared ledger serves an old state.
+    behind: Arc<Mutex<Option<String>>>,
     state: Arc<ArcSwap<State>>,
     log: SharedLog,
     verifier_key: Arc<str>,
@@ -253,6 +256,8 @@ struct Committer {
     /// Weak: the engine's handles own the decider, and it owns the committer's channel,
     /// which closes (and so stops the committer) when the last handle goes.
     decider: Weak<Mutex<Decider>>,
+    /// See [`Engine::behind`].
+    behind: Arc<Mutex<Option<String>>>,
     publish: std::sync::mpsc::Sender<Published>,
     store: Box<dyn LedgerStore>,
     shared: bool,
@@ -348,8 +353,10 @@ impl Engine {
             bounce_rx,
             committer_gone.clone(),
         )));
+        let behind: Arc<Mutex<Option<String>>> = Arc::default();
         let committer = Committer {
             decider: Arc::downgrade(&decider),
+            behind: behind.clone(),
             publish: publish_tx,
             store,
             shared,
@@ -398,6 +405,7 @@ impl Engine {
             decider,
             committer_gone,
             commits,
+            behind,
             state,
             log,
             verifier_key: identity.verifier_key.into(),
@@ -405,6 +413,13 @@ impl Engine {
             shared,
         };
         Ok((engine, handle))
+    }
+
+    /// Why this node cannot fold what other nodes appended to the shared ledger (an
+    /// event of a newer build, a damaged one), while it cannot: it serves an older
+    /// state meanwhile, and `/readyz` says so.
+    pub fn behind(&self) -> Option<String> {
+        self.behind.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Durable transactions committed since start: events / commits is the group-commit
@@ -892,8 +907,14 @@ impl Committer {
                     }
                 }
                 Work::CatchUp => {
-                    if let Err(e) = self.catch_up() {
-                        tracing::error!(error = %e, "could not fold the events other nodes appended");
+                    let outcome = self.catch_up();
+                    let mut behind = self.behind.lock().unwrap_or_else(|p| p.into_inner());
+                    match outcome {
+                        Ok(_) => *behind = None,
+                        Err(e) => {
+                            tracing::error!(error = %e, "could not fold the events other nodes appended");
+                            *behind = Some(e.to_string());
+                        }
                     }
                 }
                 Work::Prune(p) => {
@@ -1731,6 +1752,37 @@ mod tests {
         drop((x, y));
         xw.join().unwrap();
         yw.join().unwrap();
+    }
+
+    /// A node that cannot fold what another node appended (here an event of a newer
+    /// build, with a field this one does not know) says so, for `/readyz`, instead of
+    /// serving its older state as if it were current.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_that_cannot_follow_the_shared_ledger_says_why() {
+        let Some(schema) = tollgate_store::test_schema::TestSchema::create("tg_engine") else { return };
+        let (x, xw) = Engine::start(shared(&schema.url), EngineConfig::default()).unwrap();
+        submit(&x, 1).await.unwrap();
+        assert_eq!(x.behind(), None);
+        let state = x.state();
+        let meta = Meta { actor: "newer".into(), reason: None, request_id: "r".into() };
+        let e = decide(&state, &product(2), &meta, now()).unwrap().remove(0);
+        let leaf = String::from_utf8(e.encode().unwrap()).unwrap().replacen('{', "{\"added_later\":1,", 1);
+        let mut other = tollgate_store::PostgresStore::open(&schema.url).unwrap();
+        let event = NewEvent { leaf: leaf.as_bytes(), leaf_hash: merkle::leaf_hash(leaf.as_bytes()) };
+        other.append(state.seq(), &[event], &[]).unwrap();
+        let started = std::time::Instant::now();
+        let why = loop {
+            x.nudge();
+            if let Some(why) = x.behind() {
+                break why;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "the node never said it could not follow");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(why.contains("newer build") && why.contains("added_later"), "{why}");
+        assert_eq!(x.state().seq(), state.seq(), "nothing of it was folded");
+        drop(x);
+        xw.join().unwrap();
     }
 
     /// Holds appends until they are let through, and counts those begun.

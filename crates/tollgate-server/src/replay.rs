@@ -25,6 +25,12 @@ pub enum ReplayError {
         "event seq {seq} (leaf index {index}) is corrupt: {detail}. Run `tollgate ledger verify --data DIR` to see the whole damage, then restore from a backup"
     )]
     Corrupt { seq: u64, index: u64, detail: String },
+    /// Sound bytes (their hash verified) of a shape this build does not know: a field
+    /// or an event type a newer build writes.
+    #[error(
+        "event seq {seq} (leaf index {index}) was written by a newer build of Tollgate than this one ({detail}); the ledger is not damaged: run that build, or a later one"
+    )]
+    Newer { seq: u64, index: u64, detail: String },
     #[error("checkpoint at tree size {size} does not match the ledger: {detail}")]
     Checkpoint { size: u64, detail: String },
     #[error(
@@ -40,6 +46,22 @@ pub enum ReplayError {
 impl ReplayError {
     fn corrupt(index: u64, detail: impl Into<String>) -> Self {
         ReplayError::Corrupt { seq: index + 1, index, detail: detail.into() }
+    }
+
+    /// An event whose hash verified and that does not decode: written by a newer build
+    /// (a schema version, a field or an event type this one does not know), or damaged
+    /// before it was hashed.
+    fn undecodable(index: u64, leaf: &[u8], err: tollgate_core::event::CodecError) -> Self {
+        let detail = err.to_string();
+        // An event envelope (a version and an event) holding what this build does not
+        // know; anything else is damage.
+        let envelope = || {
+            serde_json::from_slice::<serde_json::Value>(leaf)
+                .is_ok_and(|v| v.get("v").is_some_and(|v| v.as_u64().is_some()) && v.get("event").is_some())
+        };
+        let newer = matches!(err, tollgate_core::event::CodecError::Version(_))
+            || ((detail.contains("unknown field") || detail.contains("unknown variant")) && envelope());
+        if newer { ReplayError::Newer { seq: index + 1, index, detail } } else { Self::corrupt(index, detail) }
     }
 }
 
@@ -162,7 +184,7 @@ pub fn check_event(e: &StoredEvent) -> Result<Event, ReplayError> {
     if hash != e.leaf_hash {
         return Err(ReplayError::corrupt(e.index, "its bytes do not hash to the stored leaf hash"));
     }
-    Event::decode(&e.leaf).map_err(|err| ReplayError::corrupt(e.index, err.to_string()))
+    Event::decode(&e.leaf).map_err(|err| ReplayError::undecodable(e.index, &e.leaf, err))
 }
 
 /// The most license keys a replay from genesis reserves room for up front.
@@ -299,7 +321,7 @@ fn decode_chunk(chunk: Vec<StoredEvent>, snapshot_seq: u64) -> Result<Vec<Decode
                 return Err(ReplayError::corrupt(e.index, "its bytes do not hash to the stored leaf hash"));
             }
             let event = if e.index >= snapshot_seq {
-                Some(Event::decode(&e.leaf).map_err(|err| ReplayError::corrupt(e.index, err.to_string()))?)
+                Some(Event::decode(&e.leaf).map_err(|err| ReplayError::undecodable(e.index, &e.leaf, err))?)
             } else {
                 None
             };
@@ -760,6 +782,26 @@ mod tests {
     }
 
     /// Whichever thread decodes the chunk, the error names the earliest bad event.
+    /// A sound event (its hash verified) with a field this build does not know was
+    /// written by a newer build: said so, not called damage to restore from a backup.
+    #[test]
+    fn an_event_of_a_newer_build_is_not_called_corrupt() {
+        let (tmp, _, _) = ledger(10, |i, leaf, hash| {
+            if i == 7 {
+                let text = String::from_utf8(leaf.clone()).unwrap().replacen("{", "{\"added_later\":1,", 1);
+                *leaf = text.into_bytes();
+                *hash = merkle::leaf_hash(leaf);
+            }
+        });
+        match load_at(&tmp) {
+            Err(e @ ReplayError::Newer { index: 7, .. }) => {
+                assert!(e.to_string().contains("newer build") && e.to_string().contains("added_later"), "{e}")
+            }
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("an event of a newer build was folded without its field"),
+        }
+    }
+
     #[test]
     fn replay_names_the_earliest_bad_event() {
         for (first, second) in [(0, 4_999), (511, 512), (700, 2_600), (3_071, 4_000), (4_999, 4_999)] {

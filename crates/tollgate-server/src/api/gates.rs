@@ -393,13 +393,12 @@ pub async fn ruleset(
             .flat_map(|g| g.dependencies.iter().map(|d| d.feature.clone()))
             .filter(|k| !kept.contains(k) && s.gate(k).is_some())
             .collect();
+        // (No version: it would tell the other product's edits, and change this
+        // ruleset's ETag at each.)
         for key in hidden {
             let stub = serde_json::from_value(serde_json::json!({"key": key, "enabled": false, "strategies": []}))
                 .map_err(|e| ApiError::internal(format!("a stub of gate '{key}': {e}")))?;
             rules.gates.push(stub);
-            if let Some(e) = s.gate(&key) {
-                rules.versions.insert(key, e.current().version);
-            }
         }
     }
     let etag = etag_of(&rules)?;

@@ -35,7 +35,8 @@ pub struct Mint {
     pub nonce: Option<String>,
     pub cnf: Option<Confirmation>,
     /// The state and instant to judge the license at: a validation's own, so that its
-    /// answer and its token speak for the same moment. `None`: the latest, now.
+    /// answer and its token speak for the same moment. `None`, and always for an
+    /// offline token: the latest, now.
     pub at: Option<(Arc<tollgate_core::State>, tollgate_core::Timestamp)>,
 }
 
@@ -62,9 +63,11 @@ pub async fn mint(app: &Arc<AppState>, license_id: &str, m: Mint) -> Result<Mint
     }
     // Held until the expiry is noted: a rotation meanwhile would not see it.
     let (signer, _no_rotation) = app.keys.signer_for_minting(app).await?;
+    // An offline token, which lasts days, is judged on the latest state whatever the
+    // validation saw: a suspension that landed since must not get one.
     let (s, now) = match m.at {
-        Some(at) => at,
-        None => (app.engine.state(), crate::engine::now()),
+        Some(at) if !m.offline => at,
+        _ => (app.engine.state(), crate::engine::now()),
     };
     let l = s
         .license(license_id)

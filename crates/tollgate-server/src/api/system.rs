@@ -23,6 +23,14 @@ pub async fn healthz() -> &'static str {
 
 #[utoipa::path(get, path = "/readyz", tag = "system", responses((status = 200, description = "the ledger is loaded and the writer is running"), (status = 503, body = crate::problem::Problem)))]
 pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
+    if let Some(why) = app.engine.behind() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "NOT_READY",
+            format!("this node cannot follow the shared ledger, so it serves an older state: {why}"),
+        )
+        .into_response();
+    }
     if app.engine.is_running() {
         json(&serde_json::json!({"ready": true, "seq": app.engine.state().seq()}), app.engine.state().seq())
             .into_response()

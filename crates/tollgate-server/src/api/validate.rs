@@ -134,7 +134,15 @@ pub async fn validate(
                 // A fingerprint valid through a floating lease, or a plan without offline
                 // use: the answer stands, with an online token, and says why there is no
                 // offline one.
-                Err(e) if b.offline && matches!(e.code, "MACHINE_NOT_ACTIVATED" | "OFFLINE_NOT_ALLOWED") => {
+                // Or a change since the validation (the offline token is judged on the
+                // latest state): the answer stands with its online token.
+                Err(e)
+                    if b.offline
+                        && matches!(
+                            e.code,
+                            "MACHINE_NOT_ACTIVATED" | "OFFLINE_NOT_ALLOWED" | "LICENSE_NOT_VALID" | "TOO_MANY_MACHINES"
+                        ) =>
+                {
                     offline_refused = Some(e.detail);
                     let m =
                         super::license_tokens::Mint { fingerprint: b.fingerprint.clone(), at, ..Default::default() };

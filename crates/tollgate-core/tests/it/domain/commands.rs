@@ -225,7 +225,7 @@ fn a_trial_converts_in_place_and_never_starts_again() {
 #[test]
 fn paid_plan_changes_keep_the_term_bought_and_perpetual_drops_it() {
     let mut w = World::new();
-    let [a, p, q, x, e] = [1, 2, 3, 4, 5].map(lic);
+    let [a, p, q, x, e, y, t] = [1, 2, 3, 4, 5, 6, 7].map(lic);
     check(
         &mut w,
         vec![
@@ -246,8 +246,18 @@ fn paid_plan_changes_keep_the_term_bought_and_perpetual_drops_it() {
             (day(0), issue(&x, "monthly"), "license_issued expires_at=d30"),
             (day(40), change_plan(&x, "annual"), "refused LICENSE_EXPIRED"),
             (day(40), valid(&x), "EXPIRED"),
+            // Suspended, the same: reinstated on the new plan it would be back in grace.
+            (day(40), suspend(&x), "license_suspended"),
+            (day(40), change_plan(&x, "annual"), "refused LICENSE_EXPIRED"),
+            (day(40), reinstate(&x), "license_reinstated"),
             (day(40), renew(&x), "license_renewed expires_at=d70"),
             (day(40), change_plan(&x, "annual"), "license_plan_changed plan=annual expires_at=d70"),
+            // A move that drops the term, or a lapsed trial converting to a paid term
+            // from now, is a new decision and stands.
+            (day(0), issue(&y, "monthly"), "license_issued expires_at=d30"),
+            (day(40), change_plan(&y, "perpetual"), "license_plan_changed plan=perpetual expires_at=never"),
+            (day(0), issue(&t, "trial"), "license_issued expires_at=d14 trial"),
+            (day(40), change_plan(&t, "annual"), "license_plan_changed plan=annual expires_at=d405"),
             // A plan that only offers trials gives a paid license no term: a perpetual
             // license moved to it stays perpetual (it got the trial as a paid term,
             // which no renewal could extend).
