@@ -117,6 +117,10 @@ impl Modify for Conventions {
                 if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
                     add("401", "`UNAUTHORIZED`: no bearer token, or not a valid one");
                     add("403", "`FORBIDDEN`: the token's role (or product) does not allow this");
+                    add(
+                        "503",
+                        "`TOKENS_UNAVAILABLE`: the token is not among those known, and the token store cannot be read just now; retry",
+                    );
                 }
                 if op.request_body.is_some() {
                     add("400", "`MALFORMED_JSON`: the body is not JSON");

@@ -361,7 +361,7 @@ pub(crate) fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
         .any(|v| v.split(',').map(str::trim).any(|t| t == "*" || t == etag || t.strip_prefix("W/") == Some(etag)))
 }
 
-#[utoipa::path(get, path = "/v1/gates/ruleset", tag = "gates", params(("If-None-Match" = Option<String>, Header, description = "the ETag of a previous answer")), responses((status = 200, description = "application/jwt: a compact JWS (EdDSA, typ tollgate-ruleset+jwt, verify with /.well-known/jwks.json) whose payload is {iss, iat, seq, gates, segments, versions}; ETag", content_type = "application/jwt"), (status = 304, description = "If-None-Match matched: unchanged")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/gates/ruleset", tag = "gates", params(("If-None-Match" = Option<String>, Header, description = "the ETag of a previous answer")), responses((status = 200, description = "application/jwt: a compact JWS (EdDSA, typ tollgate-ruleset+jwt, verify with /.well-known/jwks.json) whose payload is {iss, iat, seq, gates, segments, versions}; ETag. A product-scoped token gets its product's gates and the unbound ones, the segments they use, and a disabled stub {key, enabled: false, strategies: []} (no version) of each other product's gate they depend on", content_type = "application/jwt"), (status = 304, description = "If-None-Match matched: unchanged")), security(("bearer" = [])))]
 pub async fn ruleset(
     State(app): State<Arc<AppState>>,
     principal: Principal,

@@ -205,7 +205,7 @@ pub struct TokenResponse {
     pub jti: String,
 }
 
-#[utoipa::path(post, path = "/v1/licenses/{id}/tokens", tag = "tokens", request_body(content = Option<TokenBody>, description = "may be left out"), responses((status = 200, description = "{token, expires_at, jti}: a compact JWS (EdDSA) to verify with /.well-known/jwks.json"), (status = 404, body = crate::problem::Problem), (status = 409, body = crate::problem::Problem)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/licenses/{id}/tokens", tag = "tokens", request_body(content = Option<TokenBody>, description = "may be left out"), responses((status = 200, description = "{token, expires_at, jti}: a compact JWS (EdDSA) to verify with /.well-known/jwks.json"), (status = 404, body = crate::problem::Problem), (status = 409, description = "LICENSE_NOT_VALID, OFFLINE_NOT_ALLOWED, MACHINE_NOT_ACTIVATED, FINGERPRINT_NOT_ACTIVATED, TOO_MANY_MACHINES, MINTED_TOKEN_UNUSABLE", body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn issue(
     State(app): State<Arc<AppState>>,
     ApiPath(id): ApiPath<String>,

@@ -328,7 +328,7 @@ pub async fn revoke(
     act(app, id, principal, request_id, idempotency, body, Command::Revoke).await
 }
 
-#[utoipa::path(post, path = "/v1/licenses/{id}/renew", tag = "licenses", request_body(content = Option<ReasonBody>, description = "may be left out"), responses((status = 200, description = "the license with its new expiry", body = LicenseView), (status = 409, body = crate::problem::Problem)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/licenses/{id}/renew", tag = "licenses", request_body(content = Option<ReasonBody>, description = "may be left out"), responses((status = 200, description = "the license with its new expiry", body = LicenseView), (status = 409, description = "NOT_RENEWABLE (the license does not expire, or its plan has no term to renew by), LICENSE_REVOKED", body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn renew(
     State(app): State<Arc<AppState>>,
     ApiPath(id): ApiPath<String>,
@@ -340,7 +340,7 @@ pub async fn renew(
     act(app, id, principal, request_id, idempotency, body, Command::Renew).await
 }
 
-#[utoipa::path(post, path = "/v1/licenses/{id}/change-plan", tag = "licenses", request_body = ChangePlanBody, responses((status = 200, description = "the license on its new plan", body = LicenseView)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/licenses/{id}/change-plan", tag = "licenses", request_body = ChangePlanBody, responses((status = 200, description = "the license on its new plan", body = LicenseView), (status = 409, description = "LICENSE_REVOKED; LICENSE_EXPIRED: past its term and grace, and the move would keep that term (renew first; a trial converting, or a move to a perpetual plan, stands)", body = crate::problem::Problem)), security(("bearer" = [])))]
 pub async fn change_plan(
     State(app): State<Arc<AppState>>,
     ApiPath(id): ApiPath<String>,
