@@ -153,12 +153,22 @@ const CACHE_TTL: Duration = Duration::from_secs(30);
 /// costs one read a second, not one each.
 const MISS_RELOAD: Duration = Duration::from_secs(1);
 
+/// How long a request with a token not in the table waits for a read under way: a
+/// store that hangs (a dead connection waits for TCP to give up) gets it 503, not a
+/// request held for a minute.
+const READ_WAIT: Duration = Duration::from_secs(5);
+
 /// Every token, held in memory and read again from the store (a read connection) when
 /// it is older than [`CACHE_TTL`] or, at most once per [`MISS_RELOAD`], when a token is
 /// not in it: authentication touches the database neither per request nor per unknown
-/// token. Tokens are few (people and applications, not licenses).
+/// token. Tokens are few (people and applications, not licenses). Reads run on a
+/// blocking thread; a request with a known token never waits for one, a request with
+/// an unknown token waits for the read under way (asynchronously, at most
+/// [`READ_WAIT`]).
 pub struct TokenCache {
-    reader: Mutex<Box<dyn LedgerStore>>,
+    reader: Arc<Mutex<Box<dyn LedgerStore>>>,
+    /// Held while a read is under way.
+    reading: tokio::sync::Mutex<()>,
     table: RwLock<Table>,
 }
 
@@ -173,6 +183,8 @@ struct Table {
     /// When a read was last begun, whether it succeeded or not: reads are at most one
     /// per [`MISS_RELOAD`], also while the store fails.
     tried_at: Option<Instant>,
+    /// The last read failed: a token not in the table may be one the store holds.
+    failing: bool,
     /// How many times it was forgotten: a read that began before a revocation must not
     /// put what it read back afterwards.
     generation: u64,
@@ -181,22 +193,30 @@ struct Table {
 /// What a read of the table gave.
 enum Reload {
     Read(Entries),
-    /// Not read: another read is under way, or one was begun less than
-    /// [`MISS_RELOAD`] ago.
+    /// Not read: a read is under way (and this request does not wait for it), or one
+    /// was begun less than [`MISS_RELOAD`] ago.
     Skipped,
-    /// The store could not be read (logged).
+    /// The store could not be read (logged), or a read under way did not end within
+    /// [`READ_WAIT`].
     Failed,
 }
 
 impl TokenCache {
     pub fn new(reader: Box<dyn LedgerStore>) -> Self {
         Self {
-            reader: Mutex::new(reader),
-            table: RwLock::new(Table { entries: HashMap::new(), read_at: None, tried_at: None, generation: 0 }),
+            reader: Arc::new(Mutex::new(reader)),
+            reading: tokio::sync::Mutex::new(()),
+            table: RwLock::new(Table {
+                entries: HashMap::new(),
+                read_at: None,
+                tried_at: None,
+                failing: false,
+                generation: 0,
+            }),
         }
     }
 
-    /// Reads the table again at the next request (a token was created or revoked here).
+    /// Reads the table again at the next request (a token was created here).
     pub fn forget(&self) {
         let mut t = self.table.write().unwrap_or_else(|p| p.into_inner());
         t.read_at = None;
@@ -204,7 +224,16 @@ impl TokenCache {
         t.generation += 1;
     }
 
-    pub fn authenticate(&self, secret: &str) -> Result<Principal, ApiError> {
+    /// A token revoked here: refused from now on, whatever the store's state, and the
+    /// table read again at the next request.
+    pub fn revoked(&self, token_id: &str) {
+        let mut t = self.table.write().unwrap_or_else(|p| p.into_inner());
+        t.entries.retain(|_, e| !matches!(e, Ok(p) if p.token_id == token_id));
+        drop(t);
+        self.forget();
+    }
+
+    pub async fn authenticate(&self, secret: &str) -> Result<Principal, ApiError> {
         let hash = hash_token(secret);
         let (found, fresh) = {
             let t = self.table.read().unwrap_or_else(|p| p.into_inner());
@@ -212,19 +241,24 @@ impl TokenCache {
         };
         let entry = match found {
             Some(e) if fresh => Some(e),
-            // Stale, or not in it: read again if that is due; while the store cannot be
-            // read, a token known already goes on as it was.
-            found => match self.reload(found.is_none()) {
+            // Stale, or not in it: read again if that is due. While the store cannot be
+            // read, a token known already goes on as it was, and one that is not is
+            // told to retry (it may be one the store holds).
+            found => match self.reload(found.is_none()).await {
                 Reload::Read(mut entries) => entries.remove(&hash),
-                // As the read under way, or the last one, left it.
-                Reload::Skipped => self.table.read().unwrap_or_else(|p| p.into_inner()).entries.get(&hash).cloned(),
-                Reload::Failed if found.is_some() => found,
-                Reload::Failed => {
-                    return Err(ApiError::new(
-                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                        "TOKENS_UNAVAILABLE",
-                        "the bearer token is not among those known here, and the token store cannot be read just now; retry",
-                    ));
+                Reload::Skipped | Reload::Failed => {
+                    let t = self.table.read().unwrap_or_else(|p| p.into_inner());
+                    match t.entries.get(&hash) {
+                        Some(e) => Some(e.clone()),
+                        None if t.failing || (found.is_none() && t.read_at.is_none()) => {
+                            return Err(ApiError::new(
+                                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                                "TOKENS_UNAVAILABLE",
+                                "the bearer token is not among those known here, and the token store cannot be read just now; retry",
+                            ));
+                        }
+                        None => None,
+                    }
                 }
             },
         };
@@ -237,14 +271,18 @@ impl TokenCache {
 
     /// Reads every token again, unless one was begun less than [`MISS_RELOAD`] ago, or
     /// another read is under way and `wait` is false (a token known already goes on
-    /// with the table there is rather than wait on the store; one not in it waits for
-    /// that read, which may bring it).
-    fn reload(&self, wait: bool) -> Reload {
-        let reader = match self.reader.try_lock() {
-            Ok(r) => r,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) if wait => self.reader.lock().unwrap_or_else(|p| p.into_inner()),
-            Err(std::sync::TryLockError::WouldBlock) => return Reload::Skipped,
+    /// with the table there is; one not in it waits for that read, which may bring it).
+    async fn reload(&self, wait: bool) -> Reload {
+        let _reading = if wait {
+            match tokio::time::timeout(READ_WAIT, self.reading.lock()).await {
+                Ok(guard) => guard,
+                Err(_) => return Reload::Failed,
+            }
+        } else {
+            match self.reading.try_lock() {
+                Ok(guard) => guard,
+                Err(_) => return Reload::Skipped,
+            }
         };
         let generation = {
             let mut t = self.table.write().unwrap_or_else(|p| p.into_inner());
@@ -254,12 +292,24 @@ impl TokenCache {
             t.tried_at = Some(Instant::now());
             t.generation
         };
-        // Twice: the first call on a connection the network dropped fails, and the next
+        let reader = self.reader.clone();
+        // Twice: the first call on a connection the network cut fails, and the next
         // connects again.
-        let records = match reader.tokens().or_else(|_| reader.tokens()) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not read the API tokens; the ones known stay in use");
+        let read = tokio::task::spawn_blocking(move || {
+            let r = reader.lock().unwrap_or_else(|p| p.into_inner());
+            r.tokens().or_else(|_| r.tokens())
+        })
+        .await;
+        let records = match read {
+            Ok(Ok(records)) => records,
+            failed => {
+                let why = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => e.to_string(),
+                    Ok(Ok(_)) => String::new(),
+                };
+                tracing::warn!(error = %why, "could not read the API tokens; the ones known stay in use");
+                self.table.write().unwrap_or_else(|p| p.into_inner()).failing = true;
                 return Reload::Failed;
             }
         };
@@ -276,12 +326,13 @@ impl TokenCache {
             entries.insert(t.hash, entry);
         }
         let mut t = self.table.write().unwrap_or_else(|p| p.into_inner());
+        t.failing = false;
         if t.generation == generation {
             t.entries = entries.clone();
             t.read_at = Some(Instant::now());
         }
-        // Only now: a request that waited for this read finds its result in the table.
-        drop((t, reader));
+        // `_reading` goes only now: a request that waited for this read finds its
+        // result in the table.
         Reload::Read(entries)
     }
 }
@@ -300,7 +351,7 @@ impl FromRequestParts<Arc<AppState>> for Principal {
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .ok_or_else(|| ApiError::unauthorized("the Authorization header must be 'Bearer <token>'"))?;
-        state.tokens.authenticate(secret)
+        state.tokens.authenticate(secret).await
     }
 }
 
@@ -312,53 +363,53 @@ mod tests {
 
     /// Tokens are read from memory: an unknown one is refused without a read of the
     /// store each time (at most one a second), and one created elsewhere (another node,
-    /// `tollgate token create`) is found within that second.
-    #[test]
-    fn unknown_tokens_cost_one_read_a_second_and_new_ones_are_found_within_it() {
+    /// `tollgate token create`) is found within that second. While the store cannot be
+    /// read, the known tokens go on, an unknown one is told to retry, and one revoked
+    /// here is refused.
+    #[tokio::test]
+    async fn tokens_are_read_once_a_second_at_most_and_the_known_ones_outlive_a_failing_store() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("l.db");
         let mut writer = SqliteStore::open(&path).unwrap();
         let cache = TokenCache::new(Box::new(SqliteStore::open(&path).unwrap()));
-        let refused = |secret: &str| cache.authenticate(secret).map(|p| p.token_id).unwrap_err().code;
+        let code = |r: Result<Principal, ApiError>| r.map(|p| p.token_id).unwrap_err().code;
         let read = Instant::now();
-        assert_eq!(refused("tg_made_up"), "UNAUTHORIZED");
+        assert_eq!(code(cache.authenticate("tg_made_up").await), "UNAUTHORIZED");
         // Created elsewhere just after that read: not read again at once for a token
         // it does not know (unless this machine took a second to get here)…
         let (secret, record) = new_token(Role::Auditor, "elsewhere", None, "2026-11-29T00:00:00Z".into());
         writer.insert_token(&record).unwrap();
-        let code = refused(&secret);
+        let first = code(cache.authenticate(&secret).await);
         if read.elapsed() < MISS_RELOAD {
-            assert_eq!(code, "UNAUTHORIZED", "the table was read again for an unknown token at once");
+            assert_eq!(first, "UNAUTHORIZED", "the table was read again for an unknown token at once");
         }
         // …but within a second.
         let started = Instant::now();
         let found = loop {
-            match cache.authenticate(&secret) {
+            match cache.authenticate(&secret).await {
                 Ok(p) => break p,
                 Err(_) => {
                     assert!(started.elapsed() < Duration::from_secs(5), "never found");
-                    std::thread::sleep(Duration::from_millis(50));
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
         };
         assert_eq!((found.token_id, found.role), (record.id.clone(), Role::Auditor));
-        // The store cannot be read: the tokens known go on (validation needs nothing
-        // else), an unknown one is told to retry, and the store is tried once a second.
+
+        // The store cannot be read.
         let raw = rusqlite::Connection::open(&path).unwrap();
         raw.execute_batch("ALTER TABLE tokens RENAME TO tokens_away").unwrap();
         cache.forget();
-        assert_eq!(cache.authenticate(&secret).unwrap().token_id, record.id, "a known token while the store fails");
+        assert_eq!(cache.authenticate(&secret).await.unwrap().token_id, record.id, "a known token");
         cache.forget();
-        let tried = Instant::now();
-        assert_eq!(refused("tg_made_up"), "TOKENS_UNAVAILABLE");
-        let again = refused("tg_made_up_too");
-        if tried.elapsed() < MISS_RELOAD {
-            assert_eq!(again, "UNAUTHORIZED", "not tried again within the second");
-        }
+        assert_eq!(code(cache.authenticate("tg_made_up").await), "TOKENS_UNAVAILABLE");
+        assert_eq!(code(cache.authenticate("tg_made_up_too").await), "TOKENS_UNAVAILABLE", "while it fails");
+        // Revoked here while the store fails: refused at once.
+        cache.revoked(&record.id);
+        assert_eq!(code(cache.authenticate(&secret).await), "TOKENS_UNAVAILABLE");
         raw.execute_batch("ALTER TABLE tokens_away RENAME TO tokens").unwrap();
-        // Revoked here: forgotten at once.
         writer.revoke_token(&record.id, "2026-11-29T00:00:01Z").unwrap();
-        cache.forget();
-        assert_eq!(refused(&secret), "UNAUTHORIZED");
+        cache.revoked(&record.id);
+        assert_eq!(code(cache.authenticate(&secret).await), "UNAUTHORIZED");
     }
 }

@@ -25,10 +25,11 @@ pub enum ReplayError {
         "event seq {seq} (leaf index {index}) is corrupt: {detail}. Run `tollgate ledger verify --data DIR` to see the whole damage, then restore from a backup"
     )]
     Corrupt { seq: u64, index: u64, detail: String },
-    /// Sound bytes (their hash verified) of a shape this build does not know: a field
-    /// or an event type a newer build writes.
+    /// Bytes whose hash verified, of a shape this build does not know: a field or an
+    /// event type a newer build writes (or an alteration whose hash was recomputed,
+    /// which the newer build's `ledger verify --key` tells apart by the checkpoints).
     #[error(
-        "event seq {seq} (leaf index {index}) was written by a newer build of Tollgate than this one ({detail}); the ledger is not damaged: run that build, or a later one"
+        "event seq {seq} (leaf index {index}) holds what this build of Tollgate does not know ({detail}): it was most likely written by a newer build, so run that build (or a later one); if no newer build ever ran on this ledger, treat it as altered and run `tollgate ledger verify --key` there"
     )]
     Newer { seq: u64, index: u64, detail: String },
     #[error("checkpoint at tree size {size} does not match the ledger: {detail}")]
@@ -795,7 +796,7 @@ mod tests {
         });
         match load_at(&tmp) {
             Err(e @ ReplayError::Newer { index: 7, .. }) => {
-                assert!(e.to_string().contains("newer build") && e.to_string().contains("added_later"), "{e}")
+                assert!(e.to_string().contains("a newer build") && e.to_string().contains("added_later"), "{e}")
             }
             Err(e) => panic!("unexpected error {e}"),
             Ok(_) => panic!("an event of a newer build was folded without its field"),

@@ -179,6 +179,6 @@ pub async fn revoke_token(
     if !found {
         return Err(ApiError::not_found("TOKEN_NOT_FOUND", format!("no active token with id '{id}'")));
     }
-    app.tokens.forget();
+    app.tokens.revoked(&id);
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -136,12 +136,15 @@ pub async fn validate(
                 // offline one.
                 // Or a change since the validation (the offline token is judged on the
                 // latest state): the answer stands with its online token.
+                // A license no longer valid since: no token at all, not even an online
+                // one claiming it active.
+                Err(e) if b.offline && e.code == "LICENSE_NOT_VALID" => {
+                    offline_refused = Some(e.detail);
+                    None
+                }
                 Err(e)
                     if b.offline
-                        && matches!(
-                            e.code,
-                            "MACHINE_NOT_ACTIVATED" | "OFFLINE_NOT_ALLOWED" | "LICENSE_NOT_VALID" | "TOO_MANY_MACHINES"
-                        ) =>
+                        && matches!(e.code, "MACHINE_NOT_ACTIVATED" | "OFFLINE_NOT_ALLOWED" | "TOO_MANY_MACHINES") =>
                 {
                     offline_refused = Some(e.detail);
                     let m =
