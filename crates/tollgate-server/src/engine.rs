@@ -911,6 +911,12 @@ impl Committer {
                     let mut behind = self.behind.lock().unwrap_or_else(|p| p.into_inner());
                     match outcome {
                         Ok(_) => *behind = None,
+                        // The store out of reach for a moment: every node sees the same,
+                        // and taking them all out of a load balancer for it would turn a
+                        // blip into an outage; the next poll tries again.
+                        Err(e @ EngineError::Store(_)) => {
+                            tracing::warn!(error = %e, "could not read the events other nodes appended; retrying");
+                        }
                         Err(e) => {
                             tracing::error!(error = %e, "could not fold the events other nodes appended");
                             *behind = Some(e.to_string());
@@ -1760,9 +1766,35 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_node_that_cannot_follow_the_shared_ledger_says_why() {
         let Some(schema) = tollgate_store::test_schema::TestSchema::create("tg_engine") else { return };
-        let (x, xw) = Engine::start(shared(&schema.url), EngineConfig::default()).unwrap();
+        let blind = Arc::new(AtomicBool::new(false));
+        let blinding = blind.clone();
+        let store = Box::new(Hooked {
+            inner: shared(&schema.url),
+            before_append: no_hook(),
+            after_append: no_hook(),
+            before_read: Arc::new(move || match blinding.load(Ordering::SeqCst) {
+                true => Err(StoreError::Invalid("connection refused (injected)".into())),
+                false => Ok(()),
+            }),
+        });
+        let (x, xw) = Engine::start(store, EngineConfig::default()).unwrap();
         submit(&x, 1).await.unwrap();
         assert_eq!(x.behind(), None);
+        // Another node appends while this one cannot read the store for a moment: a
+        // blip every node sees at once is no reason to leave the load balancer.
+        let (y, yw) = Engine::start(shared(&schema.url), EngineConfig::default()).unwrap();
+        blind.store(true, Ordering::SeqCst);
+        submit(&y, 3).await.unwrap();
+        for _ in 0..10 {
+            x.nudge();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(x.behind(), None, "a store out of reach for a moment");
+        blind.store(false, Ordering::SeqCst);
+        let reached = y.state().seq();
+        assert_eq!(x.wait_for_seq(reached, Duration::from_secs(10)).await, reached, "caught up after the blip");
+        drop(y);
+        yw.join().unwrap();
         let state = x.state();
         let meta = Meta { actor: "newer".into(), reason: None, request_id: "r".into() };
         let e = decide(&state, &product(2), &meta, now()).unwrap().remove(0);

@@ -21,7 +21,7 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-#[utoipa::path(get, path = "/readyz", tag = "system", responses((status = 200, description = "the ledger is loaded and the writer is running"), (status = 503, description = "NOT_READY: the ledger writer is not running, or this node cannot fold what other nodes appended to the shared ledger (the detail says why) and serves an older state", body = crate::problem::Problem)))]
+#[utoipa::path(get, path = "/readyz", tag = "system", responses((status = 200, description = "the ledger is loaded and the writer is running"), (status = 503, description = "NOT_READY: the ledger writer is not running, or this node cannot fold what other nodes appended to the shared ledger (an event it cannot read, acknowledged events gone: the detail says why) and serves an older state", body = crate::problem::Problem)))]
 pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
     if let Some(why) = app.engine.behind() {
         return ApiError::new(
