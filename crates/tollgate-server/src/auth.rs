@@ -295,18 +295,24 @@ impl TokenCache {
         let reader = self.reader.clone();
         // Twice: the first call on a connection the network cut fails, and the next
         // connects again.
-        let read = tokio::task::spawn_blocking(move || {
-            let r = reader.lock().unwrap_or_else(|p| p.into_inner());
-            r.tokens().or_else(|_| r.tokens())
-        })
+        // At most READ_WAIT for this request too: a read that hangs (a dead connection)
+        // goes on in the background, and the requests are answered meanwhile.
+        let read = tokio::time::timeout(
+            READ_WAIT,
+            tokio::task::spawn_blocking(move || {
+                let r = reader.lock().unwrap_or_else(|p| p.into_inner());
+                r.tokens().or_else(|_| r.tokens())
+            }),
+        )
         .await;
         let records = match read {
-            Ok(Ok(records)) => records,
+            Ok(Ok(Ok(records))) => records,
             failed => {
                 let why = match failed {
+                    Ok(Ok(Err(e))) => e.to_string(),
                     Ok(Err(e)) => e.to_string(),
-                    Err(e) => e.to_string(),
-                    Ok(Ok(_)) => String::new(),
+                    Err(_) => format!("no answer within {} s", READ_WAIT.as_secs()),
+                    Ok(Ok(Ok(_))) => String::new(),
                 };
                 tracing::warn!(error = %why, "could not read the API tokens; the ones known stay in use");
                 self.table.write().unwrap_or_else(|p| p.into_inner()).failing = true;

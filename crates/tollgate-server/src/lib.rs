@@ -551,10 +551,14 @@ async fn idempotency_job(app: Arc<AppState>, mut stop: tokio::sync::watch::Recei
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        let adopted = {
-            let mut reader = app.reader.lock().unwrap_or_else(|p| p.into_inner());
+        // On a blocking thread: on PostgreSQL a call may wait on the network.
+        let app2 = app.clone();
+        let adopted = tokio::task::spawn_blocking(move || {
+            let mut reader = app2.reader.lock().unwrap_or_else(|p| p.into_inner());
             adopt_legacy_claims(&mut **reader)
-        };
+        })
+        .await
+        .unwrap_or_else(|e| Err(tollgate_store::StoreError::Invalid(e.to_string())));
         if let Err(e) = adopted {
             tracing::warn!(error = %e, "could not move idempotency claims kept in meta by an earlier build");
         }

@@ -494,23 +494,19 @@ impl LedgerStore for PostgresStore {
     }
 
     fn claim_idempotency(&mut self, r: &IdempotencyRecord) -> Result<IdempotencyRecord, StoreError> {
-        // One transaction, as for `meta_insert`: a claim whose answer could not be read
-        // stands for nothing.
+        // One statement, which inserts or returns the row that stands (the no-op update
+        // only locks it): an insert and a read apart would miss a record another node
+        // pruned between them, and a second statement could see another snapshot.
         let status = i32::from(r.status);
         let row = self
             .run(|c| {
-                let mut tx = c.transaction()?;
-                tx.execute(
+                c.query_one(
                     "INSERT INTO idempotency (scope, key, request_hash, status, body, created_at)
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                     VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (scope, key) DO UPDATE SET key = idempotency.key
+                     RETURNING request_hash, status, body, created_at",
                     &[&r.scope, &r.key, &&r.request_hash[..], &status, &r.body, &r.created_at],
-                )?;
-                let row = tx.query_one(
-                    "SELECT request_hash, status, body, created_at FROM idempotency WHERE scope = $1 AND key = $2",
-                    &[&r.scope, &r.key],
-                )?;
-                tx.commit()?;
-                Ok(row)
+                )
             })
             .map_err(pg)?;
         idempotency_from_row(&row, &r.scope, &r.key)

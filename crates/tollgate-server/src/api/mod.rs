@@ -137,9 +137,22 @@ pub(crate) mod outside_ledger {
     /// The claim stored under `claim_key`, if any. The store's lock is taken and given
     /// back here, so a caller holds none while it answers from the claim.
     pub(crate) fn find(app: &AppState, claim_key: &str) -> Result<Option<Claim>, ApiError> {
-        let stored =
-            app.reader.lock().unwrap_or_else(|p| p.into_inner()).idempotency(OUTSIDE_LEDGER_SCOPE, claim_key)?;
-        stored.map(from_record).transpose()
+        let reader = app.reader.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = reader.idempotency(OUTSIDE_LEDGER_SCOPE, claim_key)? {
+            return from_record(r).map(Some);
+        }
+        // Where a node of an earlier build keeps its claims, during a rolling upgrade
+        // (moved at the next pruning tick).
+        let legacy = format!("{}{claim_key}", tollgate_store::LEGACY_CLAIM_PREFIX);
+        let Some(bytes) = reader.meta(&legacy)? else { return Ok(None) };
+        drop(reader);
+        let claim: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::internal(format!("a stored idempotency claim does not decode: {e}")))?;
+        let request = claim["request"].as_str().and_then(|h| hex::decode(h).ok()).and_then(|b| b.try_into().ok());
+        match (request, claim.get("answer")) {
+            (Some(request), Some(answer)) => Ok(Some(Claim { request, answer: answer.clone() })),
+            _ => Err(ApiError::internal("a stored idempotency claim of an earlier build is incomplete")),
+        }
     }
 
     /// Claims `claim_key` for `mine`; returns the claim that stands: `mine`, or an

@@ -350,6 +350,38 @@ async fn claims_an_earlier_build_kept_in_meta_are_moved_at_start() {
     assert_eq!((moved.request_hash, &moved.body[..]), ([0xcd; 32], &br#"{"id":"tok_earlier"}"#[..]));
 }
 
+/// During a rolling upgrade a node of the earlier build keeps its claims in `meta`
+/// until a pruning tick moves them: an upgraded node looks a key up there too, so a
+/// retry through it is not taken for a new request.
+#[tokio::test]
+async fn a_claim_an_earlier_build_keeps_in_meta_is_found_before_it_is_moved() {
+    use tollgate_store::LedgerStore;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = tollgate_server::Config::new(tmp.path());
+    cfg.idempotency_retention = None;
+    let app = spawn_config(cfg).await;
+    let tokens = app.get("/v1/tokens").await;
+    let admin = tokens.body["items"][0]["id"].as_str().unwrap().to_string();
+    // As a node of the earlier build would write it, for another request.
+    let legacy = format!("idempotency/token/{admin}/k-legacy");
+    let claim = format!(r#"{{"request":"{}","answer":{{"id":"tok_earlier"}}}}"#, "cd".repeat(32));
+    let db = tollgate_server::db_path(tmp.path());
+    tollgate_store::SqliteStore::open(&db).unwrap().set_meta(&legacy, claim.as_bytes()).unwrap();
+    let r = app
+        .client
+        .post(format!("{}/v1/tokens", app.base))
+        .bearer_auth(ADMIN)
+        .header("idempotency-key", "k-legacy")
+        .json(&json!({"role":"auditor"}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!((status, body["code"].as_str()), (422, Some("IDEMPOTENCY_KEY_REUSED")), "{body}");
+    app.stop().await;
+}
+
 async fn futures_join<F: std::future::Future + Send + 'static>(futs: Vec<F>) -> Vec<F::Output>
 where
     F::Output: Send,
