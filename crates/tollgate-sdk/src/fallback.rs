@@ -262,15 +262,10 @@ impl Client {
                 .collect();
             // And every answer for a revoked license, whether or not this client keeps
             // its token (a license a gate context names has none here).
-            let revoked_ids = &mem.revocations.licenses;
-            let gone = |v: &Validation| v.license.as_ref().is_some_and(|l| revoked_ids.contains(&l.id));
-            let keep: std::collections::HashSet<AnswerKey> = mem
-                .answers
-                .iter()
-                .filter(|((k, _, _), (v, _))| !drop.contains(k) && !gone(v))
-                .map(|(k, _)| k.clone())
-                .collect();
-            mem.answers.retain(|k, _| keep.contains(k));
+            let Memory { answers, revocations, .. } = &mut *mem;
+            answers.retain(|(k, _, _), (v, _)| {
+                !drop.contains(k) && !v.license.as_ref().is_some_and(|l| revocations.licenses.contains(&l.id))
+            });
             if !list.more || list.tree_size <= since {
                 return Ok(mem.revocations.clone());
             }

@@ -133,12 +133,12 @@ pub struct Client {
 /// validation, a JWKS or a problem is a few KiB.
 pub(crate) const MAX_ANSWER: usize = 1024 * 1024;
 
-/// The body of a 2xx answer, or the problem of any other; at most `limit` bytes, read
-/// as they come, so that a broken proxy or a hostile server cannot fill the
-/// application's memory.
-pub(crate) async fn read_ok(mut res: reqwest::Response, limit: usize) -> Result<Vec<u8>, Error> {
-    let status = res.status();
-    let too_long = || Error::Protocol(format!("{status}: the answer is longer than {limit} bytes"));
+/// An answer's body, whatever its status, read as it comes and refused past `limit`
+/// bytes ([`Error::Protocol`]), so that a broken proxy or a hostile server cannot fill
+/// the application's memory. The CLI reads its answers with it too.
+pub async fn read_capped(mut res: reqwest::Response, limit: usize) -> Result<Vec<u8>, Error> {
+    let (status, url) = (res.status(), res.url().clone());
+    let too_long = || Error::Protocol(format!("{status} from {url}: the answer is longer than {limit} bytes"));
     if res.content_length().is_some_and(|n| n > limit as u64) {
         return Err(too_long());
     }
@@ -149,6 +149,13 @@ pub(crate) async fn read_ok(mut res: reqwest::Response, limit: usize) -> Result<
         }
         bytes.extend_from_slice(&chunk);
     }
+    Ok(bytes)
+}
+
+/// The body of a 2xx answer, or the problem of any other; at most `limit` bytes.
+pub(crate) async fn read_ok(res: reqwest::Response, limit: usize) -> Result<Vec<u8>, Error> {
+    let status = res.status();
+    let bytes = read_capped(res, limit).await?;
     if !status.is_success() {
         let p: Problem = serde_json::from_slice(&bytes).map_err(|e| Error::Protocol(format!("{status}: {e}")))?;
         return Err(Error::Refused { status: status.as_u16(), code: p.code, detail: p.detail });

@@ -127,7 +127,7 @@ pub const LEGACY_CLAIM_PREFIX: &str = "idempotency/";
 /// The idempotency record of a claim an earlier build kept in `meta` (`{"request":
 /// "<hex SHA-256>", "answer": {…}}` under `idempotency/<key>`), stamped `now`; `None`
 /// for a value that is not one (it could only fail the request that found it).
-pub(crate) fn legacy_claim(meta_key: &str, value: &[u8], now: &str) -> Option<IdempotencyRecord> {
+pub fn legacy_claim(meta_key: &str, value: &[u8], now: &str) -> Option<IdempotencyRecord> {
     let key = meta_key.strip_prefix(LEGACY_CLAIM_PREFIX)?;
     let claim: serde_json::Value = serde_json::from_slice(value).ok()?;
     let request: Hash = hex::decode(claim.get("request")?.as_str()?).ok()?.try_into().ok()?;

@@ -71,6 +71,10 @@ CREATE TABLE nodes (
     "CREATE INDEX idempotency_created_at ON idempotency (created_at COLLATE \"C\");",
 ];
 
+/// Stores an idempotency record unless its `(scope, key)` is taken (the count says).
+const INSERT_RECORD: &str = "INSERT INTO idempotency (scope, key, request_hash, status, body, created_at)
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING";
+
 /// The advisory lock every append takes for its transaction, and `hold_appends` for
 /// its session (advisory locks are re-entrant within a session).
 const APPEND_LOCK: i64 = 7_347_002;
@@ -406,12 +410,7 @@ impl LedgerStore for PostgresStore {
                 }
             }
             if !idempotency.is_empty() {
-                let remember = tx
-                    .prepare(
-                        "INSERT INTO idempotency (scope, key, request_hash, status, body, created_at)
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                    )
-                    .map_err(pg)?;
+                let remember = tx.prepare(INSERT_RECORD).map_err(pg)?;
                 for r in idempotency {
                     let status = i32::from(r.status);
                     let n = tx
@@ -525,8 +524,7 @@ impl LedgerStore for PostgresStore {
                 let (key, value): (String, Vec<u8>) = (row.get(0), row.get(1));
                 if let Some(r) = crate::legacy_claim(&key, &value, now) {
                     tx.execute(
-                        "INSERT INTO idempotency (scope, key, request_hash, status, body, created_at)
-                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                        INSERT_RECORD,
                         &[&r.scope, &r.key, &&r.request_hash[..], &i32::from(r.status), &r.body, &r.created_at],
                     )?;
                 }

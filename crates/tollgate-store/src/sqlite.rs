@@ -166,14 +166,8 @@ impl LedgerStore for SqliteStore {
                 insert.execute(params![idx, event.leaf, &event.leaf_hash[..]])?;
                 idx += 1;
             }
-            let mut remember = tx.prepare_cached(
-                "INSERT INTO idempotency (scope, key, request_hash, status, body, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
-            )?;
             for r in idempotency {
-                let inserted =
-                    remember.execute(params![r.scope, r.key, &r.request_hash[..], r.status, r.body, r.created_at])?;
-                if inserted == 0 {
+                if !insert_record(&tx, r)? {
                     return Err(StoreError::Duplicate {
                         what: Unique::IdempotencyKey,
                         key: format!("{}/{}", r.scope, r.key),
@@ -191,11 +185,7 @@ impl LedgerStore for SqliteStore {
 
     fn claim_idempotency(&mut self, r: &IdempotencyRecord) -> Result<IdempotencyRecord, StoreError> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.prepare_cached(
-            "INSERT INTO idempotency (scope, key, request_hash, status, body, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
-        )?
-        .execute(params![r.scope, r.key, &r.request_hash[..], r.status, r.body, r.created_at])?;
+        insert_record(&tx, r)?;
         let stood = idempotency_in(&tx, &r.scope, &r.key)?;
         tx.commit()?;
         stood.ok_or_else(|| corrupt(format!("idempotency record {}/{} vanished as it was claimed", r.scope, r.key)))
@@ -212,18 +202,7 @@ impl LedgerStore for SqliteStore {
             .collect::<Result<_, _>>()?;
         for (key, value) in &legacy {
             if let Some(r) = crate::legacy_claim(key, value, now) {
-                tx.prepare_cached(
-                    "INSERT INTO idempotency (scope, key, request_hash, status, body, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
-                )?
-                .execute(params![
-                    r.scope,
-                    r.key,
-                    &r.request_hash[..],
-                    r.status,
-                    r.body,
-                    r.created_at
-                ])?;
+                insert_record(&tx, &r)?;
             }
             tx.prepare_cached("DELETE FROM meta WHERE key = ?1")?.execute([key])?;
         }
@@ -454,6 +433,18 @@ impl LedgerStore for SqliteStore {
     fn reader(&self) -> Result<Box<dyn LedgerStore>, StoreError> {
         Ok(Box::new(SqliteStore::open_read_only(&self.path)?))
     }
+}
+
+/// Stores `r` on `conn` (a transaction's) unless its `(scope, key)` is taken; whether
+/// it did.
+fn insert_record(conn: &Connection, r: &IdempotencyRecord) -> Result<bool, StoreError> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO idempotency (scope, key, request_hash, status, body, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![r.scope, r.key, &r.request_hash[..], r.status, r.body, r.created_at])?;
+    Ok(inserted == 1)
 }
 
 /// The idempotency record of `(scope, key)`, read on `conn` (a transaction's, too).

@@ -101,20 +101,8 @@ const MAX_ANSWER: usize = 64 * 1024 * 1024;
 
 /// An answer's body, read as it comes up to [`MAX_ANSWER`]: whatever answers at the
 /// address (a proxy, another service) cannot fill the machine's memory.
-pub async fn read_limited(mut res: reqwest::Response) -> anyhow::Result<Vec<u8>> {
-    let url = res.url().clone();
-    let too_long = || anyhow::anyhow!("the answer from {url} is longer than {MAX_ANSWER} bytes");
-    if res.content_length().is_some_and(|n| n > MAX_ANSWER as u64) {
-        return Err(too_long());
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = res.chunk().await? {
-        if body.len() + chunk.len() > MAX_ANSWER {
-            return Err(too_long());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+pub async fn read_limited(res: reqwest::Response) -> anyhow::Result<Vec<u8>> {
+    Ok(tollgate_sdk::read_capped(res, MAX_ANSWER).await?)
 }
 
 /// The answer indented when it is JSON, as it came otherwise.

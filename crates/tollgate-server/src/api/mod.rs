@@ -146,12 +146,10 @@ pub(crate) mod outside_ledger {
         let legacy = format!("{}{claim_key}", tollgate_store::LEGACY_CLAIM_PREFIX);
         let Some(bytes) = reader.meta(&legacy)? else { return Ok(None) };
         drop(reader);
-        let claim: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::internal(format!("a stored idempotency claim does not decode: {e}")))?;
-        let request = claim["request"].as_str().and_then(|h| hex::decode(h).ok()).and_then(|b| b.try_into().ok());
-        match (request, claim.get("answer")) {
-            (Some(request), Some(answer)) => Ok(Some(Claim { request, answer: answer.clone() })),
-            _ => Err(ApiError::internal("a stored idempotency claim of an earlier build is incomplete")),
+        // Read as the move to a record would read it (the stamp is not used here).
+        match tollgate_store::legacy_claim(&legacy, &bytes, "") {
+            Some(r) => from_record(r).map(Some),
+            None => Err(ApiError::internal("a stored idempotency claim of an earlier build is incomplete")),
         }
     }
 
