@@ -249,23 +249,12 @@ async fn an_idempotency_key_is_forgotten_after_its_retention() {
     cfg.idempotency_retention = Some(std::time::Duration::from_secs(2));
     let app = spawn_config(cfg).await;
     app.seed_catalog().await;
-    let send = || {
-        let c = app.client.clone();
-        let url = format!("{}/v1/licenses", app.base);
-        async move {
-            let r = c
-                .post(url)
-                .bearer_auth(ADMIN)
-                .header("idempotency-key", "k-retained")
-                .json(&json!({"product":"cad","plan":"basic","licensee":"retained"}))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 201);
-            let replayed = r.headers().get("idempotent-replayed").is_some();
-            let v: serde_json::Value = r.json().await.unwrap();
-            (replayed, v["id"].as_str().unwrap().to_string())
-        }
+    let send = || async {
+        let r = app
+            .post_keyed("/v1/licenses", "k-retained", json!({"product":"cad","plan":"basic","licensee":"retained"}))
+            .await;
+        assert_eq!(r.status, 201);
+        (r.headers.get("idempotent-replayed").is_some(), r.body["id"].as_str().unwrap().to_string())
     };
     let started = std::time::Instant::now();
     let (replayed, first) = send().await;
@@ -295,21 +284,9 @@ async fn an_idempotency_key_of_a_token_creation_is_forgotten_after_its_retention
     let mut cfg = tollgate_server::Config::new(tmp.path());
     cfg.idempotency_retention = Some(std::time::Duration::from_secs(2));
     let app = spawn_config(cfg).await;
-    let send = || {
-        let c = app.client.clone();
-        let url = format!("{}/v1/tokens", app.base);
-        async move {
-            let r = c
-                .post(url)
-                .bearer_auth(ADMIN)
-                .header("idempotency-key", "k-token")
-                .json(&json!({"role":"auditor","name":"retained"}))
-                .send()
-                .await
-                .unwrap();
-            let status = r.status().as_u16();
-            (status, r.json::<serde_json::Value>().await.unwrap())
-        }
+    let send = || async {
+        let r = app.post_keyed("/v1/tokens", "k-token", json!({"role":"auditor","name":"retained"})).await;
+        (r.status.as_u16(), r.body)
     };
     let started = std::time::Instant::now();
     let (status, first) = send().await;
@@ -367,18 +344,8 @@ async fn a_claim_an_earlier_build_keeps_in_meta_is_found_before_it_is_moved() {
     let claim = format!(r#"{{"request":"{}","answer":{{"id":"tok_earlier"}}}}"#, "cd".repeat(32));
     let db = tollgate_server::db_path(tmp.path());
     tollgate_store::SqliteStore::open(&db).unwrap().set_meta(&legacy, claim.as_bytes()).unwrap();
-    let r = app
-        .client
-        .post(format!("{}/v1/tokens", app.base))
-        .bearer_auth(ADMIN)
-        .header("idempotency-key", "k-legacy")
-        .json(&json!({"role":"auditor"}))
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!((status, body["code"].as_str()), (422, Some("IDEMPOTENCY_KEY_REUSED")), "{body}");
+    let r = app.post_keyed("/v1/tokens", "k-legacy", json!({"role":"auditor"})).await;
+    assert_eq!((r.status.as_u16(), r.body["code"].as_str()), (422, Some("IDEMPOTENCY_KEY_REUSED")), "{}", r.text);
     app.stop().await;
 }
 

@@ -102,6 +102,16 @@ impl TestApp {
         self.call(Method::POST, path, Some(ADMIN), Some(body)).await
     }
 
+    /// A POST as the admin with an `Idempotency-Key`.
+    pub async fn post_keyed(&self, path: &str, key: &str, body: Value) -> Resp {
+        let req = self.client.post(format!("{}{}", self.base, path)).bearer_auth(ADMIN).header("idempotency-key", key);
+        let res = req.json(&body).send().await.expect("request sent");
+        let (status, headers) = (res.status(), res.headers().clone());
+        let text = res.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Resp { status, headers, body, text }
+    }
+
     /// A product `cad` with features a..e, and plans `basic` (a, b; 365 days, 10 days
     /// grace) and `pro` (all; perpetual).
     pub async fn seed_catalog(&self) {
