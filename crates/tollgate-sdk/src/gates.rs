@@ -171,14 +171,18 @@ impl Shared {
     /// as they were.
     async fn learn(&self, key: &str) -> Result<LicenseFacts, Error> {
         let own = self.license_key.lock().unwrap_or_else(|p| p.into_inner()).as_deref() == Some(key);
-        let (facts, result) = match self.client.validate_on(key, None, own).await {
+        let validated = self.client.validate_on(key, None, own).await;
+        // What was known of it before: an outage keeps it, unless the feed revoked it or
+        // its term ended meanwhile.
+        let known = self.by_key.load().get(key).cloned();
+        let (facts, result) = match validated {
             Ok(v) => {
                 self.note_usable_until(key, &v);
                 let f = facts_from_validation(&v);
                 (f.clone(), Ok(f))
             }
             // Refused from the client's fallback (the server is out of reach).
-            Err(Error::Token(e)) => match refused_facts(&e, self.by_key.load().contains_key(key)) {
+            Err(Error::Token(e)) => match refused_facts(&e, known.is_some()) {
                 Some(f) => (f, Err(Error::Token(e))),
                 None if self.outlived(key) => {
                     (LicenseFacts::unresolved(LicenseStanding::Expired), Err(Error::Token(e)))
@@ -194,20 +198,18 @@ impl Shared {
             }
             // Out of reach, a license the feed revoked (known by id from its facts; a
             // license a context names has no token here to be refused by).
-            Err(e) if self.by_key.load().get(key).is_some_and(|f| self.client.license_revoked(&f.license_id)) => {
+            Err(e) if known.as_ref().is_some_and(|f| self.client.license_revoked(&f.license_id)) => {
                 (LicenseFacts::unresolved(LicenseStanding::Revoked), Err(e))
             }
             // Out of reach past the end of the license's term (and grace), as the server
             // last gave it: expired here too.
-            Err(e) if self.by_key.load().contains_key(key) && self.outlived(key) => {
+            Err(e) if known.is_some() && self.outlived(key) => {
                 (LicenseFacts::unresolved(LicenseStanding::Expired), Err(e))
             }
             // A license seen for the first time with the server out of reach and no
             // token to fall back on: not usable until a refresh validates it, rather
             // than asked for again at every evaluation.
-            Err(e) if !self.by_key.load().contains_key(key) => {
-                (LicenseFacts::unresolved(LicenseStanding::NotFound), Err(e))
-            }
+            Err(e) if known.is_none() => (LicenseFacts::unresolved(LicenseStanding::NotFound), Err(e)),
             Err(e) => return Err(e),
         };
         let facts = Arc::new(facts);

@@ -111,43 +111,35 @@ pub async fn mint(app: &Arc<AppState>, license_id: &str, m: Mint) -> Result<Mint
                 ),
             ));
         }
-        // Nor to one beyond a machine limit lowered since it was activated.
-        if let Some(fp) = &m.fingerprint
-            && s.models(license_id).is_some_and(|models| !models.machine_within(fp, effective.max_machines()))
-        {
-            return Err(conflict(
-                "TOO_MANY_MACHINES",
-                format!(
-                    "license '{license_id}' has more machines activated than its limit allows, and '{fp}' is among the newest beyond it; deactivate machines first"
-                ),
-            ));
-        }
         let max = i64::from(days) * 86_400;
         now_s + m.ttl_seconds.map_or(max, |t| t.min(max))
     } else {
         // A token bound to a machine speaks for that machine as validation would: one
-        // activated (or holding a lease) and within the license's machine limit.
-        if let Some(fp) = &m.fingerprint {
-            let models = s.models(license_id);
-            if !models.is_some_and(|models| models.knows_fingerprint(fp, now)) {
-                return Err(conflict(
-                    "FINGERPRINT_NOT_ACTIVATED",
-                    format!(
-                        "'{fp}' is not activated on license '{license_id}' and holds no lease; no token is bound to it"
-                    ),
-                ));
-            }
-            if models.is_some_and(|models| !models.machine_within(fp, effective.max_machines())) {
-                return Err(conflict(
-                    "TOO_MANY_MACHINES",
-                    format!(
-                        "license '{license_id}' has more machines activated than its limit allows, and '{fp}' is among the newest beyond it; deactivate machines first"
-                    ),
-                ));
-            }
+        // activated (or holding a lease).
+        if let Some(fp) = &m.fingerprint
+            && !s.models(license_id).is_some_and(|models| models.knows_fingerprint(fp, now))
+        {
+            return Err(conflict(
+                "FINGERPRINT_NOT_ACTIVATED",
+                format!(
+                    "'{fp}' is not activated on license '{license_id}' and holds no lease; no token is bound to it"
+                ),
+            ));
         }
         now_s + m.ttl_seconds.unwrap_or(DEFAULT_ONLINE_TTL).min(MAX_ONLINE_TTL)
     };
+    // Online or offline, not to a machine beyond a machine limit lowered since it was
+    // activated.
+    if let Some(fp) = &m.fingerprint
+        && s.models(license_id).is_some_and(|models| !models.machine_within(fp, effective.max_machines()))
+    {
+        return Err(conflict(
+            "TOO_MANY_MACHINES",
+            format!(
+                "license '{license_id}' has more machines activated than its limit allows, and '{fp}' is among the newest beyond it; deactivate machines first"
+            ),
+        ));
+    }
     // A token never outlives the license it speaks for.
     let grace_end = l.grace_ends_at(plan);
     if let Some(g) = grace_end {

@@ -131,17 +131,16 @@ pub async fn validate(
             };
             match super::license_tokens::mint(&app, l.id.as_str(), m).await {
                 Ok(t) => Some(t.part()),
-                // A fingerprint valid through a floating lease, or a plan without offline
-                // use: the answer stands, with an online token, and says why there is no
-                // offline one.
-                // Or a change since the validation (the offline token is judged on the
-                // latest state): the answer stands with its online token.
-                // A license no longer valid since: no token at all, not even an online
-                // one claiming it active.
+                // The offline token is judged on the latest state: a license no longer
+                // valid since gets no token at all, not even an online one claiming it
+                // active.
                 Err(e) if b.offline && e.code == "LICENSE_NOT_VALID" => {
                     offline_refused = Some(e.detail);
                     None
                 }
+                // A fingerprint valid through a floating lease, a plan without offline
+                // use, or a machine limit lowered since: the answer stands with an
+                // online token, and says why there is no offline one.
                 Err(e)
                     if b.offline
                         && matches!(e.code, "MACHINE_NOT_ACTIVATED" | "OFFLINE_NOT_ALLOWED" | "TOO_MANY_MACHINES") =>
