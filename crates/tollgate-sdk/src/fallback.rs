@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tollgate_core::token::{Claims, Jwks, RevocationList, Revocations, TokenError};
 
-use crate::offline::{VerifyOptions, verify_token_with};
+use crate::offline::{Term, VerifyOptions, verify_token_with};
 use crate::{Client, Code, Error, Source, Validation};
 
 /// Pages of the revocation feed one sync reads at most (a thousand entries each).
@@ -108,8 +108,7 @@ impl Client {
     /// names is validated without this machine's fingerprint, and its token (bound to
     /// no machine, lasting minutes) must not replace this machine's offline token.
     pub(crate) async fn remember(&self, key: &str, feature: Option<&str>, this_machine: bool, v: &Validation) {
-        if !this_machine {
-        } else if v.valid {
+        if this_machine && v.valid {
             if let Some(t) = &v.token
                 && self.verify_online(t).await.is_ok()
             {
@@ -119,7 +118,9 @@ impl Client {
                 }
                 mem.tokens.insert(key.to_string(), t.clone());
             }
-        } else if !matches!(v.code, Code::FeatureNotEntitled | Code::UserNotAssigned | Code::TooManyUsers) {
+        } else if this_machine
+            && !matches!(v.code, Code::FeatureNotEntitled | Code::UserNotAssigned | Code::TooManyUsers)
+        {
             // (Not this feature, or not this user: the license itself still stands.)
             self.mem().tokens.remove(key);
         }
@@ -306,16 +307,13 @@ impl Client {
 
 fn offline_answer(c: &Claims, feature: Option<&str>, network: String) -> Validation {
     let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-    // Past its term the license is in grace until its grace ends (no grace: its term's
-    // end), and expired after, whatever the token's own `exp` and leeway allow.
-    let in_grace = c.license.expires_at.is_some_and(|e| now >= e);
-    let ended = c.license.grace_ends_at.or(c.license.expires_at).is_some_and(|g| now >= g);
-    let entitled = !ended && feature.is_none_or(|f| c.has_feature(f));
-    let code = match (ended, entitled, in_grace) {
-        (true, _, _) => Code::Expired,
-        (false, false, _) => Code::FeatureNotEntitled,
-        (false, true, true) => Code::GracePeriod,
-        (false, true, false) => Code::Valid,
+    let term = crate::offline::term(c, now);
+    let entitled = term != Term::Ended && feature.is_none_or(|f| c.has_feature(f));
+    let code = match (term, entitled) {
+        (Term::Ended, _) => Code::Expired,
+        (_, false) => Code::FeatureNotEntitled,
+        (Term::Grace, true) => Code::GracePeriod,
+        (Term::Running, true) => Code::Valid,
     };
     let instant = |s: i64| tollgate_core::Timestamp::from_millis(s.saturating_mul(1000)).map(|t| t.to_string());
     Validation {

@@ -501,15 +501,13 @@ pub fn facts_from_validation(v: &Validation) -> LicenseFacts {
 
 /// License facts from a verified license token's claims (offline use).
 pub fn facts_from_claims(c: &Claims) -> LicenseFacts {
-    let now = tollgate_core::token::seconds(now());
-    let expired = c.license.expires_at.is_some_and(|e| now >= e);
-    let ended = c.license.grace_ends_at.or(c.license.expires_at).is_some_and(|g| now >= g);
-    let standing = match c.license.status.as_str() {
-        "active" if ended => LicenseStanding::Expired,
-        "active" if expired => LicenseStanding::Grace,
-        "active" => LicenseStanding::Active,
-        "suspended" => LicenseStanding::Suspended,
-        "revoked" => LicenseStanding::Revoked,
+    use crate::offline::{Term, term};
+    let standing = match (c.license.status.as_str(), term(c, tollgate_core::token::seconds(now()))) {
+        ("active", Term::Ended) => LicenseStanding::Expired,
+        ("active", Term::Grace) => LicenseStanding::Grace,
+        ("active", Term::Running) => LicenseStanding::Active,
+        ("suspended", _) => LicenseStanding::Suspended,
+        ("revoked", _) => LicenseStanding::Revoked,
         _ => LicenseStanding::Expired,
     };
     let valid = matches!(standing, LicenseStanding::Active | LicenseStanding::Grace);

@@ -26,6 +26,27 @@ impl Default for VerifyOptions {
     }
 }
 
+/// Where a token's license stands in its term at `now` (seconds), by its claims.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Term {
+    Running,
+    /// Past `expires_at`, before the grace ends.
+    Grace,
+    /// Past the grace's end (no grace: past `expires_at`), whatever the token's own
+    /// `exp` and leeway allow.
+    Ended,
+}
+
+pub(crate) fn term(c: &Claims, now: i64) -> Term {
+    if c.license.grace_ends_at.or(c.license.expires_at).is_some_and(|g| now >= g) {
+        Term::Ended
+    } else if c.license.expires_at.is_some_and(|e| now >= e) {
+        Term::Grace
+    } else {
+        Term::Running
+    }
+}
+
 pub(crate) fn timestamp(t: SystemTime) -> Timestamp {
     let ms = t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
     Timestamp::from_millis(ms).unwrap_or_else(|| Timestamp::from_millis(0).expect("epoch is in range"))
