@@ -546,21 +546,25 @@ async fn idempotency_job(app: Arc<AppState>, mut stop: tokio::sync::watch::Recei
     let Some(retention) = app.idempotency_retention else { return };
     let mut tick = tokio::time::interval((retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(600)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick comes at once: `open` has just moved the legacy claims.
+    let mut adopt = false;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        // On a blocking thread: on PostgreSQL a call may wait on the network.
-        let app2 = app.clone();
-        let adopted = tokio::task::spawn_blocking(move || {
-            let mut reader = app2.reader.lock().unwrap_or_else(|p| p.into_inner());
-            adopt_legacy_claims(&mut **reader)
-        })
-        .await
-        .unwrap_or_else(|e| Err(tollgate_store::StoreError::Invalid(e.to_string())));
-        if let Err(e) = adopted {
-            tracing::warn!(error = %e, "could not move idempotency claims kept in meta by an earlier build");
+        if std::mem::replace(&mut adopt, true) {
+            // On a blocking thread: on PostgreSQL a call may wait on the network.
+            let app2 = app.clone();
+            let adopted = tokio::task::spawn_blocking(move || {
+                let mut reader = app2.reader.lock().unwrap_or_else(|p| p.into_inner());
+                adopt_legacy_claims(&mut **reader)
+            })
+            .await
+            .unwrap_or_else(|e| Err(tollgate_store::StoreError::Invalid(e.to_string())));
+            if let Err(e) = adopted {
+                tracing::warn!(error = %e, "could not move idempotency claims kept in meta by an earlier build");
+            }
         }
         let Some(before) = prune_cutoff(engine::now(), retention) else { continue };
         let mut pruned = 0;
